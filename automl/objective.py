@@ -1,0 +1,223 @@
+"""The objective: one Optuna trial = one training job, watched epoch by epoch.
+
+sample params -> render spec.yaml into the trial's results dir -> launch on a device
+slot -> tail the job's logs through the metric extractor -> ``trial.report`` each new
+epoch, ask the pruner, stop the job when pruned -> the trial's value (best epoch by
+default). A non-zero exit fails the trial with a diagnosis; the study goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import yaml
+
+from automl.config.run_config import RunConfig
+from automl.diagnosis import diagnose
+from automl.launchers.base import JobHandle, JobResult, JobSpec, Launcher
+from automl.monitor import TrialMonitor
+from automl.search_space import SearchSpace, TrainSchema, render_spec
+from automl.slots import SlotPool
+from automl.trial_paths import trial_results_dir
+from metric_extractors import get_extractor
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+LOG_TAIL_LINES = 40
+
+
+class TrialFailed(Exception):
+    """The job failed; the message is the diagnosis. Caught by ``study.optimize``."""
+
+
+class TrialInterrupted(Exception):
+    """The study was interrupted while this trial ran; it is retried on the next run."""
+
+
+@dataclasses.dataclass
+class TrialEvent:
+    """What the progress display is told."""
+
+    kind: str  # started | epoch | pruned | completed | failed | interrupted
+    trial: int
+    slot: tuple[int, ...] = ()
+    epoch: int | None = None
+    value: float | None = None
+    message: str = ""
+
+
+@dataclasses.dataclass
+class StudyContext:
+    """What every trial of a run shares; built once by the study runner."""
+
+    config: RunConfig
+    schema: TrainSchema
+    space: SearchSpace
+    template: dict[str, Any]
+    data_assignments: dict[str, Any]  # dataset paths, class count: dotted path -> value
+    read_only_paths: tuple[Path, ...]
+    launcher: Launcher
+    slots: SlotPool
+    stop_event: threading.Event
+    on_event: Callable[[TrialEvent], None] = lambda event: None
+    upload_artifact: Callable[[optuna.Study, int, Path, str], None] | None = None
+
+
+class DinoObjective:
+    """Callable passed to ``study.optimize``; safe to run in several threads at once."""
+
+    def __init__(self, ctx: StudyContext) -> None:
+        self.ctx = ctx
+        self.maximize = ctx.config.metric.resolved_direction() == "maximize"
+
+    # -- one trial --------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> float:
+        cfg = self.ctx.config
+        results_dir = trial_results_dir(cfg.study_dir, trial)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        params = self.ctx.space.suggest(trial)
+        with self.ctx.slots.acquire() as slot:
+            spec_path = self._write_spec(params, results_dir, slot)
+            trial.set_user_attr("results_dir", str(results_dir))
+            trial.set_user_attr("spec_path", str(spec_path))
+            trial.set_user_attr("worker", WORKER_ID)
+            for stale in ("interrupted", "failure", "failure_fix", "prune_epoch"):
+                if stale in trial.user_attrs:  # inherited from the trial this one retries
+                    trial.set_user_attr(stale, None)
+            trial.set_user_attr("device", ",".join(f"cuda:{d}" for d in slot) or "cpu")
+            self._upload(trial, spec_path, "spec.yaml")
+            job = JobSpec(
+                study_name=cfg.study.name,
+                trial_number=trial.number,
+                command=(*cfg.trainer.command, "-e", str(spec_path)),
+                results_dir=results_dir,
+                log_path=results_dir / "stdout.log",
+                devices=slot,
+                read_only_paths=self.ctx.read_only_paths,
+                workdir=results_dir,
+            )
+            return self._run_job(trial, job, slot)
+
+    def _write_spec(self, params: dict[str, Any], results_dir: Path, slot: tuple[int, ...]) -> Path:
+        cfg = self.ctx.config
+        num_gpus = cfg.trainer.num_gpus if slot else 1
+        assignments: dict[str, Any] = {
+            **self.ctx.data_assignments,
+            **cfg.fixed,
+            **params,
+            "results_dir": str(results_dir),
+            "train.num_gpus": num_gpus,
+            "train.gpu_ids": list(range(num_gpus)),
+        }
+        spec = render_spec(self.ctx.template, assignments, self.ctx.schema)
+        spec_path = results_dir / "spec.yaml"
+        tmp = spec_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
+        os.replace(tmp, spec_path)
+        return spec_path
+
+    def _run_job(self, trial: optuna.Trial, job: JobSpec, slot: tuple[int, ...]) -> float:
+        cfg = self.ctx.config
+        extractor = get_extractor(cfg.metric.extractor, **cfg.metric.extractor_options)
+        monitor = TrialMonitor(job.results_dir, job.log_path, extractor)
+        reported: dict[int, float] = dict(trial.intermediate_values)  # a retry inherits these
+        handle = self.ctx.launcher.launch(job)
+        trial.set_user_attr("job_id", handle.id)
+        self.ctx.on_event(TrialEvent("started", trial.number, slot, message=handle.id))
+        result: JobResult | None = None
+        try:
+            while True:
+                result = handle.poll()  # read before the logs: no epoch written before exit is missed
+                self._report_new_epochs(trial, monitor, reported, handle, slot)
+                if result is not None:
+                    break
+                if self.ctx.stop_event.is_set():
+                    result = handle.stop(cfg.launcher.grace_period)
+                    trial.set_user_attr("interrupted", True)
+                    self._finish_attrs(trial, job)
+                    self.ctx.on_event(TrialEvent("interrupted", trial.number, slot))
+                    raise TrialInterrupted(f"trial {trial.number} interrupted; it resumes on the next run")
+                time.sleep(cfg.launcher.poll_interval)
+        finally:
+            if result is None:  # an exception escaped the loop: never leave a job behind
+                result = handle.stop(cfg.launcher.grace_period)
+        self._finish_attrs(trial, job)
+        if result.exit_code != 0 or result.oom_killed:
+            self._fail(trial, job, result, monitor)
+        if not reported:
+            message = (
+                f"the job exited 0 but metric {cfg.metric.name!r} never appeared; "
+                f"extractor {cfg.metric.extractor!r} saw: {monitor.seen_summary()}"
+            )
+            trial.set_user_attr("failure", message)
+            self.ctx.on_event(TrialEvent("failed", trial.number, slot, message=message))
+            raise TrialFailed(message)
+        values = [reported[k] for k in sorted(reported)]
+        value = values[-1] if cfg.metric.aggregate == "last" else (max(values) if self.maximize else min(values))
+        self.ctx.on_event(TrialEvent("completed", trial.number, slot, value=value))
+        return value
+
+    def _report_new_epochs(
+        self,
+        trial: optuna.Trial,
+        monitor: TrialMonitor,
+        reported: dict[int, float],
+        handle: JobHandle,
+        slot: tuple[int, ...],
+    ) -> None:
+        name = self.ctx.config.metric.name
+        for item in monitor.poll():
+            value = item.values.get(name)
+            if value is None or item.epoch in reported or math.isnan(value):
+                continue
+            reported[item.epoch] = value
+            trial.report(value, step=item.epoch)
+            self.ctx.on_event(TrialEvent("epoch", trial.number, slot, epoch=item.epoch, value=value))
+            if trial.should_prune():
+                handle.stop(self.ctx.config.launcher.grace_period)
+                trial.set_user_attr("prune_epoch", item.epoch)
+                self._finish_attrs(trial, handle.job)
+                self.ctx.on_event(TrialEvent("pruned", trial.number, slot, epoch=item.epoch, value=value))
+                raise optuna.TrialPruned(f"pruned at epoch {item.epoch} ({name}={value:.4f})")
+
+    def _fail(self, trial: optuna.Trial, job: JobSpec, result: JobResult, monitor: TrialMonitor) -> None:
+        tail = _tail(job.log_path, LOG_TAIL_LINES)
+        diagnosis = diagnose(result.exit_code, tail, monitor.status_lines(), result.oom_killed)
+        trial.set_user_attr("exit_code", result.exit_code)
+        trial.set_user_attr("failure", diagnosis.summary)
+        trial.set_user_attr("failure_code", diagnosis.code)
+        trial.set_user_attr("failure_fix", diagnosis.fix)
+        message = f"exit code {result.exit_code}: {diagnosis.summary} -> {diagnosis.fix}"
+        self.ctx.on_event(TrialEvent("failed", trial.number, message=message))
+        raise TrialFailed(message)
+
+    def _finish_attrs(self, trial: optuna.Trial, job: JobSpec) -> None:
+        tail = _tail(job.log_path, LOG_TAIL_LINES)
+        trial.set_user_attr("log_tail", tail[-4000:])
+        tail_file = job.results_dir / "log_tail.txt"
+        tail_file.write_text(tail)
+        self._upload(trial, tail_file, "log_tail.txt")
+
+    def _upload(self, trial: optuna.Trial, path: Path, name: str) -> None:
+        if self.ctx.upload_artifact is not None and path.exists():
+            self.ctx.upload_artifact(trial.study, trial._trial_id, path, name)
+
+
+def _tail(path: Path, lines: int) -> str:
+    """Last ``lines`` lines of a possibly huge file, reading only its end."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

@@ -1,0 +1,69 @@
+"""Nothing lost when a worker dies: stale trials are failed and queued again.
+
+Optuna's heartbeat marks a trial stale only after ``grace_period``; a worker on this
+host that died (even ``kill -9``) is recognised at once by its recorded pid. Either
+way the trial is failed and re-enqueued as WAITING with the same parameters and
+user attributes, so the retry reuses the trial's results dir and the trainer resumes
+from its latest checkpoint. Jobs that no live worker owns are stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+
+def _pid_is_live_worker(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"automl" in cmdline or b"pytest" in cmdline
+
+
+def dead_local_worker(trial: FrozenTrial) -> bool:
+    """True when ``trial`` ran in a worker process of this host that no longer exists."""
+    worker = trial.user_attrs.get("worker", "")
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    return not _pid_is_live_worker(int(pid))
+
+
+def recover_study(study: optuna.Study, max_retry: int) -> list[int]:
+    """Fail RUNNING trials of dead workers (here: by pid; elsewhere: by heartbeat) and
+    interrupted trials, and queue each once for retry. Returns the failed numbers."""
+    storage = study._storage
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+    recovered: list[int] = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if dead_local_worker(trial):
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                storage.set_trial_user_attr(trial._trial_id, "failure", "worker process died")
+                recovered.append(trial.number)
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        optuna.storages.fail_stale_trials(study)  # the storage's callback queues the retries
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        stale = sorted(after - before)
+    else:
+        stale = []
+    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        wants_retry = trial.number in recovered or trial.user_attrs.get("interrupted")
+        if wants_retry and trial.number not in retried:
+            retry(study, trial)
+    return sorted(set(recovered) | set(stale))
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Finished trials toward the budget; a trial superseded by its retry is not counted."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in trials if t.state in finished and t.number not in retried)

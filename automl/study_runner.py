@@ -1,0 +1,184 @@
+"""Run a study from a RunConfig: the orchestration of one ``automl run``.
+
+Builds the search space, stages and checks the data (before any GPU time), opens the
+study on RDB storage with heartbeats, recovers what dead workers left, then runs
+``study.optimize`` with one thread per device slot, and finally writes the best spec,
+the report and applies checkpoint retention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.config.run_config import RunConfig
+from automl.data_prep import PreparedData, prepare_data
+from automl.launchers import get_launcher
+from automl.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
+from automl.progress import ProgressBoard
+from automl.pruners import build_pruner
+from automl.recovery import counted_trials, recover_study
+from automl.samplers import build_sampler
+from automl.search_space import SearchSpace, TrainSchema, load_space_overrides
+from automl.search_space.paths import default_schema_path, default_space_path, default_template_path
+from automl.slots import SlotPool, plan_slots
+from automl.study_results import StudyOutcome, finalize_study
+
+
+def open_storage(cfg: RunConfig) -> RDBStorage:
+    """RDB storage with heartbeats; stale trials come back as WAITING with the same params."""
+    heartbeat = cfg.study.heartbeat_interval
+    return RDBStorage(
+        cfg.storage_url,
+        engine_kwargs={"pool_pre_ping": True} if not cfg.storage_url.startswith("sqlite") else None,
+        heartbeat_interval=heartbeat,
+        grace_period=cfg.study.grace_period or 4 * heartbeat,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+            max_retry=cfg.study.max_retry, inherit_intermediate_values=True
+        ),
+    )
+
+
+def open_study(cfg: RunConfig) -> optuna.Study:
+    return optuna.create_study(
+        study_name=cfg.study.name,
+        storage=open_storage(cfg),
+        sampler=build_sampler(cfg.sampler),
+        pruner=build_pruner(cfg.pruner),
+        direction=cfg.metric.resolved_direction(),
+        load_if_exists=True,
+    )
+
+
+class _FailureGuard:
+    """Stops the study after too many consecutive failed trials, with a summary."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.streak: list[FrozenTrial] = []
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self._lock:
+            if trial.state == TrialState.FAIL and not trial.user_attrs.get("interrupted"):
+                self.streak.append(trial)
+            elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                self.streak.clear()
+            if len(self.streak) >= self.limit and not self.tripped:
+                self.tripped = True
+                study.stop()
+
+    def summary(self) -> str:
+        lines = [f"stopped after {len(self.streak)} consecutive failed trials:"]
+        for t in self.streak:
+            lines.append(f"  trial {t.number}: {t.user_attrs.get('failure', 'unknown failure')}")
+            if t.user_attrs.get("failure_fix"):
+                lines.append(f"    fix: {t.user_attrs['failure_fix']}")
+        return "\n".join(lines)
+
+
+class _BudgetGuard:
+    """Stops when the study holds ``n_trials`` finished trials (other workers' too)."""
+
+    def __init__(self, n_trials: int | None) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.n_trials is not None and counted_trials(study) >= self.n_trials:
+            study.stop()
+
+
+@dataclasses.dataclass
+class _Interrupt:
+    """First SIGINT/SIGTERM: stop jobs and leave cleanly. Second SIGINT: the default."""
+
+    event: threading.Event
+    previous: dict[int, Any] = dataclasses.field(default_factory=dict)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
+    cfg.workspace.mkdir(parents=True, exist_ok=True)
+    cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    schema = TrainSchema.load(cfg.trainer.schema_path or default_schema_path())
+    template = yaml.safe_load(Path(cfg.trainer.template or default_template_path()).read_text())
+    data: PreparedData = prepare_data(cfg, template, board)
+    space = SearchSpace.build(
+        schema,
+        overrides=load_space_overrides(cfg.trainer.space or default_space_path()),
+        context={**data.assignments, **cfg.fixed},
+    )
+    study = open_study(cfg)
+    recovered = recover_study(study, cfg.study.max_retry)
+    if recovered:
+        board.note(f"recovered trials of dead workers: {recovered} (queued to resume from their checkpoints)")
+    launcher = get_launcher(cfg.launcher.name, **cfg.launcher.options)
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    reaped = launcher.reap_orphans(cfg.study.name, running)
+    if reaped:
+        board.note(f"stopped {len(reaped)} orphaned job(s) of this study: {', '.join(reaped)}")
+    slots = SlotPool(plan_slots(cfg.devices, cfg.trainer.num_gpus, cfg.cpu_parallel))
+    stop_event = threading.Event()
+    ctx = StudyContext(
+        config=cfg, schema=schema, space=space, template=template,
+        data_assignments=data.assignments, read_only_paths=data.read_only_paths,
+        launcher=launcher, slots=slots, stop_event=stop_event,
+        on_event=board.on_trial_event, upload_artifact=board.upload_artifact,
+    )
+    remaining = None if cfg.budget.n_trials is None else cfg.budget.n_trials - counted_trials(study)
+    failures = _FailureGuard(cfg.budget.max_consecutive_failures)
+    interrupt = _Interrupt(stop_event)
+    interrupted = False
+    started = time.monotonic()
+    interrupt.install()
+    try:
+        if remaining is None or remaining > 0:
+            board.start(study, slots, remaining)
+            try:
+                study.optimize(
+                    DinoObjective(ctx),
+                    n_trials=remaining,
+                    timeout=cfg.budget.timeout_s,
+                    n_jobs=slots.size,
+                    catch=(TrialFailed,),
+                    callbacks=[failures, _BudgetGuard(cfg.budget.n_trials), board.on_trial_finished],
+                )
+            except (TrialInterrupted, KeyboardInterrupt):
+                interrupted = True
+            finally:
+                board.stop()
+        interrupted = interrupted or stop_event.is_set()
+        if interrupted:
+            recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
+    finally:
+        interrupt.restore()
+    return finalize_study(
+        cfg, study, board,
+        interrupted=interrupted,
+        failure_summary=failures.summary() if failures.tripped else None,
+        elapsed_s=time.monotonic() - started,
+    )
