@@ -1,0 +1,177 @@
+"""Deformable encoder and the DINO decoder (iterative box refinement, look forward twice).
+
+Post-norm layers as in Deformable DETR / DINO (``pre_norm`` is not implemented).
+Notation: ``B`` batch, ``S`` memory tokens over all ``L`` levels, ``Q`` decoder queries
+(denoising queries first, then matching queries), ``C`` hidden width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dino.models.ms_deform_attn import MSDeformAttn
+from dino.models.position_encoding import sine_embed_boxes
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (box head, ref-point head)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class FeedForward(nn.Module):
+    """Residual two-layer FFN with post-norm: ``norm(x + W2 drop(relu(W1 x)))``."""
+
+    def __init__(self, d_model: int, d_ffn: int, dropout: float):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x + self.dropout2(self.linear2(self.dropout1(F.relu(self.linear1(x))))))
+
+
+class DeformableEncoderLayer(nn.Module):
+    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ffn, dropout)
+
+    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: list[tuple[int, int]],
+                padding_mask: Tensor) -> Tensor:
+        """src, pos: ``[B, S, C]``; reference_points: ``[B, S, L, 2]``; padding_mask: ``[B, S]``."""
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask)
+        return self.ffn(self.norm(src + self.dropout(attn)))
+
+
+class DeformableEncoder(nn.Module):
+    def __init__(self, num_layers: int, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int,
+                 n_points: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DeformableEncoderLayer(d_model, d_ffn, dropout, n_levels, n_heads, n_points) for _ in range(num_layers)
+        )
+
+    @staticmethod
+    def reference_points(spatial_shapes: list[tuple[int, int]], valid_ratios: Tensor) -> Tensor:
+        """Pixel centres of every level, as seen from every level.
+
+        Args:
+            valid_ratios: ``[B, L, 2]`` (w, h) fraction of each map that is not padding.
+        Returns:
+            ``[B, S, L, 2]`` (x, y) normalised to each level's padded map.
+        """
+        points = []
+        for lvl, (h, w) in enumerate(spatial_shapes):
+            ys, xs = torch.meshgrid(
+                torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+                indexing="ij",
+            )
+            # normalise by the valid extent of this level: [B, H*W]
+            x = xs.reshape(1, -1) / (valid_ratios[:, None, lvl, 0] * w)
+            y = ys.reshape(1, -1) / (valid_ratios[:, None, lvl, 1] * h)
+            points.append(torch.stack((x, y), -1))
+        ref = torch.cat(points, 1)  # [B, S, 2] in the valid frame
+        return ref[:, :, None] * valid_ratios[:, None]
+
+    def forward(self, src: Tensor, pos: Tensor, spatial_shapes: list[tuple[int, int]], valid_ratios: Tensor,
+                padding_mask: Tensor) -> Tensor:
+        """src, pos: ``[B, S, C]``; returns the memory ``[B, S, C]``."""
+        ref = self.reference_points(spatial_shapes, valid_ratios)
+        for layer in self.layers:
+            src = layer(src, pos, ref, spatial_shapes, padding_mask)
+        return src
+
+
+class DeformableDecoderLayer(nn.Module):
+    """Self-attention among queries, deformable cross-attention into memory, FFN."""
+
+    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ffn, dropout)
+
+    def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, memory: Tensor,
+                spatial_shapes: list[tuple[int, int]], memory_padding_mask: Tensor,
+                self_attn_mask: Tensor | None) -> Tensor:
+        """tgt, query_pos: ``[B, Q, C]``; reference_points: ``[B, Q, L, 4]``;
+        self_attn_mask: ``[Q, Q]`` bool, True where a query may NOT look."""
+        q = k = tgt + query_pos
+        attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
+        tgt = self.norm1(tgt + self.dropout1(attn))
+        attn = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, memory_padding_mask)
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        return self.ffn(tgt)
+
+
+class DeformableDecoder(nn.Module):
+    """Decoder whose queries carry anchor boxes that every layer refines.
+
+    The box head ``bbox_embed`` (shared by all layers, as in DINO) predicts a logit-space
+    delta. Layer ``i`` samples around the *detached* box of layer ``i-1``; its prediction
+    adds the delta to the *undetached* box of layer ``i-1``, so the loss of layer ``i``
+    also trains layer ``i-1`` ("look forward twice", DINO Sec. 3.5).
+    """
+
+    def __init__(self, num_layers: int, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int,
+                 n_points: int):
+        super().__init__()
+        self.d_model = d_model
+        self.layers = nn.ModuleList(
+            DeformableDecoderLayer(d_model, d_ffn, dropout, n_levels, n_heads, n_points) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
+        self.bbox_embed = MLP(d_model, d_model, 4, 3)
+        nn.init.zeros_(self.bbox_embed.layers[-1].weight)  # start at the anchors
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+
+    def forward(self, tgt: Tensor, ref_logits: Tensor, memory: Tensor, spatial_shapes: list[tuple[int, int]],
+                valid_ratios: Tensor, memory_padding_mask: Tensor,
+                self_attn_mask: Tensor | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Args:
+            tgt: ``[B, Q, C]`` content queries.
+            ref_logits: ``[B, Q, 4]`` initial anchors (cx, cy, w, h) in logit space, detached.
+            memory: ``[B, S, C]``; valid_ratios: ``[B, L, 2]``; memory_padding_mask: ``[B, S]``.
+            self_attn_mask: ``[Q, Q]`` bool (denoising groups), or None.
+        Returns:
+            ``(hs, boxes)``: per layer, normalised hidden states ``[B, Q, C]`` and predicted
+            boxes ``[B, Q, 4]`` (sigmoid, cxcywh, relative to the unpadded image).
+        """
+        ratios4 = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # [B, 1, L, 4]
+        ref_in = ref_logits  # detached input anchors of the current layer
+        prev = ref_logits  # undetached boxes of the previous layer
+        hs, boxes = [], []
+        out = tgt
+        for layer in self.layers:
+            ref_points = ref_in.sigmoid()[:, :, None] * ratios4  # [B, Q, L, 4] in padded frames
+            query_pos = self.ref_point_head(sine_embed_boxes(ref_points[:, :, 0], self.d_model))
+            out = layer(out, query_pos, ref_points, memory, spatial_shapes, memory_padding_mask, self_attn_mask)
+            h = self.norm(out)
+            delta = self.bbox_embed(h).float()
+            boxes.append((prev + delta).sigmoid())
+            hs.append(h)
+            prev = ref_in + delta
+            ref_in = prev.detach()
+        return hs, boxes

@@ -1,0 +1,1 @@
+"""Small helpers shared by the DINO model and trainer (box geometry)."""
