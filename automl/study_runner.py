@@ -20,6 +20,7 @@ import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.artifacts import ArtifactRecorder
 from automl.config.run_config import RunConfig
 from automl.data_prep import PreparedData, prepare_data
 from automl.launchers import get_launcher
@@ -133,6 +134,7 @@ def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
         context={**data.assignments, **cfg.fixed},
     )
     study = open_study(cfg)
+    study.set_user_attr("metric", cfg.metric.name)
     recovered = recover_study(study, cfg.study.max_retry)
     if recovered:
         board.note(f"recovered trials of dead workers: {recovered} (queued to resume from their checkpoints)")
@@ -147,7 +149,8 @@ def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
         config=cfg, schema=schema, space=space, template=template,
         data_assignments=data.assignments, read_only_paths=data.read_only_paths,
         launcher=launcher, slots=slots, stop_event=stop_event,
-        on_event=board.on_trial_event, upload_artifact=board.upload_artifact,
+        on_event=board.on_trial_event,
+        upload_artifact=ArtifactRecorder(cfg.workspace / "artifacts").upload,
     )
     remaining = None if cfg.budget.n_trials is None else cfg.budget.n_trials - counted_trials(study)
     failures = _FailureGuard(cfg.budget.max_consecutive_failures)

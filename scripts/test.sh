@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install, start what the tests need (Docker engine + trainer image, Chromium,
+# PostgreSQL), then run the whole test suite. pytest finding no test is a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh || exit 1
+./scripts/test_services.sh || exit 1
+.venv/bin/python -m pytest -q "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$rc"

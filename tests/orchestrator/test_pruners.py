@@ -1,0 +1,89 @@
+"""The default pruner judges trials by their best value so far, after a warm-up."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from optuna.distributions import FloatDistribution
+
+from automl.config.run_config import PrunerSettings
+from automl.pruners import BestSoFarPercentilePruner, best_so_far, build_pruner
+
+
+def _study(direction="maximize"):
+    return optuna.create_study(direction=direction, pruner=optuna.pruners.NopPruner())
+
+
+def _add(study, curve, state=TrialState.COMPLETE):
+    value = max(curve.values()) if state == TrialState.COMPLETE else None
+    study.add_trial(create_trial(state=state, value=value, intermediate_values=curve,
+                                 params={"x": 0.1}, distributions={"x": FloatDistribution(0, 1)}))
+
+
+def _running(study, curve):
+    trial = study.ask()
+    for step, value in curve.items():
+        trial.report(value, step)
+    return study._storage.get_trial(trial._trial_id)
+
+
+def test_best_so_far_ignores_later_steps():
+    study = _study()
+    _add(study, {1: 0.2, 2: 0.6, 3: 0.3})
+    t = study.trials[0]
+    assert best_so_far(t, 1, True) == 0.2
+    assert best_so_far(t, 3, True) == 0.6
+    assert best_so_far(t, 3, False) == 0.2
+
+
+def test_no_decision_during_warmup():
+    study = _study()
+    _add(study, {1: 0.9, 2: 0.9, 3: 0.9})
+    pruner = BestSoFarPercentilePruner(n_warmup_steps=2)
+    assert not pruner.prune(study, _running(study, {1: 0.0}))
+    assert pruner.prune(study, _running(study, {1: 0.0, 2: 0.1}))
+
+
+def test_a_dip_does_not_prune_a_trial_whose_best_is_good():
+    """Optuna's rule compares the others' raw value at the step; a reference trial
+    that dipped would set a low bar, one that peaked a high one. Ours uses best so far."""
+    study = _study()
+    _add(study, {1: 0.3, 2: 0.7, 3: 0.4})  # reference dips at epoch 3
+    pruner = BestSoFarPercentilePruner(n_warmup_steps=2)
+    # running trial peaked at 0.8 at epoch 2, dips to 0.5 at epoch 3: its best (0.8) > 0.7
+    assert not pruner.prune(study, _running(study, {1: 0.1, 2: 0.8, 3: 0.5}))
+    # best so far 0.6 < reference best so far 0.7: pruned, although 0.6 > the raw 0.4 at epoch 3
+    assert pruner.prune(study, _running(study, {1: 0.1, 2: 0.6, 3: 0.6}))
+    optuna_rule = optuna.pruners.MedianPruner(n_warmup_steps=2)
+    assert not optuna_rule.prune(study, _running(study, {1: 0.1, 2: 0.6, 3: 0.6}))
+
+
+def test_minimize_direction():
+    study = _study("minimize")
+    _add(study, {1: 1.0, 2: 0.5})
+    study.trials  # noqa: B018
+    pruner = BestSoFarPercentilePruner(n_warmup_steps=1)
+    assert pruner.prune(study, _running(study, {1: 2.0, 2: 0.9}))
+    assert not pruner.prune(study, _running(study, {1: 2.0, 2: 0.4}))
+
+
+def test_pruned_trials_count_as_references_only_where_they_reached():
+    study = _study()
+    _add(study, {1: 0.1, 2: 0.2, 3: 0.3})
+    _add(study, {1: 0.9, 2: 0.9}, state=TrialState.PRUNED)
+    pruner = BestSoFarPercentilePruner(n_warmup_steps=1)
+    # at epoch 2 the references are 0.2 and 0.9: median 0.55
+    assert pruner.prune(study, _running(study, {1: 0.3, 2: 0.5}))
+    # at epoch 3 only the complete trial reached it: bar 0.3
+    assert not pruner.prune(study, _running(study, {1: 0.3, 2: 0.5, 3: 0.5}))
+
+
+@pytest.mark.parametrize("name", ["median", "percentile", "successive_halving", "hyperband",
+                                  "patient", "none"])
+def test_every_named_pruner_builds(name):
+    assert isinstance(build_pruner(PrunerSettings(name=name)), optuna.pruners.BasePruner)
+
+
+def test_threshold_needs_a_bound():
+    with pytest.raises(ValueError, match="lower or pruner.upper"):
+        build_pruner(PrunerSettings(name="threshold"))
+    assert build_pruner(PrunerSettings(name="threshold", lower=0.1))
