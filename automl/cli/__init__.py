@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "automl.cli.space",  # space show / sample
     "automl.cli.dataset",  # dataset synth / check / stage
     "automl.cli.dashboard",  # dashboard, report
+    "automl.cli.schedule",  # nightly tuning
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--profile", help="packaged profile, e.g. smoke")
     src.add_argument("--config", type=Path, help="run config YAML")
     run.add_argument("--study-name", help="study name (default from the config)")
-    run.add_argument("--storage", help="RDB URL, e.g. postgresql://host/db (default sqlite in the workspace)")
+    run.add_argument("--storage", help="RDB URL, e.g. postgresql://host/db (default $AUTOML_STORAGE, else sqlite in the workspace)")
     run.add_argument("--n-trials", type=int, help="finished trials the study should hold")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     run.add_argument("--devices", help="auto, cpu, or GPU indices like 0,1,2")
@@ -64,8 +65,9 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
     if args.study_name:
         over.setdefault("study", {})["name"] = args.study_name
-    if args.storage:
-        over.setdefault("study", {})["storage"] = args.storage
+    storage = args.storage or os.environ.get("AUTOML_STORAGE")
+    if storage:
+        over.setdefault("study", {})["storage"] = storage
     if args.n_trials is not None:
         over.setdefault("budget", {})["n_trials"] = args.n_trials
     if args.timeout is not None:
@@ -120,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _open_study(args: argparse.Namespace) -> optuna.Study:
-    storage = args.storage or f"sqlite:///{(args.workspace / 'study.db').resolve()}"
+    storage = args.storage or os.environ.get("AUTOML_STORAGE") or f"sqlite:///{(args.workspace / 'study.db').resolve()}"
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
         raise UserError(f"no study database at {storage}; run `automl run` first or pass --storage")
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
