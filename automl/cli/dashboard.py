@@ -1,0 +1,158 @@
+"""``automl dashboard`` (optuna-dashboard on the study) and ``automl report`` (HTML report).
+
+Both read an existing study storage: by default ``sqlite:///<workspace>/study.db``, the one
+``automl run`` writes. A missing SQLite file is refused rather than silently created, so a
+mistyped ``--workspace`` is reported instead of showing an empty dashboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from automl.errors import UserError
+
+DEFAULT_WORKSPACE = Path("automl_workspace")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def default_storage_url(workspace: Path) -> str:
+    """The study storage ``automl run`` uses in ``workspace``."""
+    return f"sqlite:///{(Path(workspace) / 'study.db').resolve()}"
+
+
+def existing_storage_url(storage: str | None, workspace: Path) -> str:
+    """``storage`` (or the workspace default), checked to name a study database that exists."""
+    url = storage or default_storage_url(workspace)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise UserError(
+            f"--storage {url!r} is not a database URL: use e.g. "
+            "sqlite:///automl_workspace/study.db or postgresql://user:pass@host:5432/optuna"
+        ) from exc
+    if parsed.drivername.startswith("sqlite"):
+        db = parsed.database
+        if not db or db == ":memory:":
+            raise UserError(
+                f"--storage {url!r} is an in-memory SQLite database, which no other process "
+                "can read: point it at the study's file, e.g. sqlite:///<workspace>/study.db"
+            )
+        if not Path(db).is_file():
+            hint = "pass --storage" if storage else "pass --workspace or --storage"
+            raise UserError(
+                f"no study database at {Path(db).resolve()}: `automl run` creates it when a "
+                f"study starts; {hint} to point at an existing one"
+            )
+    return url
+
+
+def _connection_error(url: str, exc: Exception) -> UserError:
+    from automl.report import redact_url
+
+    reason = getattr(exc, "orig", None) or exc
+    return UserError(
+        f"cannot open the study storage {redact_url(url)}: {reason}. Check the URL, that the "
+        "database server is up, and the credentials"
+    )
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    from automl.dashboard import DashboardServer, is_loopback
+
+    url = existing_storage_url(args.storage, args.workspace)
+    host = args.host or DEFAULT_HOST
+    try:
+        server = DashboardServer(
+            url,
+            host=host,
+            port=args.port,
+            artifact_dir=args.workspace / "artifacts",
+            allow_remote=args.host is not None,  # only an explicit --host may leave loopback
+        )
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise _connection_error(url, exc) from exc
+    if not is_loopback(host):
+        print(
+            f"warning: serving on {host}: optuna-dashboard has no authentication; anyone who "
+            "can reach this port can read and delete studies",
+            file=sys.stderr,
+        )
+    print(f"optuna-dashboard: {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("dashboard stopped")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from automl.report import default_report_dir, resolve_study_name, write_report
+
+    url = existing_storage_url(args.storage, args.workspace)
+    try:
+        name = resolve_study_name(url, args.study)
+        out = args.out or default_report_dir(args.workspace, name)
+        artifacts = args.workspace / "artifacts"
+        path = write_report(url, name, out, artifacts if artifacts.is_dir() else None)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise _connection_error(url, exc) from exc
+    print(f"report of study {name!r}: {path}")
+    return 0
+
+
+def _add_storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="study storage URL (default: sqlite:///<workspace>/study.db)",
+    )
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=DEFAULT_WORKSPACE,
+        metavar="DIR",
+        help=f"workspace of `automl run` (default: ./{DEFAULT_WORKSPACE}); "
+        "trial artifacts are read from <workspace>/artifacts",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    dash = sub.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on the study (trials, curves, artifacts)",
+        description="Serve optuna-dashboard on the study storage with the trials' artifacts "
+        "(spec.yaml, log tail). Per-epoch values appear live while trials run.",
+    )
+    _add_storage_args(dash)
+    dash.add_argument(
+        "--host",
+        help=f"address to bind (default: {DEFAULT_HOST}); a non-loopback address exposes an "
+        "unauthenticated dashboard and must be given explicitly",
+    )
+    dash.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)"
+    )
+    dash.set_defaults(func=_run_dashboard)
+
+    rep = sub.add_parser(
+        "report",
+        help="write an HTML report (figures, best trials, best spec) of a study",
+        description="Write report.html and PNG figures for one study of the storage.",
+    )
+    _add_storage_args(rep)
+    rep.add_argument(
+        "--study", metavar="NAME", help="study name (default: the only study in the storage)"
+    )
+    rep.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default: <workspace>/reports/<study>)",
+    )
+    rep.set_defaults(func=_run_report)
