@@ -75,6 +75,10 @@ class LineExtractor:
         rest, self._partial = self._partial, b""
         return self._parse_block(rest) if rest.strip() else []
 
+    def discard_partial(self) -> None:
+        """Forget an unterminated line (its file was truncated or replaced)."""
+        self._partial = b""
+
     def _parse_block(self, block: bytes) -> list[EpochMetrics]:
         text = block.decode("utf-8", errors="replace")
         lines = text.splitlines() if self.split_on_cr else text.split("\n")
