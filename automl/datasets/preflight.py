@@ -1,0 +1,330 @@
+"""Preflight: catch what would crash or waste a training job before any GPU time.
+
+Each check mirrors a known DINO/TAO failure: ``num_classes < max(category_id) + 1`` is a
+CUDA device-side assert mid-epoch; a dataset smaller than ``batch_size * num_gpus`` gives
+zero batches; ``num_select >= num_queries * num_classes`` fails top-k at the first
+validation; ``return_interm_indices`` must have ``num_feature_levels`` entries; with
+several GPUs ``gpu_ids`` must list as many devices. Data checks open the files the
+trainer will open: every image is looked up, and all of them (small sets) or a seeded
+sample (large sets) are decoded with PIL.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from automl.datasets.coco import CocoSet, read_coco
+from automl.datasets.findings import Finding, FindingGroup, Severity
+from automl.datasets.staging import StagedSplit
+from automl.errors import ConfigError
+
+# a box may overhang the image by this many pixels before it is reported (rounding)
+BORDER_TOLERANCE_PX = 1.0
+
+
+@dataclass(frozen=True)
+class SpecFacts:
+    """The few spec values preflight checks; None means "unknown, skip that check"."""
+
+    num_classes: int | None = None  # dataset.num_classes
+    batch_size: int | None = None  # dataset.batch_size
+    num_gpus: int | None = None  # train.num_gpus
+    gpu_ids: tuple[int, ...] | None = None  # train.gpu_ids
+    num_queries: int | None = None  # model.num_queries
+    num_select: int | None = None  # model.num_select
+    num_feature_levels: int | None = None  # model.num_feature_levels
+    return_interm_indices: tuple[int, ...] | None = None  # model.return_interm_indices
+
+    SPEC_KEYS = {
+        "num_classes": "dataset.num_classes",
+        "batch_size": "dataset.batch_size",
+        "num_gpus": "train.num_gpus",
+        "gpu_ids": "train.gpu_ids",
+        "num_queries": "model.num_queries",
+        "num_select": "model.num_select",
+        "num_feature_levels": "model.num_feature_levels",
+        "return_interm_indices": "model.return_interm_indices",
+    }
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name in ("gpu_ids", "return_interm_indices"):
+                if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(_is_int(v) for v in value):
+                    raise ConfigError(f"{self.SPEC_KEYS[f.name]} must be a list of integers, got {value!r}")
+                object.__setattr__(self, f.name, tuple(value))
+            elif not _is_int(value):
+                raise ConfigError(f"{self.SPEC_KEYS[f.name]} must be an integer, got {value!r}")
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "SpecFacts":
+        """Read the values from a TAO DINO train spec (nested dict); absent keys stay None."""
+        values: dict[str, Any] = {}
+        for name, dotted in cls.SPEC_KEYS.items():
+            node: Any = spec
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, Mapping) else None
+            values[name] = node
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> "SpecFacts":
+        """A copy with the non-None ``overrides`` applied (CLI flags over a spec file)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update({k: v for k, v in overrides.items() if v is not None})
+        return SpecFacts(**current)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def check_spec(facts: SpecFacts) -> list[Finding]:
+    """Checks of the spec alone (no data needed)."""
+    out: list[Finding] = []
+    keys = SpecFacts.SPEC_KEYS
+    for name in ("batch_size", "num_gpus", "num_queries", "num_classes", "num_feature_levels"):
+        value = getattr(facts, name)
+        if value is not None and value < 1:
+            out.append(Finding(Severity.ERROR, f"{keys[name]} is {value}; it must be at least 1", keys[name], f"set {keys[name]} to a positive integer", code="spec_value_invalid"))
+    nq, ns, nc = facts.num_queries, facts.num_select, facts.num_classes
+    if nq is not None and ns is not None and nc is not None and nq >= 1 and nc >= 1 and ns >= nq * nc:
+        cap = min(nq, nq * nc - 1)
+        out.append(
+            Finding(
+                Severity.ERROR,
+                f"model.num_select is {ns} but must be below num_queries * num_classes = {nq} * {nc} = {nq * nc} (top-k over query scores fails at validation)",
+                "model.num_select",
+                f"lower model.num_select to at most {cap}",
+                suggested_value=cap,
+                setting="model.num_select",
+                code="num_select_too_large",
+            )
+        )
+    levels, indices = facts.num_feature_levels, facts.return_interm_indices
+    if levels is not None and indices is not None and len(indices) != levels:
+        out.append(
+            Finding(
+                Severity.ERROR,
+                f"model.return_interm_indices has {len(indices)} entries {list(indices)} but model.num_feature_levels is {levels}; they must be equal",
+                "model.return_interm_indices / model.num_feature_levels",
+                f"set model.num_feature_levels to {len(indices)}, or list {levels} backbone stages in model.return_interm_indices",
+                suggested_value=len(indices),
+                setting="model.num_feature_levels",
+                code="interm_levels_mismatch",
+            )
+        )
+    gpus, ids = facts.num_gpus, facts.gpu_ids
+    if gpus is not None and ids is not None and gpus >= 1 and len(ids) != gpus:
+        out.append(
+            Finding(
+                Severity.ERROR,
+                f"train.num_gpus is {gpus} but train.gpu_ids lists {len(ids)} device(s) {list(ids)}",
+                "train.gpu_ids / train.num_gpus",
+                f"list {gpus} device ids in train.gpu_ids, or set train.num_gpus to {len(ids)}",
+                suggested_value=list(range(gpus)),
+                setting="train.gpu_ids",
+                code="gpu_ids_mismatch",
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _check_images(split: str, staged: StagedSplit, coco: CocoSet, sample_limit: int) -> list[Finding]:
+    where = f"{split} {staged.image_dir}"
+    missing = FindingGroup("image_missing", Severity.ERROR, "image files listed in the annotations are missing", where, "add the files, or remove their entries (and annotations) from the annotations file")
+    unreadable = FindingGroup("image_unreadable", Severity.ERROR, "image files cannot be decoded", where, "replace the corrupt files or remove their entries")
+    mismatch = FindingGroup(
+        "image_size_mismatch",
+        Severity.WARNING,
+        "images differ in size from their 'width'/'height' in the annotations",
+        where,
+        "write the real pixel sizes into the annotations (boxes are checked against them)",
+    )
+    present = []
+    for img in coco.images:
+        if (staged.image_dir / img.file_name).is_file():
+            present.append(img)
+        else:
+            missing.add(repr(img.file_name))
+    sampled = len(present) > sample_limit
+    to_open = random.Random(0).sample(present, sample_limit) if sampled else present
+    if to_open:
+        from PIL import Image
+
+        for img in to_open:
+            path = staged.image_dir / img.file_name
+            try:
+                with Image.open(path) as im:
+                    im.load()  # decodes: catches truncated files that verify() lets through
+                    size = im.size
+            except Exception as exc:  # PIL raises many types for bad files
+                unreadable.add(f"{img.file_name!r} ({type(exc).__name__}: {exc})"[:160])
+                continue
+            if img.width is not None and img.height is not None and (abs(size[0] - img.width) > 0.5 or abs(size[1] - img.height) > 0.5):
+                mismatch.add(f"{img.file_name!r} is {size[0]}x{size[1]}, annotations say {img.width:g}x{img.height:g}")
+    if sampled:
+        for g in (unreadable, mismatch):
+            g.what += f" (in a sample of {len(to_open)} of {len(present)}; expect more)"
+    return [f for g in (missing, unreadable, mismatch) if (f := g.finding()) is not None]
+
+
+def _check_boxes(split: str, coco: CocoSet) -> list[Finding]:
+    where = f"{split} {coco.path}"
+    malformed = FindingGroup("box_malformed", Severity.ERROR, "boxes are not [x, y, width, height] of 4 finite numbers", where, "fix the 'bbox' of these annotations")
+    degenerate = FindingGroup("box_degenerate", Severity.ERROR, "boxes have zero or negative width/height", where, "remove these annotations or fix their 'bbox' (COCO boxes are [x, y, width, height])")
+    outside = FindingGroup("box_outside_image", Severity.ERROR, "boxes lie entirely outside their image", where, "fix these boxes or remove them; check that they are [x, y, width, height] in pixels")
+    overhang = FindingGroup("box_past_border", Severity.WARNING, "boxes extend past their image's border (the trainer clips them)", where, "clip the boxes to the image")
+    for ann in coco.annotations:
+        label = f"annotations[{ann.index}] (image_id {ann.image_id})"
+        box = ann.bbox
+        if (
+            not isinstance(box, (list, tuple))
+            or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        ):
+            malformed.add(f"{label} bbox {box!r}"[:120])
+            continue
+        x, y, w, h = (float(v) for v in box)
+        if w <= 0 or h <= 0:
+            degenerate.add(f"{label} bbox {box}")
+            continue
+        img = coco.images_by_id[ann.image_id]
+        if img.width is None or img.height is None:
+            continue
+        W, H = img.width, img.height
+        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
+            outside.add(f"{label} bbox {box} in a {W:g}x{H:g} image")
+        elif x < -BORDER_TOLERANCE_PX or y < -BORDER_TOLERANCE_PX or x + w > W + BORDER_TOLERANCE_PX or y + h > H + BORDER_TOLERANCE_PX:
+            overhang.add(f"{label} bbox {box} in a {W:g}x{H:g} image")
+    return [f for g in (malformed, degenerate, outside, overhang) if (f := g.finding()) is not None]
+
+
+def check_split(split: str, staged: StagedSplit, sample_limit: int = 500) -> tuple[CocoSet | None, list[Finding]]:
+    """Data checks of one split: COCO format, image files, boxes."""
+    coco, findings = read_coco(staged.json_file, split)
+    if coco is None:
+        return None, findings
+    if not coco.images:
+        findings.append(Finding(Severity.ERROR, "the annotations list no images", f"{split} {staged.json_file}", "add images to the split (or point at the right annotations file)", code="no_images"))
+    elif not coco.annotations:
+        findings.append(Finding(Severity.WARNING, "the split has no box annotations: there is nothing to learn or score", f"{split} {staged.json_file}", "check that the right annotations file was staged", code="no_annotations"))
+    if not staged.image_dir.is_dir():
+        findings.append(Finding(Severity.ERROR, "the image folder does not exist", f"{split} {staged.image_dir}", "stage the split again; an archive must hold a top folder named after its stem (images/)", code="image_dir_missing"))
+    elif coco.images:
+        findings += _check_images(split, staged, coco, sample_limit)
+    findings += _check_boxes(split, coco)
+    return coco, findings
+
+
+def _check_num_classes(facts: SpecFacts, sets: list[CocoSet]) -> list[Finding]:
+    nc = facts.num_classes
+    seen = [(m, s) for s in sets if (m := s.max_category_id()) is not None]
+    if nc is None or not seen:
+        return []
+    (max_id, entry), coco = max(seen, key=lambda t: t[0][0])
+    needed = max_id + 1
+    where = f"dataset.num_classes; category id {max_id} at {entry} of {coco.path}"
+    if nc < needed:
+        return [
+            Finding(
+                Severity.ERROR,
+                f"dataset.num_classes is {nc} but the data use category id {max_id}, which needs num_classes >= {needed} (a CUDA device-side assert in training)",
+                where,
+                f"set dataset.num_classes to max(category_id) + 1 = {needed}",
+                suggested_value=needed,
+                setting="dataset.num_classes",
+                code="num_classes_too_small",
+            )
+        ]
+    if nc >= 2 * needed and nc > needed + 1:
+        return [
+            Finding(
+                Severity.WARNING,
+                f"dataset.num_classes is {nc} but the largest category id is {max_id}: {nc - needed} unused classes dilute the classifier",
+                where,
+                f"set dataset.num_classes to max(category_id) + 1 = {needed}",
+                suggested_value=needed,
+                setting="dataset.num_classes",
+                code="num_classes_too_large",
+            )
+        ]
+    return []
+
+
+def _check_dataset_size(facts: SpecFacts, train: CocoSet) -> list[Finding]:
+    bs, gpus = facts.batch_size, facts.num_gpus or 1
+    n = len(train.images)
+    if bs is None or bs < 1 or n == 0 or n >= bs * gpus:
+        return []
+    suggested = max(1, n // gpus)
+    return [
+        Finding(
+            Severity.ERROR,
+            f"the training split has {n} images, fewer than dataset.batch_size * train.num_gpus = {bs} * {gpus} = {bs * gpus} (no full batch)",
+            f"dataset.batch_size; train {train.path}",
+            f"add training images, or lower dataset.batch_size to {suggested}" + (" (or use fewer GPUs)" if gpus > 1 else ""),
+            suggested_value=suggested,
+            setting="dataset.batch_size",
+            code="too_few_images",
+        )
+    ]
+
+
+def preflight(
+    train: StagedSplit,
+    val: StagedSplit | None,
+    facts: SpecFacts | None = None,
+    sample_limit: int = 500,
+) -> list[Finding]:
+    """All checks; errors first. ``val`` None (or the same files as ``train``) is a warning."""
+    facts = facts or SpecFacts()
+    findings = check_spec(facts)
+    train_set, train_findings = check_split("train", train, sample_limit)
+    findings += train_findings
+    sets = [train_set] if train_set is not None else []
+    if val is None or val.same_files(train):
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "no validation source: the training split is used for validation, so val_mAP measures memorization, not generalization",
+                "dataset.val_data_sources",
+                "give a separate validation split (e.g. `--val s3://bucket/val` or the run config's val source)",
+                code="val_reuses_train",
+            )
+        )
+    else:
+        val_set, val_findings = check_split("val", val, sample_limit)
+        findings += val_findings
+        if val_set is not None:
+            sets.append(val_set)
+    findings += _check_num_classes(facts, sets)
+    if train_set is not None:
+        findings += _check_dataset_size(facts, train_set)
+    return sorted(findings, key=lambda f: 0 if f.is_error else 1)
+
+
+def load_spec_facts(path: Path) -> SpecFacts:
+    """SpecFacts from a spec YAML file (raises ConfigError when unreadable)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"spec file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"spec file {path} is not valid YAML: {exc}") from None
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"spec file {path} does not hold a mapping of settings")
+    return SpecFacts.from_spec(spec)

@@ -1,0 +1,168 @@
+"""Fixtures: small COCO splits written with PIL, tar builders, and a real S3 server (moto).
+
+The S3 server is moto's ThreadedMotoServer on 127.0.0.1 (a free port), reached over
+HTTP by real boto3 clients; nothing in boto3 is patched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from PIL import Image
+
+
+def write_coco_split(
+    root: Path,
+    n_images: int = 6,
+    n_classes: int = 3,
+    size: tuple[int, int] = (64, 48),
+    seed: int = 0,
+    archive: bool = False,
+    keep_folder: bool = True,
+) -> Path:
+    """Write ``root/images/*.png`` + ``root/annotations.json`` (category ids 1..n_classes).
+
+    With ``archive``, also ``root/images.tar.gz`` holding the top folder ``images/``; with
+    ``keep_folder=False`` the loose folder is then removed (archive-only layout).
+    """
+    rng = random.Random(seed)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    images, annotations = [], []
+    for i in range(n_images):
+        name = f"{i:04d}.png"
+        img = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        bw, bh = rng.randint(4, w // 2), rng.randint(4, h // 2)
+        x, y = rng.randint(0, w - bw), rng.randint(0, h - bh)
+        img.paste((255, 255, 255), (x, y, x + bw, y + bh))
+        img.save(images_dir / name)
+        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
+        annotations.append(
+            {"id": i + 1, "image_id": i + 1, "category_id": 1 + i % n_classes, "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0}
+        )
+    categories = [{"id": c, "name": f"class{c}"} for c in range(1, n_classes + 1)]
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    if archive:
+        with tarfile.open(root / "images.tar.gz", "w:gz") as tf:
+            tf.add(images_dir, arcname="images")
+        if not keep_folder:
+            for p in images_dir.iterdir():
+                p.unlink()
+            images_dir.rmdir()
+    return root
+
+
+@pytest.fixture
+def coco_split() -> Callable[..., Path]:
+    return write_coco_split
+
+
+def add_member(tf: tarfile.TarFile, name: str, data: bytes | None = None, **attrs) -> None:
+    """Add a raw member (any type, any name) to an open tar: the hostile-archive builder."""
+    info = tarfile.TarInfo(name)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    if data is not None:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    else:
+        tf.addfile(info)
+
+
+@pytest.fixture
+def tar_builder(tmp_path: Path) -> Callable[..., Path]:
+    """``build(name, [(member_name, data_or_None, attrs), ...]) -> archive path``."""
+
+    def build(name: str, members: list[tuple[str, bytes | None, dict]]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tf:
+            for member_name, data, attrs in members:
+                add_member(tf, member_name, data, **attrs)
+        return path
+
+    return build
+
+
+# ----------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3-compatible HTTP server (moto) on 127.0.0.1, stopped after the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The usual AWS settings pointing at the test server; no user config leaks in."""
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    return s3_endpoint
+
+
+class CountingClient:
+    """A real boto3 client plus a count of the GetObject requests it sent, by key."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        self.gets: list[str] = []
+        self.client.meta.events.register("before-call.s3.GetObject", self._count)
+
+    def _count(self, params, **kwargs) -> None:
+        self.gets.append(params["Key"])
+
+    def gets_of(self, key_suffix: str) -> int:
+        return sum(k.endswith(key_suffix) for k in self.gets)
+
+
+@pytest.fixture
+def s3(aws_env: str) -> CountingClient:
+    return CountingClient(aws_env)
+
+
+@pytest.fixture
+def bucket(s3: CountingClient) -> str:
+    name = f"ds-{uuid.uuid4().hex[:12]}"
+    s3.client.create_bucket(Bucket=name)
+    return name
+
+
+def upload_split(client, bucket: str, prefix: str, split_dir: Path, layout: str = "archive") -> None:
+    """Upload a split as ``images.tar.gz`` + ``annotations.json`` or as ``images/`` objects."""
+    client.upload_file(str(split_dir / "annotations.json"), bucket, f"{prefix}/annotations.json")
+    if layout == "archive":
+        client.upload_file(str(split_dir / "images.tar.gz"), bucket, f"{prefix}/images.tar.gz")
+    else:
+        for p in sorted((split_dir / "images").iterdir()):
+            client.upload_file(str(p), bucket, f"{prefix}/images/{p.name}")
+
+
+@pytest.fixture
+def uploader() -> Callable[..., None]:
+    return upload_split
