@@ -132,6 +132,9 @@ class SeenSummary:
             text += "; last lines:\n" + "\n".join(f"  | {line}" for line in self.last_lines)
         return text
 
+    def __str__(self) -> str:
+        return self.describe()
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["path"] = str(self.path)
@@ -156,6 +159,7 @@ class TrialMonitor:
         keep_last_lines: int = 12,
     ) -> None:
         self.extractor = extractor
+        self.results_dir = Path(results_dir)
         if extractor.source == "status":
             self.path = Path(results_dir) / STATUS_RELPATH
         elif extractor.source == "stdout":
@@ -227,6 +231,10 @@ class TrialMonitor:
             metric_names=tuple(self._names),
             epochs=tuple(sorted(self._epochs)),
         )
+
+    def status_lines(self, max_lines: int = 100) -> list[dict[str, Any]]:
+        """The last lines of the job's ``status.json`` (for :func:`automl.diagnosis.diagnose`)."""
+        return read_status_lines(self.results_dir, max_lines)
 
     def close(self) -> None:
         self.tail.close()

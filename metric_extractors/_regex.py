@@ -22,10 +22,12 @@ from metric_extractors.base import EpochMetrics, LineExtractor, same_value
 
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 
-# What the bundled trainer (and TAO's DINO) print after each validation.
+# What the bundled trainer (and TAO's DINO) print after each validation, and the
+# bundled trainer's end-of-epoch line ("Epoch 3/9 done: train_loss 12.3456 ...").
 DEFAULT_PATTERNS: dict[str, str] = {
     "val_mAP50": rf"Validation mAP50\s*:\s*(?P<value>{NUMBER})",
     "val_mAP": rf"Validation mAP\s*:\s*(?P<value>{NUMBER})",
+    "train_loss": rf"^\s*Epoch\s+\d+(?:/\d+)?\s+done:\s*train_loss\s+(?P<value>{NUMBER})",
 }
 DEFAULT_EPOCH_PATTERN = r"^\s*Epoch\b\s*:?\s*\[?\s*(?P<epoch>\d+)"
 

@@ -112,6 +112,8 @@ def test_seen_summary_says_what_the_extractor_saw(tmp_path):
     assert "metric 'val_mAP50' never appeared" in text and "regex" in text
     assert "metrics it found: val_mAP" in text and "| epoch done" in text
 
+    assert str(summary) == summary.describe()
+
     missing = TrialMonitor(tmp_path, log, TaoStatusExtractor())
     missing.poll()
     assert "never created" in missing.seen_summary().describe("val_mAP50")
@@ -127,6 +129,9 @@ def test_read_tail_helpers(tmp_path):
     status = tmp_path / "train" / "status.json"
     status.parent.mkdir()
     status.write_text('{"status": "STARTED"}\nnot json\n{"status": "FAILURE", "message": "x"}\n')
+    assert TrialMonitor(tmp_path, tmp_path / "log.txt", RegexExtractor()).status_lines(1) == [
+        {"status": "FAILURE", "message": "x"}
+    ]
     assert read_status_lines(tmp_path) == [
         {"status": "STARTED"},
         {"status": "FAILURE", "message": "x"},

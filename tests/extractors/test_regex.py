@@ -13,18 +13,21 @@ from metric_extractors import EpochMetrics, RegexExtractor
 # the per-validation summary lines.
 TRAINER_STDOUT = (
     "[automl] 2026-11-03T10:00:00+00:00 trial 3 of study 'smoke': dino train -e spec.yaml\n"
-    "Loading annotations into memory...\nDone (t=0.01s)\n"
+    "loading annotations into memory...\nDone (t=0.01s)\n"
     "/venv/lib/python3.11/site-packages/torch/functional.py:554: UserWarning: torch.meshgrid\n"
-    "Epoch 0/3\n"
-    "Train:  10%|#         | 1/10 [00:01<00:09, loss=18.2]\rTrain: 100%|##########| 10/10 [00:09<00:00, loss=17.9]\n"
+    "Epoch 0/2\n"
+    "  step 10/20  loss 18.2011  lr 0.0001\n"
+    "Train:  10%|#         | 1/10 [00:01<00:09, loss=18.2]\rTrain: 100%|##########| 10/10 [00:09<00:00]\n"
     " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.001\n"
     "Validation mAP : 0.0012\n"
     "Validation mAP50 : 0.0045\n"
-    "Epoch 1/3\n"
-    "Train: 100%|##########| 10/10 [00:09<00:00, loss=16.1]\r\n"
+    "Epoch 0/2 done: train_loss 17.9000  time 0:00:41  eta 0:01:22  checkpoint model_epoch_000_step_20.pth\n"
+    "Epoch 1/2\n"
+    "  step 20/20  loss 16.1000  lr 0.0001\r\n"
     "Validation mAP : 0.0210\r\n"
     "Validation mAP50 : 0.0611\r\n"
-    "Epoch 2/3\n"
+    "Epoch 1/2 done: train_loss 16.1000  time 0:00:40  eta 0:00:40  checkpoint model_epoch_001_step_40.pth\r\n"
+    "Epoch 2/2\n"
     "Validation mAP : 0.0210\n"
     "Validation mAP50 : 0.0611\n"
 )
@@ -41,12 +44,12 @@ def test_default_patterns_read_the_trainer_stdout():
     ex = RegexExtractor()
     emitted = ex.feed(TRAINER_STDOUT.encode())
     assert _final(emitted) == {
-        0: {"val_mAP": 0.0012, "val_mAP50": 0.0045},
-        1: {"val_mAP": 0.021, "val_mAP50": 0.0611},
+        0: {"val_mAP": 0.0012, "val_mAP50": 0.0045, "train_loss": 17.9},
+        1: {"val_mAP": 0.021, "val_mAP50": 0.0611, "train_loss": 16.1},
         2: {"val_mAP": 0.021, "val_mAP50": 0.0611},  # same values, still its own epoch
     }
-    # each epoch appears when its first metric arrives and again when complete
-    assert [m.epoch for m in emitted] == [0, 0, 1, 1, 2, 2]
+    # an epoch is emitted as each of its metrics arrives, each time complete so far
+    assert [m.epoch for m in emitted] == [0, 0, 0, 1, 1, 1, 2, 2]
 
 
 def test_without_epoch_lines_epochs_count_validations_from_zero():

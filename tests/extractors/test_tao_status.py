@@ -170,3 +170,43 @@ def test_reads_a_growing_file_through_the_monitor(tmp_path):
         f.write(text[cut:])
     second = monitor.poll() + monitor.finish()
     assert _final(first + second) == EXPECTED_FINAL
+
+
+def test_the_bundled_trainers_status_log_read_while_it_grows(tmp_path):
+    """The exact write sequence of dino/train.py, through its own StatusLog, polled between
+    writes; then a kill and a resume from the epoch-1 checkpoint appending to the file."""
+    from automl.monitor import TrialMonitor
+    from dino.status_log import StatusLog
+
+    status = StatusLog(str(tmp_path / "train" / "status.json"))
+    monitor = TrialMonitor(tmp_path, tmp_path / "log.txt", TaoStatusExtractor())
+    curve = {0: (0.01, 0.05), 1: (0.0, 0.0), 2: (0.0, 0.0), 3: (0.2, 0.4)}
+    seen: list[EpochMetrics] = []
+
+    def run_epochs(epochs):
+        for epoch in epochs:
+            m, m50 = curve[epoch]
+            seen.extend(monitor.poll())
+            status.kpi = {"val_mAP": str(m), "val_mAP50": str(m50), "val_loss": 9.0 - epoch}
+            status.write("Eval metrics generated.")
+            seen.extend(monitor.poll())
+            status.kpi["train_loss"] = 10.0 - epoch
+            status.write("Training loop in progress", epoch=epoch, max_epoch=3, step=5 * (epoch + 1),
+                         max_step=20, time_per_epoch="0:00:01.5", time_per_step="0:00:00.3", eta="0:00:03")
+            seen.extend(monitor.poll())
+
+    status.write("Starting Training Loop.", status="STARTED")
+    run_epochs([0, 1])
+    # killed during epoch 2; the resumed run restores the kpi from the checkpoint
+    resumed = StatusLog(status.path)
+    resumed.kpi = dict(status.kpi)
+    resumed.write("Resuming training from model_epoch_001_step_10.pth (epoch 1 finished, step 10)")
+    resumed.write("Starting Training Loop.", status="STARTED")
+    status = resumed
+    run_epochs([2, 3])
+    status.write("Training loop complete.")
+    seen += monitor.finish()
+
+    assert [m.epoch for m in seen] == [0, 1, 2, 3]
+    assert [m.values["val_mAP50"] for m in seen] == [0.05, 0.0, 0.0, 0.4]
+    assert seen[3].values == {"val_mAP": 0.2, "val_mAP50": 0.4, "val_loss": 6.0, "train_loss": 7.0}

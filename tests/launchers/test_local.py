@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -259,3 +260,37 @@ def test_reap_skips_jobs_this_launcher_is_watching(tmp_path, launcher):
     assert launcher.reap_orphans("study-c", set()) == []
     assert handle.poll() is None
     handle.stop(grace_period=2)
+
+
+def test_monitor_sees_epochs_of_a_running_job_and_stop_ends_it(tmp_path, launcher):
+    """The objective's loop in miniature: a job writing status.json as it trains is
+    watched while it runs and stopped after its second epoch (a pruning decision)."""
+    from automl.monitor import TrialMonitor
+    from metric_extractors import TaoStatusExtractor
+
+    code = """
+        import json, os, sys, time
+        path = os.path.join(sys.argv[1], "train", "status.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for epoch in range(100):
+            time.sleep(0.1)
+            with open(path, "a") as f:
+                f.write(json.dumps({"status": "RUNNING", "epoch": epoch,
+                                    "kpi": {"val_mAP50": str(epoch / 100)}}) + "\\n")
+            print("Validation mAP50 :", epoch / 100, flush=True)
+    """
+    job = spec(tmp_path, code)
+    job = dataclasses.replace(job, command=job.command + (str(job.results_dir),))
+    handle = launcher.launch(job)
+    monitor = TrialMonitor(job.results_dir, job.log_path, TaoStatusExtractor())
+    epochs: list[int] = []
+    deadline = time.monotonic() + 20
+    while len(epochs) < 2 and time.monotonic() < deadline and handle.poll() is None:
+        epochs += [m.epoch for m in monitor.poll()]
+        time.sleep(0.05)
+    assert epochs[:2] == [0, 1]
+    result = handle.stop(grace_period=2)
+    assert result.stopped and result.exit_code == 128 + signal.SIGTERM
+    written = len(monitor.status_lines())
+    time.sleep(0.3)
+    assert len(monitor.status_lines()) == written < 100  # nothing more is written
