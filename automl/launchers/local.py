@@ -267,6 +267,7 @@ class LocalLauncher:
         _write_json(job_json, record)
         _write_json(registry_path, record)
         handle = LocalJob(job, popen, (job_json,), registry_path, oom_before)
+        self._live = {pid: h for pid, h in self._live.items() if h._result is None}
         self._live[popen.pid] = handle
         return handle
 
