@@ -1,0 +1,69 @@
+"""Datasets and DataLoaders from the spec, with the checks that must pass before training.
+
+Batches are ``(images Float[B, 3, H, W], masks Bool[B, H, W], targets)``: images padded
+at the bottom/right to the largest in the batch, ``masks`` True on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from dino.config.spec import DatasetConfig, DataSource
+from dino.data.coco import CocoDetection, DataError
+from dino.data.transforms import train_transforms, val_transforms
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    images, targets = zip(*batch)
+    h = max(im.shape[1] for im in images)
+    w = max(im.shape[2] for im in images)
+    padded = images[0].new_zeros((len(images), 3, h, w))
+    masks = torch.ones((len(images), h, w), dtype=torch.bool)
+    for i, im in enumerate(images):
+        padded[i, :, : im.shape[1], : im.shape[2]].copy_(im)
+        masks[i, : im.shape[1], : im.shape[2]] = False
+    return padded, masks, list(targets)
+
+
+def build_dataset(sources: list[DataSource], cfg: DatasetConfig, train: bool, where: str) -> CocoDetection:
+    """A checked dataset: files exist, not empty, every category id < ``cfg.num_classes``."""
+    tf = train_transforms(cfg.augmentation) if train else val_transforms(cfg.augmentation)
+    ds = CocoDetection(sources, tf, where)
+    if len(ds) == 0:
+        raise DataError(f"{where}: the annotation file(s) list no images; the dataset is empty")
+    ds.check_files()
+    check_num_classes(ds, cfg.num_classes, where)
+    return ds
+
+
+def check_num_classes(ds: CocoDetection, num_classes: int, where: str) -> None:
+    """TAO uses category ids as class indices; an id >= num_classes would crash on the GPU."""
+    max_id, origin = ds.max_category_id()
+    if max_id >= num_classes:
+        raise DataError(
+            f"dataset.num_classes is {num_classes} but {where} has category id {max_id} ({origin}); "
+            f"category ids are class indices, so set dataset.num_classes={max_id + 1} (max category id + 1)"
+        )
+
+
+def check_batch(ds: CocoDetection, batch_size: int, num_gpus: int, where: str) -> None:
+    if len(ds) < batch_size * num_gpus:
+        raise DataError(
+            f"{where} has {len(ds)} images, fewer than one batch (dataset.batch_size {batch_size} x "
+            f"train.num_gpus {num_gpus}); lower dataset.batch_size or add images"
+        )
+
+
+def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, pin: bool) -> DataLoader:
+    """Shuffled with a generator seeded by (seed, epoch), so a resumed run sees the same order
+    and worker augmentation streams as an uninterrupted one; the last partial batch is dropped."""
+    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
+                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                      persistent_workers=False)
+
+
+def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False,
+                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate)

@@ -1,0 +1,229 @@
+"""``dino train``: one training run from a parsed :class:`Spec` to checkpoints and status lines.
+
+Everything a user can get wrong (data, spec values, paths) is checked before the first
+training step. The run resumes from ``train.resume_training_checkpoint_path`` or else
+from ``<train dir>/dino_model_latest.pth`` (rewritten after every epoch), so a killed run
+restarted with the same command continues where it stopped. SIGTERM ends the run after
+the current step (a checkpoint being written is finished first) with a FAILURE line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import os
+import random
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+
+from dino.checkpoint import latest_checkpoint, load_checkpoint, load_weights, model_state, rng_state, save_checkpoint, set_rng_state
+from dino.config import Spec, SpecError
+from dino.data import build_dataset, check_batch, train_loader, val_loader
+from dino.engine import evaluate, train_one_epoch
+from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
+from dino.status_log import StatusLog
+
+log = functools.partial(print, flush=True)
+
+
+class Interrupted(Exception):
+    """A termination signal arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class SignalGuard:
+    """Turns SIGTERM / SIGINT into :class:`Interrupted` in the main thread, except inside
+    ``critical()`` blocks (checkpoint writes), where it is raised when the block ends."""
+
+    def __init__(self):
+        self._depth, self._pending, self._old = 0, None, {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+    def _handle(self, signum, frame):
+        if self._depth:
+            self._pending = signum
+        else:
+            raise Interrupted(signum)
+
+    def critical(self):
+        guard = self
+
+        class _Block:
+            def __enter__(self):
+                guard._depth += 1
+
+            def __exit__(self, *exc):
+                guard._depth -= 1
+                if not guard._depth and guard._pending is not None and exc[0] is None:
+                    raise Interrupted(guard._pending)
+                return False
+
+        return _Block()
+
+
+def train_dir_of(spec: Spec) -> str:
+    if spec.train.results_dir:
+        return spec.train.results_dir
+    if not spec.results_dir:
+        raise SpecError("results_dir is empty: pass results_dir=/path/to/results")
+    return os.path.join(spec.results_dir, "train")
+
+
+def select_device(gpu_ids: list[int], field: str) -> torch.device:
+    """``cuda:<gpu_ids[0]>`` among the visible devices (CUDA_VISIBLE_DEVICES applies), else CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    index, count = (gpu_ids[0] if gpu_ids else 0), torch.cuda.device_count()
+    if index >= count:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise SpecError(f"{field} {gpu_ids}: device {index} is not visible ({count} visible, "
+                        f"CUDA_VISIBLE_DEVICES={visible}); gpu ids count from 0 among the visible devices")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(spec: Spec, device: torch.device, status: StatusLog):
+    """Model, criterion, post-processor with pretrained weights (if any) loaded; spec
+    mistakes surface as SpecError. Returns also whether the backbone starts random."""
+    from dino.models import build_dino, load_pretrained_backbone
+
+    try:
+        model, criterion, post = build_dino(spec.model, spec.dataset.num_classes)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    backbone_random = True
+    if spec.model.pretrained_backbone_path:
+        _require_file(spec.model.pretrained_backbone_path, "model.pretrained_backbone_path")
+        load_pretrained_backbone(model, spec.model.pretrained_backbone_path)
+        status.write(f"Loaded backbone weights from {spec.model.pretrained_backbone_path}")
+        backbone_random = False
+    if spec.train.pretrained_model_path:
+        _require_file(spec.train.pretrained_model_path, "train.pretrained_model_path")
+        loaded, skipped = load_weights(model, model_state(load_checkpoint(spec.train.pretrained_model_path)))
+        if loaded == 0:
+            raise SpecError(f"train.pretrained_model_path {spec.train.pretrained_model_path}: no tensor matches "
+                            "this model's names and shapes")
+        status.write(f"Loaded {loaded} tensors from {spec.train.pretrained_model_path}; "
+                     f"{len(skipped)} left as initialised" + (f" (e.g. {', '.join(skipped[:4])})" if skipped else ""))
+        backbone_random = False
+    return model.to(device), criterion.to(device), post, backbone_random
+
+
+def _require_file(path: str, field: str) -> None:
+    if not os.path.isfile(path):
+        raise SpecError(f"{field} not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise SpecError(f"{field} is not readable: {path}")
+
+
+def run_training(spec: Spec, ignored: list[str], status: StatusLog) -> None:
+    """Train per ``spec``; raises SpecError / DataError for bad input, Interrupted on SIGTERM."""
+    with SignalGuard() as guard:
+        _train(spec, ignored, status, guard)
+
+
+def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard) -> None:
+    t, d = spec.train, spec.dataset
+    train_dir = train_dir_of(spec)
+    if ignored:
+        text = "; ".join(ignored)
+        log(f"Ignored spec fields (accepted, not used by this trainer): {text}", file=sys.stderr)
+        status.write(f"Ignored spec fields (accepted, not used by this trainer): {text}", verbosity="WARNING")
+    seed_everything(t.seed)
+    torch.backends.cudnn.benchmark = t.cudnn.benchmark
+    torch.backends.cudnn.deterministic = t.cudnn.deterministic
+    device = select_device(t.gpu_ids, "train.gpu_ids")
+    if device.type == "cpu" and t.precision == "fp16":
+        raise SpecError("train.precision=fp16 needs a GPU; use fp32 or bf16 on CPU")
+
+    train_ds = build_dataset(d.train_data_sources, d, True, "dataset.train_data_sources")
+    check_batch(train_ds, d.batch_size, t.num_gpus, "dataset.train_data_sources")
+    val_ds = build_dataset(d.val_data_sources, d, False, "dataset.val_data_sources")
+    model, criterion, post, backbone_random = build_model(spec, device, status)
+    unmatched = freeze(model, t.freeze)
+    if unmatched:
+        status.write(f"train.freeze: no parameters under {unmatched}; skipped", status="SKIPPED", verbosity="WARNING")
+    plan = plan_learning_rates(t.optim, backbone_random)
+    optimizer = build_optimizer(model, spec.model, t.optim, plan)
+    scheduler = build_scheduler(optimizer, t.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    log(plan.note)
+    status.write(plan.note)
+
+    start_epoch, step = 0, 0
+    resume = t.resume_training_checkpoint_path or latest_checkpoint(train_dir)
+    if t.resume_training_checkpoint_path:
+        _require_file(t.resume_training_checkpoint_path, "train.resume_training_checkpoint_path")
+    if resume:
+        ckpt = load_checkpoint(resume)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise SpecError(f"cannot resume from {resume}: it does not match this spec's model/optimizer "
+                            f"({str(exc).splitlines()[0]}); use a new results_dir to start over") from None
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        status.kpi = dict(ckpt.get("kpi", {}))
+        start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
+        log(f"Resuming from {resume}: epoch {ckpt['epoch']} finished, step {step}")
+        status.write(f"Resuming training from {resume} (epoch {ckpt['epoch']} finished, step {step})")
+
+    pin = d.pin_memory and device.type == "cuda"
+    steps_per_epoch = len(train_ds) // d.batch_size
+    last = t.num_epochs - 1
+    status.write("Starting Training Loop.", status="STARTED")
+    for epoch in range(start_epoch, t.num_epochs):
+        began = time.time()
+        log(f"Epoch {epoch}/{last}")
+        stats = train_one_epoch(model, criterion, train_loader(train_ds, d, t.seed, epoch, pin), optimizer, scaler,
+                                device, t.precision, t.clip_grad_norm, log=log)
+        scheduler.step()
+        step += stats["steps"]
+        if (epoch + 1) % t.validation_interval == 0 or epoch == last:
+            res = evaluate(model, criterion, post, val_loader(val_ds, d, d.batch_size, pin), val_ds.coco, device,
+                           t.precision)
+            log(f"Validation mAP : {res['mAP']}")
+            log(f"Validation mAP50 : {res['mAP50']}")
+            status.kpi = {"val_mAP": str(res["mAP"]), "val_mAP50": str(res["mAP50"]), "val_loss": res["loss"]}
+            status.write("Eval metrics generated.")
+        status.kpi["train_loss"] = stats["train_loss"]
+        elapsed = time.time() - began
+        eta = datetime.timedelta(seconds=elapsed * (last - epoch))
+        status.write("Training loop in progress", epoch=epoch, max_epoch=last, step=step,
+                     max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
+                     time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta))
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                 "rng": rng_state(), "kpi": dict(status.kpi), "num_classes": d.num_classes,
+                 "model_config": dataclasses.asdict(spec.model)}
+        with guard.critical():
+            path = save_checkpoint(state, train_dir, (epoch + 1) % t.checkpoint_interval == 0 or epoch == last)
+        log(f"Epoch {epoch}/{last} done: train_loss {stats['train_loss']:.4f}  "
+            f"time {datetime.timedelta(seconds=round(elapsed))}  eta {datetime.timedelta(seconds=round(eta.total_seconds()))}"
+            f"  checkpoint {os.path.basename(path)}")
+    status.write("Training loop complete.")
