@@ -72,21 +72,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
         from dino.data.synth import generate_dataset
     except ImportError as exc:
         raise DatasetError(f"the dataset generator dino.data.synth is not available ({exc}); install the trainer package") from exc
-    if args.num_images < 1 or args.num_classes < 1 or args.size < 8 or not 0.0 <= args.val_fraction < 1.0:
-        raise DatasetError("automl dataset synth: need --num-images >= 1, --num-classes >= 1, --size >= 8 and 0 <= --val-fraction < 1")
-    generate_dataset(
-        out_dir=args.out,
-        num_images=args.num_images,
-        num_classes=args.num_classes,
-        image_size=args.size,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        archive=args.archive,
-    )
-    for split in ("train", "val"):
-        folder = args.out / split
-        if folder.is_dir():
-            print(f"{split}: {folder}")
+    try:
+        paths = generate_dataset(
+            out_dir=str(args.out),
+            num_images=args.num_images,
+            num_classes=args.num_classes,
+            image_size=args.size,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            archive=args.archive,
+        )
+    except (ValueError, FileExistsError) as exc:
+        raise DatasetError(f"automl dataset synth: {exc}") from exc
+    for name, split in (("train", paths.train), ("val", paths.val)):
+        if split is None:
+            continue
+        print(f"{name}: {split.num_images} images in {split.image_dir}, annotations {split.json_file}")
+        if split.archive:
+            print(f"{'':{len(name) + 2}}archive {split.archive}")
+    print(f"num_classes to use: {len(paths.categories) + 1} (category ids 1..{len(paths.categories)})")
     return 0
 
 

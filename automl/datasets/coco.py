@@ -42,14 +42,14 @@ class CocoSet:
     images_by_id: dict[int, CocoImage] = field(default_factory=dict)
 
     def max_category_id(self) -> tuple[int, str] | None:
-        """The largest category id in use and where it was seen."""
+        """The largest category id in use and where it was seen (an annotation if any uses it)."""
         best: tuple[int, str] | None = None
-        for cid in self.category_ids:
-            if best is None or cid > best[0]:
-                best = (cid, "categories")
         for ann in self.annotations:
             if best is None or ann.category_id > best[0]:
                 best = (ann.category_id, f"annotations[{ann.index}]")
+        for cid in self.category_ids:
+            if best is None or cid > best[0]:
+                best = (cid, "the 'categories' list")
         return best
 
 

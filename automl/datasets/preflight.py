@@ -129,7 +129,7 @@ def check_spec(facts: SpecFacts) -> list[Finding]:
                 Severity.ERROR,
                 f"train.num_gpus is {gpus} but train.gpu_ids lists {len(ids)} device(s) {list(ids)}",
                 "train.gpu_ids / train.num_gpus",
-                f"list {gpus} device ids in train.gpu_ids, or set train.num_gpus to {len(ids)}",
+                f"list {gpus} device id(s) in train.gpu_ids, or set train.num_gpus to {len(ids)}",
                 suggested_value=list(range(gpus)),
                 setting="train.gpu_ids",
                 code="gpu_ids_mismatch",

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 from automl.errors import DatasetError
 
+_CHUNK = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -120,10 +122,23 @@ def list_objects(client: Any, bucket: str, prefix: str, delimiter: str | None = 
 
 
 def download(client: Any, obj: ObjectInfo, dest: Path, on_bytes: Callable[[int], None] | None = None) -> None:
-    """Download exactly the version ``obj`` names (If-Match on its ETag) to ``dest``."""
+    """Download exactly the version ``obj`` names to ``dest``.
+
+    One GET with If-Match on the ETag the cache key was made from: if the object was
+    replaced since it was listed, the store answers 412 and nothing stale is cached.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     with s3_errors(f"download {obj.uri}"):
-        client.download_file(obj.bucket, obj.key, str(dest), ExtraArgs={"IfMatch": obj.etag}, Callback=on_bytes)
+        resp = client.get_object(Bucket=obj.bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')
+        body = resp["Body"]
+        try:
+            with open(dest, "wb") as out:
+                for chunk in body.iter_chunks(_CHUNK):
+                    out.write(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+        finally:
+            body.close()
     got = dest.stat().st_size
     if got != obj.size:
         raise DatasetError(f"S3 download {obj.uri}: got {got} bytes, expected {obj.size}; run again (the object may be changing)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 import random
 import tarfile
 import uuid
@@ -124,26 +126,46 @@ def aws_env(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return s3_endpoint
 
 
-class CountingClient:
-    """A real boto3 client plus a count of the GetObject requests it sent, by key."""
+class ServerLog(logging.Handler):
+    """Requests as the S3 server saw them (from its werkzeug access log): what really went over HTTP."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def gets_of(self, key_suffix: str) -> int:
+        """GET requests of objects whose key ends with ``key_suffix`` (not listings)."""
+        pattern = re.compile(r'"GET (\S+) HTTP')
+        paths = [m.group(1) for line in self.lines if (m := pattern.search(line))]
+        return sum(1 for p in paths if "?" not in p and p.endswith(key_suffix))
+
+
+class CountingClient:
+    """A real boto3 client, and the server's record of the object GETs it (and others) sent."""
+
+    def __init__(self, endpoint: str, log: ServerLog) -> None:
         import boto3
 
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        self.gets: list[str] = []
-        self.client.meta.events.register("before-call.s3.GetObject", self._count)
-
-    def _count(self, params, **kwargs) -> None:
-        self.gets.append(params["Key"])
+        self.log = log
 
     def gets_of(self, key_suffix: str) -> int:
-        return sum(k.endswith(key_suffix) for k in self.gets)
+        return self.log.gets_of(key_suffix)
 
 
 @pytest.fixture
 def s3(aws_env: str) -> CountingClient:
-    return CountingClient(aws_env)
+    log = ServerLog()
+    logger = logging.getLogger("werkzeug")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(log)
+    try:
+        yield CountingClient(aws_env, log)
+    finally:
+        logger.removeHandler(log)
 
 
 @pytest.fixture
