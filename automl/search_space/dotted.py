@@ -68,14 +68,14 @@ def set_path(tree: dict, tokens: tuple[Token, ...], value: Any) -> None:
                 node.append(nxt)
             elif last:
                 node[token] = value
-            elif not isinstance(node[token], (dict, list)):
+            elif node[token] is None:
                 node[token] = nxt
         else:
             if not isinstance(node, dict):
                 raise ValueError(f"{where} is not a mapping, cannot set key {token!r}")
             if last:
                 node[token] = value
-            elif not isinstance(node.get(token), (dict, list)):
+            elif node.get(token) is None:
                 node[token] = nxt
         node = node[token]
 

@@ -59,7 +59,7 @@ class Param:
     def suggest(self, trial: TrialLike, values: Lookup) -> Any:
         raise NotImplementedError
 
-    def encode(self, value: Any) -> dict[str, Any]:
+    def encode(self, value: Any, values: Lookup) -> dict[str, Any]:
         """Optuna params that make ``suggest`` return ``value`` (for enqueue_trial)."""
         return {self.path: value}
 
@@ -158,7 +158,7 @@ class ChoiceParam(Param):
         last = max(i for i, w in enumerate(self.weights) if w > 0)
         return min(bisect.bisect_right(self._cumulative, u), last)
 
-    def encode(self, value: Any) -> dict[str, Any]:
+    def encode(self, value: Any, values: Lookup) -> dict[str, Any]:
         if value not in self.choices:
             raise ConfigError(f"{self.path}: {value!r} is not one of {list(self.choices)}")
         i = self.choices.index(value)
@@ -193,7 +193,7 @@ class FixedParam(Param):
     def suggest(self, trial: TrialLike, values: Lookup) -> Any:
         return self.value
 
-    def encode(self, value: Any) -> dict[str, Any]:
+    def encode(self, value: Any, values: Lookup) -> dict[str, Any]:
         return {}
 
     def row(self) -> dict[str, str]:
@@ -216,7 +216,7 @@ class DerivedParam(Param):
     def suggest(self, trial: TrialLike, values: Lookup) -> Any:
         return self.fn(values)
 
-    def encode(self, value: Any) -> dict[str, Any]:
+    def encode(self, value: Any, values: Lookup) -> dict[str, Any]:
         return {}
 
     def row(self) -> dict[str, str]:
@@ -257,8 +257,18 @@ class EpochStepsParam(Param):
         last = max(1, int(epochs) - 1)
         return sorted({min(max(1, round(f * epochs)), last) for f in fractions})
 
-    def encode(self, value: Any) -> dict[str, Any]:
-        return {} if self.low is None else {f"{self.path}:fraction": (self.low + self.high) / 2}
+    def encode(self, value: Any, values: Lookup) -> dict[str, Any]:
+        epochs = values(self.epochs_path)
+        if self.low is None:
+            return {}
+        if not isinstance(value, list) or len(value) != 1:
+            raise ConfigError(f"{self.path}: expected one step like [9], got {value!r}")
+        fraction = min(max(value[0] / epochs, self.low), self.high)
+        if self.steps((fraction,), epochs) != value:
+            raise ConfigError(
+                f"{self.path}: {value} is not round(f x {epochs}) for f in [{self.low:g}, {self.high:g}]"
+            )
+        return {f"{self.path}:fraction": fraction}
 
     def row(self) -> dict[str, str]:
         row = super().row()

@@ -190,6 +190,10 @@ class TrainSchema:
             return field.default
         return get_path(self.root.default or {}, parse_path(path), None)
 
+    def default_spec(self) -> dict[str, Any]:
+        """A spec with every field at its default: a template for networks that ship none."""
+        return _defaults_of(self.root)
+
     def is_disabled(self, path: str) -> bool:
         return path in self.disabled_parameters
 
@@ -302,6 +306,18 @@ def _parse_node(
         open=type_ == "collection" and not children,
         item=item,
     )
+
+
+def _defaults_of(field: SchemaField) -> dict[str, Any]:
+    if field.open:
+        return dict(field.default) if isinstance(field.default, dict) else {}
+    out: dict[str, Any] = {}
+    for name, child in field.children.items():
+        if child.type == "collection":
+            out[name] = _defaults_of(child)
+        elif child.default is not None:
+            out[name] = child.default
+    return out
 
 
 def _bound(node: Mapping[str, Any], key: str, where: str) -> float | None:

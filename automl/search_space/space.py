@@ -134,8 +134,9 @@ class SearchSpace:
         if unknown:
             raise ConfigError(f"{unknown[0]} is not a parameter of this space")
         out: dict[str, Any] = {}
+        lookup = self._lookup(assignments)
         for path, value in assignments.items():
-            out.update(self._by_path[path].encode(value))
+            out.update(self._by_path[path].encode(value, lookup))
         return out
 
     def describe(self) -> list[dict[str, str]]:
@@ -232,16 +233,17 @@ def _apply_cap_rules(schema: TrainSchema, params: list[Param], context: Mapping[
             )
         elif target is None and any(n in by_path and n not in context for n in rule.needs):
             target_path, cap = rule.target, rule.cap
+            default = context.get(target_path, schema.default_of(target_path))
 
             def derive(v, target_path=target_path, cap=cap):
                 return min(v(target_path), cap(v))
 
+            tuned = ", ".join(n for n in rule.needs if n in by_path)
             extra.append(
                 DerivedParam(
                     rule.target, "derived",
-                    f"{schema.network or 'network'} rule: keeps it valid while "
-                    + ", ".join(n for n in rule.needs if n in by_path) + " is tuned",
-                    needs=rule.needs, fn=derive, formula=f"min(default, {rule.formula})",
+                    f"{schema.network or 'network'} rule: keeps it valid while {tuned} is tuned",
+                    needs=rule.needs, fn=derive, formula=f"min({default}, {rule.formula.removeprefix('min(')}",
                 )
             )  # fmt: skip
     return extra
