@@ -19,6 +19,8 @@ refused archive leaves nothing behind, inside or outside the target.
 
 from __future__ import annotations
 
+import errno
+import lzma
 import os
 import shutil
 import tarfile
@@ -180,7 +182,16 @@ def _extract(archive: Path, target: Path, progress: bool | None) -> int:
                 while tf.fileobj.read(_CHUNK):  # to the end: gzip/bz2/xz check their CRC there
                     pass
                 advance(raw.tell() - last)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+            raise DatasetError(
+                f"cannot extract {archive} into {target}: {exc.strerror}; free disk space or fix the permissions "
+                "of the cache folder (AUTOML_DATA_CACHE / --cache)"
+            ) from exc
+        raise DatasetError(
+            f"cannot read archive {archive}: {exc}; it is corrupt, truncated or not a tar archive. Re-create or re-upload it"
+        ) from exc
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise DatasetError(
             f"cannot read archive {archive}: {exc}; it is corrupt, truncated or not a tar archive. Re-create or re-upload it"
         ) from exc

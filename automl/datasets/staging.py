@@ -190,10 +190,14 @@ class _Stager:
     def local_folder(self, src: LocalFolder) -> StagedSplit:
         folder = src.path
         ann = folder / ANNOTATIONS_NAME
-        found = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())[:12]
+
+        def found() -> str:  # only on error: the folder may be a huge images folder
+            names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+            return ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "") or "nothing"
+
         if not ann.is_file():
             raise DatasetError(
-                f"data source {folder}: no {ANNOTATIONS_NAME} in it (found: {', '.join(found) or 'nothing'}); "
+                f"data source {folder}: no {ANNOTATIONS_NAME} in it (found: {found()}); "
                 f"put the COCO annotations there as {ANNOTATIONS_NAME}"
             )
         images = folder / IMAGES_DIR_NAME
@@ -205,7 +209,7 @@ class _Stager:
                 return self.local_archive(archive, ann, str(src))
         raise DatasetError(
             f"data source {folder}: has {ANNOTATIONS_NAME} but neither {IMAGES_DIR_NAME}/ nor "
-            f"{IMAGES_DIR_NAME}.tar.gz (found: {', '.join(found)}); add the images folder or archive"
+            f"{IMAGES_DIR_NAME}.tar.gz (found: {found()}); add the images folder or archive"
         )
 
     def local_archive(self, archive: Path, ann: Path, label: str) -> StagedSplit:

@@ -1,6 +1,7 @@
 """Hostile archives are refused and leave nothing behind, inside or outside the target."""
 
 import gzip
+import io
 import os
 import tarfile
 from pathlib import Path
@@ -138,3 +139,14 @@ def test_target_must_be_new_or_empty(tmp_path: Path, tar_builder):
     with pytest.raises(DatasetError, match="not an empty folder"):
         safe_extract(archive, target)
     assert (target / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("suffix, mode", [(".tar", "w"), (".tar.bz2", "w:bz2"), (".tar.xz", "w:xz"), (".tgz", "w:gz")])
+def test_compressions(tmp_path: Path, suffix, mode):
+    archive = tmp_path / f"images{suffix}"
+    with tarfile.open(archive, mode) as tf:
+        info = tarfile.TarInfo("images/a.jpg")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    assert safe_extract(archive, tmp_path / "out") == 1
+    assert (tmp_path / "out" / "images" / "a.jpg").read_bytes() == b"abc"

@@ -161,3 +161,23 @@ def test_stage_sources_shares_one_client_and_reuses_train(tmp_path, coco_split, 
     assert both.val_is_train and both.val is both.train
     codes = [f.code for f in preflight(both.train, both.val)]
     assert codes == ["val_reuses_train"]
+
+
+def test_download_refuses_an_object_replaced_since_it_was_listed(tmp_path, s3, bucket):
+    from automl.datasets import s3 as s3mod
+
+    s3.client.put_object(Bucket=bucket, Key="x/annotations.json", Body=b'{"v": 1}')
+    listed = s3mod.head(s3.client, bucket, "x/annotations.json")
+    s3.client.put_object(Bucket=bucket, Key="x/annotations.json", Body=b'{"v": 2}')
+    with pytest.raises(DatasetError, match="changed while it was being staged"):
+        s3mod.download(s3.client, listed, tmp_path / "a.json")
+    assert s3mod.head(s3.client, bucket, "x/missing.json") is None
+
+
+def test_progress_bars_on_request(tmp_path, coco_split, s3, bucket, uploader, capfd):
+    split = coco_split(tmp_path / "train", archive=True)
+    uploader(s3.client, bucket, "train", split)
+    staged = stage(f"s3://{bucket}/train", tmp_path / "cache", client=s3.client, progress=True)
+    err = capfd.readouterr().err
+    assert staged.staged_now
+    assert "downloading s3://" in err and "extracting images.tar.gz" in err
