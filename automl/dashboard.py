@@ -84,8 +84,7 @@ class DashboardServer:
         # its tables instead of failing every API call until the first run creates them
         self.storage = optuna.storages.RDBStorage(storage_url)
         store = None
-        if artifact_dir is not None:
-            Path(artifact_dir).mkdir(parents=True, exist_ok=True)
+        if artifact_dir is not None:  # may not exist yet: files are opened on request
             store = FileSystemArtifactStore(Path(artifact_dir))
         app = optuna_dashboard.wsgi(self.storage, artifact_store=store)
         server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
@@ -160,3 +159,56 @@ def serve_dashboard(
     server = DashboardServer(storage_url, host, port, artifact_dir, allow_remote)
     print(f"optuna-dashboard: {server.url}  (Ctrl-C to stop)", flush=True)
     server.serve_forever()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+def capture_screenshot(
+    server: DashboardServer,
+    study_name: str,
+    path: Path,
+    chromium: Path = CHROMIUM,
+    timeout_s: float = 60.0,
+) -> Path:
+    """Save a full-page PNG of the study's dashboard page (for READMEs and reports).
+
+    Drives Debian's chromium through Playwright (a test dependency, imported here only);
+    waits until the intermediate-values chart is drawn when any trial reported an epoch.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise UserError(
+            "screenshots need Playwright: pip install playwright (no browser download "
+            f"needed, it drives {chromium})"
+        ) from exc
+    if not chromium.exists():
+        raise UserError(f"screenshots need Chromium at {chromium}: apt-get install chromium")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    study_id = server.storage.get_study_id_from_name(study_name)
+    has_curves = any(t.intermediate_values for t in server.storage.get_all_trials(study_id))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=list(CHROMIUM_ARGS))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(timeout_s * 1000)
+            page.goto(f"{server.url}/studies/{study_id}")
+            page.get_by_role("heading", name="History").wait_for()
+            if has_curves:
+                page.locator("#graph-intermediate-values .legendtext").first.wait_for()
+            page.wait_for_timeout(500)  # let plotly finish its transitions
+            page.screenshot(path=str(path), full_page=True)
+        finally:
+            browser.close()
+    return path

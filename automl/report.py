@@ -97,7 +97,8 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(storage_url)
+    # the study exists already: skip the table-creation pass (seconds: it imports alembic)
+    storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
         if len(study.directions) != 1:
@@ -107,7 +108,7 @@ def write_report(
             )
         trials = study.get_trials(deepcopy=False)
         maximize = study.direction == StudyDirection.MAXIMIZE
-        metric = (study.metric_names or ["objective"])[0]
+        metric = (study.metric_names or [study.user_attrs.get("metric") or "objective"])[0]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
         best = ranked[0] if ranked else None
@@ -348,6 +349,12 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _attr(t: FrozenTrial, key: str) -> str:
+    """A user attribute as escaped text; '–' when unset (or cleared to None on a retry)."""
+    value = t.user_attrs.get(key)
+    return "–" if value is None else _e(value)
+
+
 def _params(t: FrozenTrial) -> str:
     return "<br>".join(f"<code>{_e(k)}</code>={_e(_fmt(v))}" for k, v in t.params.items())
 
@@ -376,10 +383,14 @@ def _outcome(t: FrozenTrial) -> str:
         epoch = attrs.get("prune_epoch", max(t.intermediate_values, default=None))
         return f"pruned at epoch {_e(_fmt(epoch))}"
     if t.state == TrialState.FAIL:
-        text = _e(attrs.get("failure", "failed (no diagnosis recorded)"))
-        if "failure_fix" in attrs:
+        text = _e(attrs.get("failure") or "failed (no diagnosis recorded)")
+        if attrs.get("exit_code") is not None:
+            text += f" (exit code {_e(attrs['exit_code'])})"
+        if attrs.get("failure_fix"):
             text += f"<br><b>fix:</b> {_e(attrs['failure_fix'])}"
         return text
+    if attrs.get("interrupted"):
+        return "interrupted (will be retried)"
     return ""
 
 
@@ -423,13 +434,12 @@ def _render_html(
             "<th>duration</th><th>results dir</th></tr>"
         )
         for rank, t in enumerate(ranked[:BEST_TABLE_SIZE], 1):
-            a = t.user_attrs
             out.append(
                 f"<tr><td class=num>{rank}</td><td class=num>#{t.number}</td>"
                 f"<td class=num>{_e(_fmt(t.value))}</td><td>{_e(_best_epoch(t, maximize))}</td>"
-                f"<td>{_params(t)}</td><td>{_e(a.get('device', '–'))}</td>"
-                f"<td>{_e(a.get('job_id', '–'))}</td><td>{_e(_duration(t))}</td>"
-                f"<td><code>{_e(a.get('results_dir', '–'))}</code></td></tr>"
+                f"<td>{_params(t)}</td><td>{_attr(t, 'device')}</td>"
+                f"<td>{_attr(t, 'job_id')}</td><td>{_e(_duration(t))}</td>"
+                f"<td><code>{_attr(t, 'results_dir')}</code></td></tr>"
             )
         out.append("</table>")
     else:
@@ -453,13 +463,12 @@ def _render_html(
         "<th>device</th><th>job</th><th>outcome</th><th>duration</th><th>params</th></tr>"
     )
     for t in trials:
-        a = t.user_attrs
         out.append(
             f"<tr><td class=num>#{t.number}</td>"
             f'<td><span class="state {t.state.name}">{t.state.name}</span></td>'
             f"<td class=num>{_e(_fmt(t.value))}</td>"
             f"<td class=num>{len(t.intermediate_values)}</td>"
-            f"<td>{_e(a.get('device', '–'))}</td><td>{_e(a.get('job_id', '–'))}</td>"
+            f"<td>{_attr(t, 'device')}</td><td>{_attr(t, 'job_id')}</td>"
             f"<td>{_outcome(t)}</td><td>{_e(_duration(t))}</td><td>{_params(t)}</td></tr>"
         )
     out.append("</table>")
@@ -473,7 +482,7 @@ def _render_html(
                 out.append(
                     f"<details{' open' if t.state == TrialState.FAIL else ''}><summary>"
                     f"trial #{t.number} ({t.state.name.lower()}) · "
-                    f"<code>{_e(t.user_attrs.get('results_dir', ''))}</code></summary>"
+                    f"<code>{_attr(t, 'results_dir')}</code></summary>"
                     f"<pre>{_e(tail)}</pre></details>"
                 )
 

@@ -1,13 +1,14 @@
 """``automl dashboard`` (optuna-dashboard on the study) and ``automl report`` (HTML report).
 
-Both read an existing study storage: by default ``sqlite:///<workspace>/study.db``, the one
-``automl run`` writes. A missing SQLite file is refused rather than silently created, so a
+Both read an existing study storage: ``--storage``, else ``$AUTOML_STORAGE``, else
+``sqlite:///<workspace>/study.db``, the same order ``automl run`` uses. A missing SQLite file is refused rather than silently created, so a
 mistyped ``--workspace`` is reported instead of showing an empty dashboard.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def default_storage_url(workspace: Path) -> str:
 
 
 def existing_storage_url(storage: str | None, workspace: Path) -> str:
-    """``storage`` (or the workspace default), checked to name a study database that exists."""
+    """``storage`` (else $AUTOML_STORAGE, else the workspace default), checked to exist."""
+    storage = storage or os.environ.get("AUTOML_STORAGE") or None
     url = storage or default_storage_url(workspace)
     try:
         parsed = make_url(url)
@@ -63,18 +65,26 @@ def _connection_error(url: str, exc: Exception) -> UserError:
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:
-    from automl.dashboard import DashboardServer, is_loopback
+    from automl.dashboard import DashboardServer, capture_screenshot, is_loopback
+    from automl.report import resolve_study_name
 
     url = existing_storage_url(args.storage, args.workspace)
     host = args.host or DEFAULT_HOST
+    shooting = args.screenshot is not None
     try:
         server = DashboardServer(
             url,
             host=host,
-            port=args.port,
+            port=0 if shooting else args.port,  # a screenshot must not clash with a live one
             artifact_dir=args.workspace / "artifacts",
             allow_remote=args.host is not None,  # only an explicit --host may leave loopback
         )
+        if shooting:
+            with server:
+                name = resolve_study_name(url, args.study)
+                path = capture_screenshot(server, name, args.screenshot)
+            print(f"screenshot of study {name!r}: {path}")
+            return 0
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise _connection_error(url, exc) from exc
     if not is_loopback(host):
@@ -110,7 +120,7 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         metavar="URL",
-        help="study storage URL (default: sqlite:///<workspace>/study.db)",
+        help="study storage URL (default: $AUTOML_STORAGE, else sqlite:///<workspace>/study.db)",
     )
     parser.add_argument(
         "--workspace",
@@ -137,6 +147,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     dash.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)"
+    )
+    dash.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="PNG",
+        help="instead of serving, save a screenshot of the study page (headless Chromium) and exit",
+    )
+    dash.add_argument(
+        "--study", metavar="NAME", help="study to screenshot (default: the only one)"
     )
     dash.set_defaults(func=_run_dashboard)
 

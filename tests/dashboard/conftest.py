@@ -7,7 +7,11 @@ spec + log tail artifacts uploaded through :class:`automl.artifacts.ArtifactReco
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import shutil
+import sqlite3
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,13 +124,48 @@ def build_study(workspace: Path) -> StudyFixture:
     return StudyFixture(storage_url, STUDY_NAME, workspace, workspace / "artifacts", spec_ids)
 
 
-@pytest.fixture
-def study_fixture(tmp_path: Path) -> StudyFixture:
-    return build_study(tmp_path / "ws")
+@pytest.fixture(scope="session")
+def _study_template(tmp_path_factory: pytest.TempPathFactory) -> StudyFixture:
+    # building costs ~100 SQLite commits (seconds on a busy 2-core box): do it once
+    return build_study(tmp_path_factory.mktemp("template") / "ws")
 
 
 @pytest.fixture
-def chromium_path() -> Path:
-    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+def study_fixture(tmp_path: Path, _study_template: StudyFixture) -> StudyFixture:
+    """A private copy of the template workspace; tests may change it freely."""
+    src, ws = _study_template.workspace, tmp_path / "ws"
+    shutil.copytree(src, ws)
+    # the trials' results_dir / spec_path attributes are absolute: point them at the copy
+    with contextlib.closing(sqlite3.connect(ws / "study.db")) as db, db:
+        db.execute(
+            "UPDATE trial_user_attributes SET value_json = REPLACE(value_json, ?, ?)",
+            (json.dumps(str(src))[1:-1], json.dumps(str(ws))[1:-1]),
+        )
+    return dataclasses.replace(
+        _study_template,
+        storage_url=f"sqlite:///{ws / 'study.db'}",
+        workspace=ws,
+        artifact_dir=ws / "artifacts",
+    )
+
+
+@pytest.fixture
+def chromium_launch() -> dict:
+    """Keyword arguments for ``playwright.chromium.launch`` with Debian's chromium."""
+    if shutil.which(str(CHROMIUM)) is None:
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    return CHROMIUM
+    return {"executable_path": str(CHROMIUM), "args": list(CHROMIUM_ARGS)}
+
+
+@pytest.fixture
+def dashboard(study_fixture: StudyFixture):
+    """optuna-dashboard on the fixture study, on a free loopback port; stopped afterwards."""
+    from automl.dashboard import DashboardServer
+
+    server = DashboardServer(
+        study_fixture.storage_url, host="127.0.0.1", port=0, artifact_dir=study_fixture.artifact_dir
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
