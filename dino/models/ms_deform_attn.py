@@ -121,14 +121,15 @@ class MSDeformAttn(nn.Module):
 
         # Locations need more precision than bf16/fp16 gives (1/256 of the map is several
         # pixels on a large level), so the offset projection runs in float32.
+        precise = torch.promote_types(self.sampling_offsets.weight.dtype, torch.float32)
         with torch.autocast(device_type=query.device.type, enabled=False):
-            offsets = self.sampling_offsets(query.float()).view(
+            offsets = self.sampling_offsets(query.to(precise)).view(
                 batch, n_queries, self.n_heads, self.n_levels, self.n_points, 2
             )
-            ref = reference_points.float()[:, :, None, :, None, :]  # [B, Lq, 1, L, 1, 2|4]
+            ref = reference_points.to(precise)[:, :, None, :, None, :]  # [B, Lq, 1, L, 1, 2|4]
             if reference_points.shape[-1] == 2:
                 # offsets are in pixels of each level
-                normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=torch.float32, device=query.device)
+                normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=precise, device=query.device)
                 locations = ref + offsets / normalizer[None, None, None, :, None, :]
             elif reference_points.shape[-1] == 4:
                 # offsets are relative to the box's half size, spread over the points
@@ -137,6 +138,6 @@ class MSDeformAttn(nn.Module):
                 raise ValueError(f"reference_points must end in 2 or 4, got {tuple(reference_points.shape)}")
 
         weights = self.attention_weights(query).view(batch, n_queries, self.n_heads, self.n_levels * self.n_points)
-        weights = weights.float().softmax(-1).view(batch, n_queries, self.n_heads, self.n_levels, self.n_points)
+        weights = weights.to(precise).softmax(-1).view(batch, n_queries, self.n_heads, self.n_levels, self.n_points)
         out = ms_deform_attn_core(v, spatial_shapes, locations, weights)
         return self.output_proj(out)
