@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Mapping
 
@@ -23,7 +24,8 @@ DINO_STEP_FRACTIONS = (11 / 12,)  # DINO's 12-epoch schedule decays the rate at 
 
 
 def make_param(schema: TrainSchema, path: str, override: ParamOverride | None, source: str) -> Param:
-    field = schema.field(path, override.where if override else "")
+    # the field under the caller's path: an indexed path (a[0].b) names the item it tunes
+    field = dataclasses.replace(schema.field(path, override.where if override else ""), path=path)
     ov = override or ParamOverride(path, f"{schema.source}: field ")
     where = ov.where
     depends_on = ov.depends_on or field.depends_on

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Protocol
 
 from automl.errors import ConfigError
 

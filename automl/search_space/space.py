@@ -76,9 +76,9 @@ class SearchSpace:
                 else:
                     entries[path] = (None, "schema: automl_default_parameters")
         for path, ov in overrides.parameters.items():
-            schema.field(path, ov.where)
+            field = schema.field(path, ov.where)
             note = ""
-            if schema.is_disabled(path) or schema.fields[path].automl_enabled is False:
+            if schema.is_disabled(path) or field.automl_enabled is False:
                 note = " (added: the schema disables it)"
             elif path not in schema.default_parameters:
                 note = " (added)"
@@ -109,6 +109,7 @@ class SearchSpace:
         params += _apply_cap_rules(schema, params, context)
         space = cls(schema, _topological(params), excluded, context, overrides)
         space._check_feasible()
+        space._check_fixed_caps()
         return space
 
     # ------------------------------------------------------------------ use
@@ -188,6 +189,25 @@ class SearchSpace:
                         f"{param.path}: when {given}, no value in [{param.low:g}, {param.high:g}] "
                         f"satisfies {rules}; narrow the parent's range or widen {param.path}'s "
                         "in the space file"
+                    )
+
+    def _check_fixed_caps(self) -> None:
+        """A fixed value under a network rule (num_select) must fit every tuned parent value."""
+        for rule in cap_rules_for(self.schema.fields):
+            target = self._by_path.get(rule.target)
+            if not isinstance(target, FixedParam):
+                continue
+            options = [self._extremes(n) for n in rule.needs]
+            if any(o is None for o in options):
+                continue
+            for combo in itertools.islice(itertools.product(*options), MAX_FEASIBILITY_COMBOS):
+                values = dict(zip(rule.needs, combo))
+                cap = rule.cap(self._lookup(values))
+                if target.value > cap:
+                    given = ", ".join(f"{k} = {v}" for k, v in values.items())
+                    raise ConfigError(
+                        f"{target.source}: {rule.target} is fixed at {target.value}, but when {given} "
+                        f"it must be <= {rule.formula} = {cap}; lower it or tune it instead"
                     )
 
     def _extremes(self, path: str) -> list[Any] | None:

@@ -173,3 +173,18 @@ def test_choice_under_a_cap_rule_is_refused(dino_schema, write):
         NumberParam,
     )
     assert isinstance(_space(dino_schema, write, "base: none\nparameters:\n  model.backbone: {}\n")["model.backbone"], ChoiceParam)
+
+
+def test_fixed_value_under_a_cap_rule_is_checked_at_build(dino_schema, write):
+    text = "base: dino/default_space.yaml\nfixed:\n  model.num_select: 300\n"
+    with pytest.raises(ConfigError, match=r"space\.yaml line 3: model\.num_select is fixed at 300, but when model\.num_queries = 100"):
+        _space(dino_schema, write, text, context={"dataset.num_classes": 5})
+    space = _space(dino_schema, write, "base: none\nparameters:\n  model.num_queries: {values: [300, 900]}\nfixed:\n  model.num_select: 300\n",
+                   name="ok.yaml", context={"dataset.num_classes": 5})  # fmt: skip
+    assert space["model.num_select"].value == 300
+
+
+def test_indexed_path_can_be_tuned(dino_schema, write):
+    space = _space(dino_schema, write, "base: none\nparameters:\n  dataset.val_data_sources[0].image_dir: {values: [/a, /b]}\n")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert space.suggest(study.ask())["dataset.val_data_sources[0].image_dir"] in ("/a", "/b")
