@@ -69,8 +69,8 @@ class ParamOverride:
     def merged_onto(self, base: "ParamOverride") -> "ParamOverride":
         given = {k: getattr(self, k) for k in PARAM_KEYS if getattr(self, k) is not None}
         kept = {k: getattr(base, k) for k in PARAM_KEYS if getattr(base, k) is not None}
-        if any(k in given for k in CHOICE_KEYS if k != "weights"):
-            kept = {k: v for k, v in kept.items() if k not in RANGE_KEYS}
+        if "values" in given:  # new options: the base's range and weights no longer apply
+            kept = {k: v for k, v in kept.items() if k not in RANGE_KEYS + CHOICE_KEYS}
         if any(k in given for k in RANGE_KEYS):
             kept = {k: v for k, v in kept.items() if k not in CHOICE_KEYS}
         where = f"{self.where.rstrip(': ')} over {base.source}: "
@@ -280,7 +280,8 @@ def _param_override(path: str, entry: Any, where: str) -> ParamOverride:
             raw = weights
         else:
             raise ConfigError(f"{where}{path}: weights must be a list (one per value) or a mapping value -> weight")
-        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf for w in raw) or not sum(raw) > 0:
+        numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < math.inf for w in raw)
+        if not numbers or not sum(raw) > 0:
             raise ConfigError(f"{where}{path}: weights must be numbers >= 0, not all zero; got {weights}")
         kw["weights"] = dict(weights) if isinstance(weights, dict) else tuple(float(w) for w in weights)
         if "values" in kw and isinstance(weights, list) and len(weights) != len(kw["values"]):

@@ -127,10 +127,11 @@ def choose_range(
     if kind == "float" and is_rate_like(path) and default is not None and default > 0:
         if low is None:
             low = _clip(default / RATE_WINDOW, valid)
-            notes.append(f"min {low:.3g}: rate rule, default/{RATE_WINDOW:g}" + _clipped(low, default / RATE_WINDOW))
+            notes.append(f"min {low:.3g}: rate rule, default/{RATE_WINDOW:g}{_clipped(low, default / RATE_WINDOW)}")
         if high is None:
             high = _clip(default * RATE_WINDOW, valid)
-            notes.append(f"max {high:.3g}: rate rule, default x {RATE_WINDOW:g}" + _clipped(high, default * RATE_WINDOW))
+            wanted = default * RATE_WINDOW
+            notes.append(f"max {high:.3g}: rate rule, default x {RATE_WINDOW:g}{_clipped(high, wanted)}")
     # TAO's int rule, kept and extended to floats: an unbounded field is searched around its
     # default; a finite schema limit on the other side is a validity limit, not a search
     # boundary (num_queries >= 1 must not mean "try 1 query")

@@ -188,3 +188,18 @@ def test_indexed_path_can_be_tuned(dino_schema, write):
     space = _space(dino_schema, write, "base: none\nparameters:\n  dataset.val_data_sources[0].image_dir: {values: [/a, /b]}\n")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     assert space.suggest(study.ask())["dataset.val_data_sources[0].image_dir"] in ("/a", "/b")
+
+
+def test_merge_rules_between_files(dino_schema, write):
+    write("base.yaml", "base: none\nparameters:\n  model.backbone: {values: [resnet_18, resnet_34], weights: [1, 3]}\n"
+          "  train.optim.lr: {min: 1.0e-5, max: 1.0e-3, scale: linear}\n")  # fmt: skip
+    space = _space(dino_schema, write, """
+        base: base.yaml
+        parameters:
+          model.backbone: {values: [resnet_18, resnet_34, resnet_50]}   # new options drop old weights
+          train.optim.lr: {values: [1.0e-4, 2.0e-4]}                    # options replace the range
+        """)  # fmt: skip
+    assert space["model.backbone"].weights is None and len(space["model.backbone"].choices) == 3
+    assert space["train.optim.lr"].choices == (1e-4, 2e-4)
+    space = _space(dino_schema, write, "base: base.yaml\nparameters:\n  model.backbone: {weights: [1, 1]}\n", name="w.yaml")
+    assert space["model.backbone"].weights == (1.0, 1.0)
