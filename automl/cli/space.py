@@ -25,7 +25,9 @@ from automl.search_space import (
     TrainSchema,
     default_schema_path,
     default_space_path,
+    default_template_path,
     load_space_overrides,
+    load_spec_template,
 )
 
 COLUMNS = ("parameter", "type", "range", "scale", "condition", "source")
@@ -56,6 +58,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "'schema': derive from the schema alone)",
     )  # fmt: skip
     parser.add_argument(
+        "--template", metavar="PATH",
+        help="spec template whose values constraints read for parents not sampled "
+        "(default: the bundled DINO template with the default schema)",
+    )  # fmt: skip
+    parser.add_argument(
         "--context", metavar="KEY=VALUE", action="append", default=[],
         help="a value fixed by the run that constraints need, e.g. dataset.num_classes=5 (repeatable)",
     )  # fmt: skip
@@ -69,8 +76,14 @@ def build_space(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
         space_path = args.space
     else:
         space_path = None if args.schema else default_space_path()
+    template_path = args.template or (None if args.schema else default_template_path())
     schema = TrainSchema.load(schema_path)
-    space = SearchSpace.build(schema, load_space_overrides(space_path), context=_context(args.context))
+    space = SearchSpace.build(
+        schema,
+        load_space_overrides(space_path),
+        context=_context(args.context),
+        template=load_spec_template(template_path) if template_path else None,
+    )
     return space, str(schema_path), str(space_path) if space_path else "(derived from the schema)"
 
 

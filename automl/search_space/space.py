@@ -15,6 +15,7 @@ import optuna
 
 from automl.errors import ConfigError
 from automl.search_space.constraints import cap_rules_for
+from automl.search_space.dotted import get_path, parse_path
 from automl.search_space.overrides import SpaceOverrides
 from automl.search_space.param_factory import coerce, make_param
 from automl.search_space.params import (
@@ -41,8 +42,10 @@ class SearchSpace:
         excluded: dict[str, str],
         context: dict[str, Any],
         overrides: SpaceOverrides,
+        template: Mapping[str, Any] | None = None,
     ) -> None:
         self.schema = schema
+        self.template = template or {}
         self.params = params  # parents before dependants
         self.excluded = excluded  # schema default parameters left out -> why
         self.context = context
@@ -56,8 +59,14 @@ class SearchSpace:
         schema: TrainSchema,
         overrides: SpaceOverrides | None = None,
         context: Mapping[str, Any] | None = None,
+        template: Mapping[str, Any] | None = None,
     ) -> "SearchSpace":
-        """The space for ``schema`` changed by a space file; ConfigError names what is wrong."""
+        """The space for ``schema`` changed by a space file; ConfigError names what is wrong.
+
+        ``context``: values the run fixes (never sampled). Constraints read a parent that is
+        not sampled from the context, else ``template`` (the spec template the trial
+        renders onto), else the schema default.
+        """
         overrides = overrides or SpaceOverrides()
         context = _check_context(schema, context or {})
         entries: dict[str, tuple[Any, str]] = {}
@@ -106,8 +115,8 @@ class SearchSpace:
                 excluded[path] = "set by the run (context), not sampled"
 
         params = [make_param(schema, path, ov, source) for path, (ov, source) in entries.items()] + params
-        params += _apply_cap_rules(schema, params, context)
-        space = cls(schema, _topological(params), excluded, context, overrides)
+        params += _apply_cap_rules(schema, params, context, template or {})
+        space = cls(schema, _topological(params), excluded, context, overrides, template)
         space._check_feasible()
         space._check_fixed_caps()
         return space
@@ -164,7 +173,8 @@ class SearchSpace:
                 return values[path]
             if path in self.context:
                 return self.context[path]
-            return self.schema.default_of(path)
+            value = get_path(self.template, parse_path(path), None)
+            return value if value is not None else self.schema.default_of(path)
 
         return lookup
 
@@ -236,7 +246,9 @@ def _check_context(schema: TrainSchema, context: Mapping[str, Any]) -> dict[str,
     return out
 
 
-def _apply_cap_rules(schema: TrainSchema, params: list[Param], context: Mapping[str, Any]) -> list[Param]:
+def _apply_cap_rules(
+    schema: TrainSchema, params: list[Param], context: Mapping[str, Any], template: Mapping[str, Any]
+) -> list[Param]:
     """Network rules such as DINO's ``num_select <= min(num_queries, num_queries*num_classes-1)``."""
     by_path = {p.path: p for p in params}
     extra: list[Param] = []
@@ -253,7 +265,8 @@ def _apply_cap_rules(schema: TrainSchema, params: list[Param], context: Mapping[
             )
         elif target is None and any(n in by_path and n not in context for n in rule.needs):
             target_path, cap = rule.target, rule.cap
-            default = context.get(target_path, schema.default_of(target_path))
+            default = context.get(target_path, get_path(template, parse_path(target_path), None))
+            default = default if default is not None else schema.default_of(target_path)
 
             def derive(v, target_path=target_path, cap=cap):
                 return min(v(target_path), cap(v))

@@ -203,3 +203,16 @@ def test_merge_rules_between_files(dino_schema, write):
     assert space["train.optim.lr"].choices == (1e-4, 2e-4)
     space = _space(dino_schema, write, "base: base.yaml\nparameters:\n  model.backbone: {weights: [1, 1]}\n", name="w.yaml")
     assert space["model.backbone"].weights == (1.0, 1.0)
+
+
+def test_parents_not_sampled_come_from_context_then_template_then_schema(dino_schema, write):
+    text = "base: none\nparameters:\n  dataset.augmentation.train_random_crop_max: {min: 100, max: 700}\n"
+    template = {"dataset": {"augmentation": {"train_random_crop_min": 500}}}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = _space(dino_schema, write, text, template=template)
+    assert all(space.suggest(study.ask())["dataset.augmentation.train_random_crop_max"] >= 500 for _ in range(30))
+    space = _space(dino_schema, write, text, name="b.yaml", template=template,
+                   context={"dataset.augmentation.train_random_crop_min": 650})  # fmt: skip
+    assert all(space.suggest(study.ask())["dataset.augmentation.train_random_crop_max"] >= 650 for _ in range(30))
+    space = _space(dino_schema, write, text, name="c.yaml")  # schema default 384
+    assert min(space.suggest(study.ask())["dataset.augmentation.train_random_crop_max"] for _ in range(60)) < 500
