@@ -100,7 +100,7 @@ def test_search_spaces_dir_can_be_moved(capsys, monkeypatch, tmp_path):
     from automl.search_space import search_spaces_dir
 
     (tmp_path / "dino").mkdir()
-    for name in ("train.schema.json", "default_space.yaml"):
+    for name in ("train.schema.json", "default_space.yaml", "spec_template_train.yaml"):
         (tmp_path / "dino" / name).write_text((search_spaces_dir() / "dino" / name).read_text())
     monkeypatch.setenv("AUTOML_SEARCH_SPACES", str(tmp_path))
     code, out, _ = _run(capsys, "show")
