@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from automl.config.run_config import RunConfig, SynthSettings
-from automl.datasets import SpecFacts, StagedSplit, has_errors, parse_source, preflight, render_findings, stage
+from automl.datasets import SpecFacts, StagedSplit, has_errors, preflight, render_findings, stage_sources
 from automl.errors import DatasetError
 from automl.search_space.dotted import get_path, parse_path
 from automl.staging_lock import file_lock
@@ -70,13 +70,8 @@ def prepare_data(cfg: RunConfig, template: dict[str, Any], board: "ProgressBoard
         train_src, val_src = generate_synth(cfg, cfg.data.synth, board)
     else:
         train_src, val_src = cfg.data.train, cfg.data.val
-    train = stage(parse_source(str(train_src)), cache)
-    if val_src is None:
-        board.note("[yellow]warning: no validation source given; validating on the training data "
-                   "(metrics will be optimistic). Set data.val.[/]")
-        val = train
-    else:
-        val = stage(parse_source(str(val_src)), cache)
+    staged = stage_sources(str(train_src), None if val_src is None else str(val_src), cache)
+    train, val = staged.train, staged.val  # no val source: train is reused (preflight warns)
 
     assignments: dict[str, Any] = {
         "dataset.train_data_sources": [{"image_dir": str(train.image_dir), "json_file": str(train.json_file)}],
@@ -95,13 +90,13 @@ def prepare_data(cfg: RunConfig, template: dict[str, Any], board: "ProgressBoard
         num_classes=int(value("dataset.num_classes")),
         batch_size=int(value("dataset.batch_size")),
         num_gpus=cfg.trainer.num_gpus,
-        gpu_ids=list(range(cfg.trainer.num_gpus)),
+        gpu_ids=tuple(range(cfg.trainer.num_gpus)),
         num_queries=int(value("model.num_queries")),
         num_select=int(value("model.num_select")),
         num_feature_levels=int(value("model.num_feature_levels")),
         return_interm_indices=list(value("model.return_interm_indices")),
     )
-    findings = preflight(train, None if val is train else val, facts, sample_limit=cfg.data.preflight_sample)
+    findings = preflight(train, None if staged.val_is_train else val, facts, sample_limit=cfg.data.preflight_sample)
     if findings:
         render_findings(findings, console=board.console, title="Preflight")
     if has_errors(findings):

@@ -27,7 +27,7 @@ from automl.monitor import TrialMonitor
 from automl.search_space import SearchSpace, TrainSchema, render_spec
 from automl.slots import SlotPool
 from automl.trial_paths import trial_results_dir
-from metric_extractors import get_extractor
+from metric_extractors import EpochMetrics, get_extractor
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 LOG_TAIL_LINES = 40
@@ -127,7 +127,8 @@ class DinoObjective:
         cfg = self.ctx.config
         extractor = get_extractor(cfg.metric.extractor, **cfg.metric.extractor_options)
         monitor = TrialMonitor(job.results_dir, job.log_path, extractor)
-        reported: dict[int, float] = dict(trial.intermediate_values)  # a retry inherits these
+        # a retried trial inherits its predecessor's epochs; they are not reported twice
+        reported = dict(trial.study._storage.get_trial(trial._trial_id).intermediate_values)
         handle = self.ctx.launcher.launch(job)
         trial.set_user_attr("job_id", handle.id)
         self.ctx.on_event(TrialEvent("started", trial.number, slot, message=handle.id))
@@ -135,8 +136,10 @@ class DinoObjective:
         try:
             while True:
                 result = handle.poll()  # read before the logs: no epoch written before exit is missed
-                self._report_new_epochs(trial, monitor, reported, handle, slot)
+                self._report_new_epochs(trial, monitor.poll(), reported, handle, slot)
                 if result is not None:
+                    # the last line may lack its newline: flush what the extractor holds
+                    self._report_new_epochs(trial, monitor.finish(), reported, handle, slot)
                     break
                 if self.ctx.stop_event.is_set():
                     result = handle.stop(cfg.launcher.grace_period)
@@ -167,13 +170,13 @@ class DinoObjective:
     def _report_new_epochs(
         self,
         trial: optuna.Trial,
-        monitor: TrialMonitor,
+        new_epochs: list[EpochMetrics],
         reported: dict[int, float],
         handle: JobHandle,
         slot: tuple[int, ...],
     ) -> None:
         name = self.ctx.config.metric.name
-        for item in monitor.poll():
+        for item in new_epochs:
             value = item.values.get(name)
             if value is None or item.epoch in reported or math.isnan(value):
                 continue

@@ -40,8 +40,10 @@ class StudyOutcome:
 
 def trials_table(study: optuna.Study, metric: str) -> Table:
     table = Table(title=f"study {study.study_name}")
-    for col in ("trial", "state", metric, "epochs", "device", "note", "params"):
-        table.add_column(col, overflow="fold")
+    for col in ("trial", "state", metric, "epochs", "device"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("note", max_width=48, overflow="fold")
+    table.add_column("params", max_width=72, overflow="fold")
     best = study.best_trial.number if _has_complete(study) else None
     for t in study.get_trials(deepcopy=False):
         value = "-" if t.value is None else f"{t.value:.4f}"

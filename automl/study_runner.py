@@ -9,7 +9,10 @@ the report and applies checkpoint retention.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,10 +32,29 @@ from automl.progress import ProgressBoard
 from automl.pruners import build_pruner
 from automl.recovery import counted_trials, recover_study
 from automl.samplers import build_sampler
-from automl.search_space import SearchSpace, TrainSchema, load_space_overrides
-from automl.search_space.paths import default_schema_path, default_space_path, default_template_path
+from automl.search_space import (
+    SearchSpace,
+    TrainSchema,
+    default_schema_path,
+    default_space_path,
+    default_template_path,
+    load_space_overrides,
+)
 from automl.slots import SlotPool, plan_slots
 from automl.study_results import StudyOutcome, finalize_study
+
+
+def resolve_trainer_command(cfg: RunConfig) -> RunConfig:
+    """A bare ``dino`` that is not on PATH is taken from this interpreter's venv, so
+    ``.venv/bin/automl run`` works without activating the venv. Containers keep it bare."""
+    command = list(cfg.trainer.command)
+    if cfg.launcher.name == "local" and command and os.sep not in command[0] and not shutil.which(command[0]):
+        sibling = Path(sys.executable).parent / command[0]
+        if sibling.exists():
+            command[0] = str(sibling)
+            trainer = cfg.trainer.model_copy(update={"command": command})
+            return cfg.model_copy(update={"trainer": trainer})
+    return cfg
 
 
 def open_storage(cfg: RunConfig) -> RDBStorage:
@@ -123,6 +145,8 @@ class _Interrupt:
 
 
 def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
+    cfg = resolve_trainer_command(cfg)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the board reports every trial itself
     cfg.workspace.mkdir(parents=True, exist_ok=True)
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     schema = TrainSchema.load(cfg.trainer.schema_path or default_schema_path())
@@ -132,13 +156,17 @@ def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
         schema,
         overrides=load_space_overrides(cfg.trainer.space or default_space_path()),
         context={**data.assignments, **cfg.fixed},
+        template=template,
     )
     study = open_study(cfg)
     study.set_user_attr("metric", cfg.metric.name)
     recovered = recover_study(study, cfg.study.max_retry)
     if recovered:
         board.note(f"recovered trials of dead workers: {recovered} (queued to resume from their checkpoints)")
-    launcher = get_launcher(cfg.launcher.name, **cfg.launcher.options)
+    options = dict(cfg.launcher.options)
+    if cfg.launcher.name == "local":  # job records live with the study, not in $HOME
+        options.setdefault("registry_dir", str((cfg.workspace / "jobs").resolve()))
+    launcher = get_launcher(cfg.launcher.name, **options)
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     reaped = launcher.reap_orphans(cfg.study.name, running)
     if reaped:
