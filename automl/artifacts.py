@@ -91,7 +91,9 @@ class ArtifactRecorder:
         filename = name or path.name
         with tempfile.TemporaryDirectory(prefix="automl-artifact-") as tmp:
             # upload_artifact names the artifact after the file's basename
-            source = path if filename == path.name else Path(shutil.copy(path, Path(tmp) / filename))
+            source = path
+            if filename != path.name:
+                source = Path(shutil.copy(path, Path(tmp) / filename))
             return upload_artifact(
                 artifact_store=self.store,
                 file_path=str(source),

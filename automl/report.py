@@ -63,8 +63,8 @@ def resolve_study_name(storage_url: str, study_name: str | None) -> str:
 
 
 def default_report_dir(workspace: Path, study_name: str) -> Path:
-    """Where ``automl report`` writes by default: ``<workspace>/reports/<study>``."""
-    return Path(workspace) / "reports" / study_name
+    """``<workspace>/<study>/report``: where ``automl run`` writes it at the end of a run."""
+    return Path(workspace) / study_name / "report"
 
 
 def redact_url(storage_url: str) -> str:
@@ -331,7 +331,7 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 .state{font-weight:600;padding:0 .4em;border-radius:3px;color:#fff}
 .COMPLETE{background:#1f77b4}.PRUNED{background:#ff7f0e}.FAIL{background:#d62728}
 .RUNNING{background:#7f7f7f}.WAITING{background:#bcbd22}
-pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em;max-height:40em}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
 .muted{color:#777} code{font-size:.9em}
 """

@@ -1,8 +1,9 @@
 """``automl dashboard`` (optuna-dashboard on the study) and ``automl report`` (HTML report).
 
 Both read an existing study storage: ``--storage``, else ``$AUTOML_STORAGE``, else
-``sqlite:///<workspace>/study.db``, the same order ``automl run`` uses. A missing SQLite file is refused rather than silently created, so a
-mistyped ``--workspace`` is reported instead of showing an empty dashboard.
+``sqlite:///<workspace>/study.db``, the same order ``automl run`` uses. A missing SQLite
+file is refused rather than silently created, so a mistyped ``--workspace`` is reported
+instead of showing an empty dashboard.
 """
 
 from __future__ import annotations
@@ -172,6 +173,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         metavar="DIR",
-        help="output folder (default: <workspace>/reports/<study>)",
+        help="output folder (default: <workspace>/<study>/report, as `automl run` writes it)",
     )
     rep.set_defaults(func=_run_report)

@@ -15,7 +15,9 @@ from automl.artifacts import ArtifactRecorder, guess_mimetype
 
 def test_fixture_trials_carry_spec_and_log_tail(study_fixture):
     rec = ArtifactRecorder(study_fixture.artifact_dir)
-    study = optuna.load_study(study_name=study_fixture.study_name, storage=study_fixture.storage_url)
+    study = optuna.load_study(
+        study_name=study_fixture.study_name, storage=study_fixture.storage_url
+    )
     for trial in study.get_trials():
         metas = {m.filename: m for m in rec.artifacts_of(study, trial)}
         assert set(metas) == {"spec.yaml", "log_tail.log"}
@@ -24,7 +26,8 @@ def test_fixture_trials_carry_spec_and_log_tail(study_fixture):
         assert spec == Path(trial.user_attrs["spec_path"]).read_text()
         tail = rec.read_bytes(metas["log_tail.log"].artifact_id).decode()
         assert tail.rstrip("\n") == trial.user_attrs["log_tail"]
-    assert study_fixture.spec_artifact_ids[2] == rec.find(study, study.trials[2], "spec.yaml").artifact_id
+    spec_of_2 = rec.find(study, study.trials[2], "spec.yaml")
+    assert spec_of_2 is not None and spec_of_2.artifact_id == study_fixture.spec_artifact_ids[2]
 
 
 def test_upload_renames_and_works_from_another_process(tmp_path):

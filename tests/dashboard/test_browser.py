@@ -91,8 +91,10 @@ def test_dashboard_in_chromium(chromium_launch, study_fixture, dashboard, tmp_pa
         assert (tmp_path / name).stat().st_size > 50_000
 
 
-def test_dashboard_screenshot_command(chromium_launch, study_fixture, tmp_path, capsys, monkeypatch):
-    """`automl dashboard --screenshot` (how the README's picture is made) on a fixed port-free run."""
+def test_dashboard_screenshot_command(
+    chromium_launch, study_fixture, tmp_path, capsys, monkeypatch
+):
+    """`automl dashboard --screenshot`: how the README's picture of a real study is made."""
     from PIL import Image
 
     from automl.cli import main

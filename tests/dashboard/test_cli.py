@@ -22,7 +22,7 @@ def test_report_defaults_to_the_only_study(study_fixture, capsys, monkeypatch):
     monkeypatch.delenv("AUTOML_STORAGE", raising=False)
     ws = study_fixture.workspace
     assert main(["report", "--workspace", str(ws)]) == 0
-    html = ws / "reports" / study_fixture.study_name / "report.html"
+    html = ws / study_fixture.study_name / "report" / "report.html"
     assert f"report of study '{study_fixture.study_name}': {html}" in capsys.readouterr().out
     assert "CUDA out of memory at epoch 1" in html.read_text()
 
