@@ -137,7 +137,8 @@ def finalize_study(
     try:
         from automl.report import write_report
 
-        outcome.report = write_report(cfg.storage_url, cfg.study.name, cfg.study_dir / "report")
+        outcome.report = write_report(cfg.storage_url, cfg.study.name, cfg.study_dir / "report",
+                                      artifact_dir=cfg.workspace / "artifacts")
     except Exception as exc:  # the study's results stand even if a figure cannot be drawn
         board.note(f"[yellow]report not written: {exc}[/]")
     board.note(

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sys
+import warnings
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -42,6 +44,9 @@ from automl.search_space import (
 )
 from automl.slots import SlotPool, plan_slots
 from automl.study_results import StudyOutcome, finalize_study
+
+# heartbeats and the stale-trial retry are "experimental" in Optuna 5.0; we rely on them
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
 def resolve_trainer_command(cfg: RunConfig) -> RunConfig:
@@ -72,6 +77,7 @@ def open_storage(cfg: RunConfig) -> RDBStorage:
 
 
 def open_study(cfg: RunConfig) -> optuna.Study:
+    cfg.workspace.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
     return optuna.create_study(
         study_name=cfg.study.name,
         storage=open_storage(cfg),
@@ -160,6 +166,7 @@ def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
     )
     study = open_study(cfg)
     study.set_user_attr("metric", cfg.metric.name)
+    study.set_metric_names([cfg.metric.name])  # the dashboard's axes name the metric
     recovered = recover_study(study, cfg.study.max_retry)
     if recovered:
         board.note(f"recovered trials of dead workers: {recovered} (queued to resume from their checkpoints)")
