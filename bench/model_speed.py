@@ -1,0 +1,227 @@
+"""Training and inference speed of our DINO-4scale beside Hugging Face's Deformable-DETR
+family, on one device, random weights, synthetic batches (the setup of
+``../shared/anchors/hf_anchor.py``: batch 4 at 800x800, fp32 and bf16, 8 boxes per image).
+
+One JSON line per (model, dtype) and a table at the end. A training step is
+forward + loss + backward + AdamW step; inference is a forward under ``no_grad``.
+Hugging Face models are included when ``transformers`` is importable (``--no-hf`` skips).
+
+    python bench/model_speed.py                      # CUDA, 800x800, batch 4
+    python bench/model_speed.py --device cpu --size 256 --iters 2 --warmup 1 --no-hf   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dino.config.model import ModelConfig  # noqa: E402
+from dino.models import build_dino  # noqa: E402
+
+NUM_OBJECTS, NUM_CLASSES = 8, 4  # foreground classes; our DINO gets num_classes = 5 (TAO ids 1..4)
+
+# DINO-4scale as in the paper: layer2..4 + one strided conv (strides 8..64);
+# TAO's default spec: layer1..4 (strides 4..32, ~4x the encoder tokens).
+OUR_CONFIGS = {
+    "dino_4scale_r50": ModelConfig(return_interm_indices=[2, 3, 4], num_feature_levels=4),
+    "dino_tao_default_r50": ModelConfig(return_interm_indices=[1, 2, 3, 4], num_feature_levels=4),
+}
+
+
+def make_batch(batch: int, size: int, device: torch.device, gen: torch.Generator):
+    images = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    targets = []
+    for _ in range(batch):
+        cxcy = torch.rand(NUM_OBJECTS, 2, generator=gen) * 0.6 + 0.2
+        wh = torch.rand(NUM_OBJECTS, 2, generator=gen) * 0.2 + 0.05
+        labels = torch.randint(1, NUM_CLASSES + 1, (NUM_OBJECTS,), generator=gen)
+        targets.append({"labels": labels.to(device), "boxes": torch.cat([cxcy, wh], 1).to(device)})
+    return images, targets
+
+
+class OurDino:
+    """Adapter: ``loss(images, targets)`` and ``infer(images)`` for our model."""
+
+    def __init__(self, cfg: ModelConfig, device: torch.device):
+        self.model, self.criterion, self.post = build_dino(cfg, NUM_CLASSES + 1)
+        self.model.to(device)
+        self.masks = None
+
+    def _masks(self, images):
+        if self.masks is None or self.masks.shape[0] != images.shape[0]:
+            self.masks = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.bool, device=images.device)
+        return self.masks
+
+    def loss(self, images, targets):
+        return self.criterion(self.model(images, self._masks(images), targets), targets)["loss"]
+
+    def infer(self, images):
+        out = self.model(images, self._masks(images))
+        sizes = torch.tensor([images.shape[2:]] * images.shape[0], device=images.device)
+        return self.post(out, sizes)
+
+
+class HfModel:
+    """Adapter for the configurations of ``hf_anchor.py``."""
+
+    def __init__(self, name: str, device: torch.device):
+        from transformers import ResNetConfig
+
+        if name == "hf_deformable_detr_two_stage":
+            from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection
+
+            cfg = DeformableDetrConfig(use_timm_backbone=False, use_pretrained_backbone=False,
+                                       backbone_config=ResNetConfig(out_features=["stage2", "stage3", "stage4"]),
+                                       two_stage=True, with_box_refine=True, num_feature_levels=4,
+                                       num_queries=300, two_stage_num_proposals=300, num_labels=NUM_CLASSES)
+            self.model = DeformableDetrForObjectDetection(cfg)
+        elif name == "hf_rt_detr_r50":
+            from transformers import RTDetrConfig, RTDetrForObjectDetection
+
+            self.model = RTDetrForObjectDetection(RTDetrConfig(num_labels=NUM_CLASSES))
+        else:
+            raise ValueError(name)
+        self.model.to(device)
+
+    def loss(self, images, targets):
+        labels = [{"class_labels": t["labels"] - 1, "boxes": t["boxes"]} for t in targets]
+        return self.model(pixel_values=images, labels=labels).loss
+
+    def infer(self, images):
+        return self.model(pixel_values=images)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    adapter = adapter_factory()
+    module = adapter.model
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    images, targets = make_batch(args.batch, args.size, device, gen)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    module.train()
+    for i in range(args.warmup + args.iters):
+        if i == args.warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        with autocast:
+            loss = adapter.loss(images, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 0.1)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    _sync(device)
+    train_s = time.perf_counter() - t0
+    train_peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+    module.eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.no_grad():
+        for i in range(args.warmup + args.iters):
+            if i == args.warmup:
+                _sync(device)
+                t1 = time.perf_counter()
+            with autocast:
+                adapter.infer(images)
+    _sync(device)
+    infer_s = time.perf_counter() - t1
+    infer_peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    result = {
+        "model": name, "batch": args.batch, "size": args.size, "dtype": str(dtype).removeprefix("torch."),
+        "train_img_s": round(args.batch * args.iters / train_s, 2),
+        "infer_img_s": round(args.batch * args.iters / infer_s, 2),
+        "train_peak_gib": None if train_peak is None else round(train_peak, 2),
+        "infer_peak_gib": None if infer_peak is None else round(infer_peak, 2),
+        "last_loss": round(float(loss.detach()), 4),
+    }
+    del adapter, module, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--iters", type=int, help="timed steps (default 20 on CUDA, 2 on CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--models", default=",".join(OUR_CONFIGS) + ",hf_deformable_detr_two_stage,hf_rt_detr_r50")
+    parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
+    parser.add_argument("--out", help="also append the JSON lines to this file")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if args.iters is None:
+        args.iters = 20 if device.type == "cuda" else 2
+    if args.warmup is None:
+        args.warmup = 5 if device.type == "cuda" else 1
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is visible; use --device cpu for a smoke run")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    try:
+        chosen = [dtypes[d] for d in args.dtypes.split(",")]
+    except KeyError as exc:
+        parser.error(f"--dtypes: unknown {exc}; use fp32 and/or bf16")
+    names = [n for n in args.models.split(",") if n]
+    if args.no_hf:
+        names = [n for n in names if not n.startswith("hf_")]
+    unknown = [n for n in names if n not in OUR_CONFIGS and not n.startswith("hf_")]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {list(OUR_CONFIGS)} and hf_* anchors")
+
+    header = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else "cpu", "our_configs": {k: dataclasses.asdict(v)["return_interm_indices"] for k, v in OUR_CONFIGS.items()}}
+    print(json.dumps(header), flush=True)
+    rows = []
+    for name in names:
+        if name in OUR_CONFIGS:
+            factory = lambda name=name: OurDino(OUR_CONFIGS[name], device)  # noqa: E731
+        else:
+            factory = lambda name=name: HfModel(name, device)  # noqa: E731
+        for dtype in chosen:
+            try:
+                row = bench(name, factory, args, dtype, device)
+            except Exception as exc:  # one failing configuration (OOM, missing package) must not hide the rest
+                row = {"model": name, "dtype": str(dtype).removeprefix("torch."), "error": repr(exc)[:300]}
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps({**header, **row}) + "\n")
+
+    print(f"\n{'model':<30} {'dtype':<9} {'train img/s':>11} {'infer img/s':>11} {'train GiB':>9} {'infer GiB':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<30} {r['dtype']:<9} error: {r['error'][:60]}")
+        else:
+            print(f"{r['model']:<30} {r['dtype']:<9} {r['train_img_s']:>11} {r['infer_img_s']:>11} "
+                  f"{str(r['train_peak_gib']):>9} {str(r['infer_peak_gib']):>9}")
+    print(f"device: {header['device']}, batch {args.batch}, {args.size}x{args.size}")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
