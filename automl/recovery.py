@@ -43,16 +43,14 @@ def recover_study(study: optuna.Study, max_retry: int) -> list[int]:
     recovered: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if dead_local_worker(trial):
+            # attrs first: a finished trial can no longer be updated
+            storage.set_trial_user_attr(trial._trial_id, "failure", f"worker {trial.user_attrs['worker']} died")
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                storage.set_trial_user_attr(trial._trial_id, "failure", "worker process died")
                 recovered.append(trial.number)
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        optuna.storages.fail_stale_trials(study)  # the storage's callback queues the retries
-        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        stale = sorted(after - before)
-    else:
-        stale = []
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    optuna.storages.fail_stale_trials(study)  # no-op without heartbeats; its callback queues retries
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    stale = sorted(after - before)
     retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         wants_retry = trial.number in recovered or trial.user_attrs.get("interrupted")
