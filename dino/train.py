@@ -45,6 +45,7 @@ class SignalGuard:
 
     def __init__(self):
         self._depth, self._pending, self._old = 0, None, {}
+        self.received: int | None = None  # the first signal seen
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,6 +58,7 @@ class SignalGuard:
         return False
 
     def _handle(self, signum, frame):
+        self.received = self.received or signum
         if self._depth:
             self._pending = signum
         else:
@@ -142,7 +144,14 @@ def _require_file(path: str, field: str) -> None:
 def run_training(spec: Spec, ignored: list[str], status: StatusLog) -> None:
     """Train per ``spec``; raises SpecError / DataError for bad input, Interrupted on SIGTERM."""
     with SignalGuard() as guard:
-        _train(spec, ignored, status, guard)
+        try:
+            _train(spec, ignored, status, guard)
+        except Interrupted:
+            raise
+        except Exception as exc:  # e.g. a DataLoader worker killed by the same signal first
+            if guard.received:
+                raise Interrupted(guard.received) from exc
+            raise
 
 
 def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard) -> None:

@@ -6,6 +6,8 @@ at the bottom/right to the largest in the batch, ``masks`` True on padding.
 
 from __future__ import annotations
 
+import signal
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -24,6 +26,12 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch
         padded[i, :, : im.shape[1], : im.shape[2]].copy_(im)
         masks[i, : im.shape[1], : im.shape[2]] = False
     return padded, masks, list(targets)
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Workers leave termination to the main process, which stops them in order."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_dataset(sources: list[DataSource], cfg: DatasetConfig, train: bool, where: str) -> CocoDetection:
@@ -61,9 +69,10 @@ def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, p
     gen = torch.Generator().manual_seed(seed * 1000 + epoch)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
                       num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
-                      persistent_workers=False)
+                      worker_init_fn=_worker_init)
 
 
 def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False,
-                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate)
+                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                      worker_init_fn=_worker_init)

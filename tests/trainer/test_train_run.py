@@ -20,7 +20,7 @@ EPOCHS = 3
 
 def popen_train(spec_path: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dino", "train", "-e", str(spec_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dino_env())
+                            stderr=subprocess.STDOUT, text=True, env=dino_env(), start_new_session=True)
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -110,14 +110,15 @@ def test_evaluate_the_latest_checkpoint(killed_and_resumed):
     assert float(value) == pytest.approx(float(final_val), abs=1e-9)
 
 
-def test_sigterm_stops_quickly_with_a_failure_line(shapes_small, tmp_path):
-    spec_path = write_spec(tmp_path / "spec.yaml", tiny_spec(shapes_small, tmp_path / "results",
-                                                             train={"num_epochs": 50}))
-    proc = popen_train(spec_path)
+def test_sigterm_to_the_process_group_stops_quickly_with_a_failure_line(shapes_small, tmp_path):
+    """As ``docker stop`` or a launcher would: SIGTERM to the trainer and its loader workers."""
+    spec = tiny_spec(shapes_small, tmp_path / "results", train={"num_epochs": 50})
+    spec["dataset"]["workers"] = 2
+    proc = popen_train(write_spec(tmp_path / "spec.yaml", spec))
     wait_for(lambda: (tmp_path / "results" / "train" / "model_epoch_000_step_6.pth").exists(), proc)
     time.sleep(0.3)
     sent = time.time()
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=15) == 128 + signal.SIGTERM
     assert time.time() - sent < 10  # inside the local launcher's grace period
     last = read_status(tmp_path / "results")[-1]
