@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -76,16 +77,26 @@ def open_storage(cfg: RunConfig) -> RDBStorage:
     )
 
 
-def open_study(cfg: RunConfig) -> optuna.Study:
+def open_study(cfg: RunConfig, attempts: int = 5) -> optuna.Study:
+    """Create or load the study. Workers starting together race to create the tables
+    and the study row; the loser of such a race simply tries again."""
     cfg.workspace.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
-    return optuna.create_study(
-        study_name=cfg.study.name,
-        storage=open_storage(cfg),
-        sampler=build_sampler(cfg.sampler),
-        pruner=build_pruner(cfg.pruner),
-        direction=cfg.metric.resolved_direction(),
-        load_if_exists=True,
-    )
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(
+                study_name=cfg.study.name,
+                storage=open_storage(cfg),
+                sampler=build_sampler(cfg.sampler),
+                pruner=build_pruner(cfg.pruner),
+                direction=cfg.metric.resolved_direction(),
+                load_if_exists=True,
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                optuna.exceptions.DuplicatedStudyError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
 
 
 class _FailureGuard:
