@@ -12,7 +12,7 @@
 set -eu
 
 venv="${VIRTUAL_ENV:?VIRTUAL_ENV must be set}"
-pip() { "$venv/bin/python" -m pip --quiet --progress-bar off "$@"; }
+pip() { "$venv/bin/python" -m pip --quiet "$@"; }
 pip_source() {
   case "${WHEELHOUSE:-}" in
     "") ;;

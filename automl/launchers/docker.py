@@ -1,0 +1,477 @@
+"""The Docker launcher: one container per trial, through the Docker SDK.
+
+The container runs ``job.command`` in the configured image (the bundled trainer image, or
+NVIDIA's TAO PyTorch container: nothing here knows which), with no network, the trial's
+GPUs as a device request, the results folder bind-mounted read-write and datasets
+read-only, each at its own host path so a rendered spec is valid inside and out. It runs
+as a non-root user (the invoking user, so results belong to them) under Docker's init,
+which forwards SIGTERM to the job and reaps its workers.
+
+A thread follows the container's output into ``job.log_path`` (appended), where the
+monitor tails it. Containers carry labels (study, trial, worker, results dir, log path):
+after a worker dies, :meth:`DockerLauncher.reap_orphans` finds its containers by label,
+and :meth:`DockerLauncher.attach` picks one up again, finished or running.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import re
+import secrets
+import shlex
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+
+from automl.errors import UserError
+from automl.launchers.base import JobResult, JobSpec
+
+DEFAULT_IMAGE = "dino-automl-trainer:local"
+LABEL_STUDY = "automl.study"
+LABEL_TRIAL = "automl.trial"
+LABEL_WORKER = "automl.worker"
+LABEL_RESULTS = "automl.results_dir"
+LABEL_LOG = "automl.log_path"
+JOB_RECORD = "job.json"
+# The user a container runs as when root launches it into a root-owned results folder.
+UNPRIVILEGED_USER = "1000:1000"
+_ENDED = {"exited", "dead"}
+
+
+class DockerLauncherError(UserError):
+    """The Docker engine or the image is not usable as configured."""
+
+
+def worker_id() -> str:
+    """``host:pid`` of this orchestrator process: the ``automl.worker`` label."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _container_name(study: str, trial: int) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", study).strip("-.")[:40] or "study"
+    return f"automl-{safe}-trial{trial}-{secrets.token_hex(3)}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _covered(path: Path, mounts: list[Mount]) -> bool:
+    return any(path == Path(m["Target"]) or Path(m["Target"]) in path.parents for m in mounts)
+
+
+class _LogPump(threading.Thread):
+    """Appends a container's stdout/stderr to a host file as the bytes arrive."""
+
+    def __init__(self, container: Container, log_path: Path, since: float | None = None) -> None:
+        super().__init__(name=f"docker-logs-{container.short_id}", daemon=True)
+        self._container = container
+        self._log_path = log_path
+        self._since = since
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            stream = self._container.logs(stream=True, follow=True, since=self._since)
+            with open(self._log_path, "ab", buffering=0) as log:
+                for chunk in stream:
+                    log.write(chunk)
+        except Exception as exc:  # noqa: BLE001 - reported when the job's result is read
+            self.error = exc
+
+
+class DockerJob:
+    """A trial's container (implements :class:`automl.launchers.base.JobHandle`)."""
+
+    def __init__(self, job: JobSpec, container: Container, pump: _LogPump) -> None:
+        self.job = job
+        self._container = container
+        self._pump = pump
+        self._result: JobResult | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._container.short_id
+
+    @property
+    def container(self) -> Container:
+        return self._container
+
+    def _state(self) -> dict[str, Any] | None:
+        """The container's State, or None when it no longer exists."""
+        try:
+            self._container.reload()
+        except docker.errors.NotFound:
+            return None
+        return self._container.attrs["State"]
+
+    def poll(self) -> JobResult | None:
+        with self._lock:
+            if self._result is None:
+                state = self._state()
+                if state is None or state["Status"] in _ENDED:
+                    self._finish(state, stopped=False)
+            return self._result
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends (``TimeoutError`` after ``timeout`` s)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (result := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"container {self.id} still running after {timeout} s")
+            time.sleep(0.1)
+        return result
+
+    def stop(self, grace_period: float = 10.0) -> JobResult:
+        """SIGTERM (forwarded by Docker's init), SIGKILL after ``grace_period`` s, remove."""
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            state = self._state()
+            running = state is not None and state["Status"] not in _ENDED
+            if running:
+                with contextlib.suppress(docker.errors.NotFound):
+                    # Docker counts whole seconds; never less than asked.
+                    self._container.stop(timeout=max(0, math.ceil(grace_period)))
+                state = self._state()
+            self._finish(state, stopped=running)
+            return self._result  # type: ignore[return-value]
+
+    def _finish(self, state: dict[str, Any] | None, stopped: bool) -> None:
+        """Read the result, let the log thread drain, then remove the container."""
+        self._pump.join(timeout=10.0)
+        if state is None:
+            result = JobResult(exit_code=-1, stopped=stopped)
+            note = f"container {self.id} disappeared (removed outside this launcher); exit code unknown"
+        else:
+            result = JobResult(
+                exit_code=int(state.get("ExitCode", -1)),
+                oom_killed=bool(state.get("OOMKilled", False)),
+                stopped=stopped,
+            )
+            note = f"container {self.id} ended: exit code {result.exit_code}" + (
+                ", killed by the out-of-memory killer" if result.oom_killed else ""
+            ) + (", stopped by the orchestrator" if stopped else "")
+        if self._pump.is_alive() or self._pump.error is not None:
+            note += f"; log streaming incomplete ({self._pump.error or 'still streaming after 10 s'})"
+        with contextlib.suppress(OSError), open(self.job.log_path, "ab") as log:
+            log.write(f"[automl] {_now()} {note}\n".encode())
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self._container.remove(force=True)
+        self._result = result
+        _update_record(self.job.results_dir / JOB_RECORD, self.id, result)
+
+
+def _update_record(path: Path, container_id: str, result: JobResult) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        if data.get("container_id") == container_id:
+            data.update(exit_code=result.exit_code, oom_killed=result.oom_killed,
+                        stopped=result.stopped, ended_at=_now())
+            path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+class DockerLauncher:
+    """Runs each job in a container of ``image``; options come from the run config.
+
+    ``user``: ``None`` picks the invoking user's ``uid:gid``; when that is root, the
+    owner of the results folder if not root, else ``1000:1000`` (the folder is handed to
+    it). ``""`` keeps the image's own user. ``shm_size``/``mem_limit``: Docker sizes
+    (``"8g"``). ``mem_limit`` makes an over-budget job end with ``oom_killed``.
+    ``ulimits``: e.g. ``{"memlock": -1, "stack": 67108864}`` as NVIDIA advises for
+    multi-GPU PyTorch (the engine must be allowed to raise them).
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        image: str = DEFAULT_IMAGE,
+        shm_size: str = "8g",
+        user: str | None = None,
+        mem_limit: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        ulimits: dict[str, int] | None = None,
+        reap_grace_period: float = 10.0,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.image = image
+        self.shm_size = shm_size
+        self.user = user
+        self.mem_limit = mem_limit
+        self.extra_env = dict(extra_env or {})
+        self.ulimits = dict(ulimits or {})
+        self.reap_grace_period = reap_grace_period
+        self.client = client or _connect()
+        self._live: dict[str, DockerJob] = {}
+        self.check_image()
+
+    # -- set-up checks ---------------------------------------------------------------
+
+    def check_image(self) -> None:
+        """Fail before any trial when the image is not on this engine."""
+        try:
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            if self.image.startswith("dino-automl-trainer"):
+                how = (
+                    "build it from the repository root: docker/build_trainer.sh --from-venv .venv "
+                    "(CPU/CI; see docker/trainer.Dockerfile for the CUDA production build)"
+                )
+            else:
+                how = f"pull it first: docker pull {self.image} (NGC images need `docker login nvcr.io`)"
+            raise DockerLauncherError(
+                f"launcher docker: image {self.image!r} is not on this Docker engine; {how}; "
+                f"or set launcher.options.image to an image that is"
+            ) from None
+
+    # -- launching -------------------------------------------------------------------
+
+    def _container_user(self, results_dir: Path) -> str | None:
+        if self.user is not None:
+            return self.user or None
+        if os.getuid() != 0:
+            return f"{os.getuid()}:{os.getgid()}"
+        owner = _nearest_existing(results_dir).stat()
+        if owner.st_uid != 0:
+            return f"{owner.st_uid}:{owner.st_gid}"
+        return UNPRIVILEGED_USER
+
+    def _mounts(self, job: JobSpec) -> list[Mount]:
+        results = job.results_dir.resolve()
+        mounts = [Mount(target=str(results), source=str(results), type="bind", read_only=False)]
+        for raw in job.read_only_paths:
+            path = Path(raw).resolve()
+            if not path.exists():
+                raise DockerLauncherError(
+                    f"launcher docker: read-only path {path} of trial {job.trial_number} does not "
+                    f"exist on this host, so it cannot be mounted; stage the data first"
+                )
+            if all(Path(m["Target"]) != path for m in mounts):
+                mounts.append(Mount(target=str(path), source=str(path), type="bind", read_only=True))
+        if job.workdir is not None:
+            workdir = Path(job.workdir).resolve()
+            if workdir.exists() and not _covered(workdir, mounts):
+                mounts.append(Mount(target=str(workdir), source=str(workdir), type="bind", read_only=True))
+        return mounts
+
+    def _environment(self, job: JobSpec, user: str | None) -> dict[str, str]:
+        env = {"PYTHONUNBUFFERED": "1"}  # progress reaches the log as it happens
+        if user is not None:
+            env["HOME"] = "/tmp"  # an arbitrary uid has no home in the image
+        env.update(self.extra_env)
+        env.update(job.env)
+        return env
+
+    def launch(self, job: JobSpec) -> DockerJob:
+        results = job.results_dir.resolve()
+        user = self._container_user(results)  # before mkdir: a new folder would be root's
+        results.mkdir(parents=True, exist_ok=True)
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if os.getuid() == 0:
+            _hand_over(results, user)
+        mounts = self._mounts(job)
+        labels = {
+            LABEL_STUDY: job.study_name,
+            LABEL_TRIAL: str(job.trial_number),
+            LABEL_WORKER: worker_id(),
+            LABEL_RESULTS: str(results),
+            LABEL_LOG: str(job.log_path.resolve()),
+        }
+        devices = (
+            [DeviceRequest(device_ids=[str(d) for d in job.devices], capabilities=[["gpu"]])]
+            if job.devices
+            else None
+        )
+        with open(job.log_path, "ab", buffering=0) as log:
+            log.write(
+                f"[automl] {_now()} trial {job.trial_number} of study {job.study_name!r} in "
+                f"{self.image} as {user or 'the image user'}: {shlex.join(job.command)}\n".encode()
+            )
+        try:
+            container = self.client.containers.create(
+                self.image,
+                command=list(job.command),
+                name=_container_name(job.study_name, job.trial_number),
+                labels=labels,
+                environment=self._environment(job, user),
+                working_dir=str(Path(job.workdir).resolve() if job.workdir else results),
+                user=user or "",
+                mounts=mounts,
+                network_mode="none",
+                shm_size=self.shm_size,
+                mem_limit=self.mem_limit,
+                device_requests=devices,
+                init=True,  # forwards SIGTERM to the job, reaps data-loader workers
+                ulimits=[Ulimit(name=k, soft=v, hard=v) for k, v in self.ulimits.items()] or None,
+                log_config=LogConfig(type="json-file", config={"max-size": "50m", "max-file": "2"}),
+            )
+        except docker.errors.ImageNotFound:
+            self.check_image()
+            raise
+        except docker.errors.APIError as exc:
+            raise DockerLauncherError(f"launcher docker: cannot create the container of trial {job.trial_number}: {exc.explanation or exc}") from None
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+            raise DockerLauncherError(_start_error(job, exc)) from None
+        pump = _LogPump(container, job.log_path)
+        pump.start()
+        handle = DockerJob(job, container, pump)
+        _write_record(results / JOB_RECORD, self.image, container, job, user)
+        self._live = {cid: h for cid, h in self._live.items() if h._result is None}
+        self._live[container.id] = handle
+        return handle
+
+    # -- recovery --------------------------------------------------------------------
+
+    def _study_containers(self, study_name: str, trial: int | None = None) -> list[Container]:
+        labels = [f"{LABEL_STUDY}={study_name}"]
+        if trial is not None:
+            labels.append(f"{LABEL_TRIAL}={trial}")
+        found = self.client.containers.list(all=True, filters={"label": labels})
+        # a label filter matches on key=value exactly; re-check against look-alikes anyway
+        return [c for c in found if c.labels.get(LABEL_STUDY) == study_name]
+
+    def reap_orphans(self, study_name: str, keep_trial_numbers: set[int]) -> list[str]:
+        """Stop and remove containers of ``study_name`` whose trial is not kept.
+
+        Containers this launcher started and still watches are never touched. Stops run
+        in parallel, each with ``reap_grace_period`` s between SIGTERM and SIGKILL.
+        Returns the short ids of the removed containers.
+        """
+        doomed = []
+        for container in self._study_containers(study_name):
+            trial = container.labels.get(LABEL_TRIAL, "")
+            if trial.isdigit() and int(trial) in keep_trial_numbers:
+                continue
+            own = self._live.get(container.id)
+            if own is not None and own._result is None:
+                continue
+            doomed.append(container)
+        if not doomed:
+            return []
+
+        def reap(container: Container) -> str:
+            with contextlib.suppress(docker.errors.NotFound):
+                if container.status not in _ENDED:
+                    container.stop(timeout=max(0, math.ceil(self.reap_grace_period)))
+                container.remove(force=True)
+            return container.short_id
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(doomed))) as pool:
+            return list(pool.map(reap, doomed))
+
+    def attach(self, job: JobSpec) -> DockerJob | None:
+        """The container of ``job``'s trial left by a dead worker, running or finished.
+
+        Output produced since the log file was last written is appended to it; a result
+        (exit code, OOM) is read as for a container launched here. Older duplicates of
+        the same trial are removed. None when there is no such container.
+        """
+        found = sorted(
+            self._study_containers(job.study_name, job.trial_number),
+            key=lambda c: c.attrs.get("Created", ""),
+        )
+        found = [c for c in found if c.id not in self._live]
+        if not found:
+            return None
+        *older, container = found
+        for stale in older:
+            with contextlib.suppress(docker.errors.APIError):
+                stale.remove(force=True)
+        since = job.log_path.stat().st_mtime if job.log_path.exists() else None
+        with open(job.log_path, "ab", buffering=0) as log:
+            log.write(f"[automl] {_now()} re-attached to container {container.short_id} by {worker_id()}\n".encode())
+        pump = _LogPump(container, job.log_path, since=since)
+        pump.start()
+        handle = DockerJob(job, container, pump)
+        self._live[container.id] = handle
+        return handle
+
+
+def _connect() -> docker.DockerClient:
+    """A client for DOCKER_HOST (or the local socket), or an error saying what to do."""
+    try:
+        client = docker.from_env(max_pool_size=64)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        text = str(exc)
+        if "Permission denied" in text:
+            fix = "add this user to the docker group (then log in again) or run as root"
+        else:
+            fix = (
+                "start it (`sudo systemctl start docker`, or `.ci/docker.sh` from this repository) "
+                "or point DOCKER_HOST at a running engine"
+            )
+        raise DockerLauncherError(
+            f"launcher docker: cannot reach the Docker daemon at {where} ({text}); {fix}"
+        ) from None
+
+
+def _start_error(job: JobSpec, exc: docker.errors.APIError) -> str:
+    text = str(exc.explanation or exc)
+    if job.devices and ("device driver" in text or "nvidia" in text.lower()):
+        return (
+            f"launcher docker: trial {job.trial_number} asks for GPUs {list(job.devices)} but the "
+            f"Docker engine cannot provide them ({text}); install the NVIDIA Container Toolkit "
+            f"and restart dockerd, or run without GPUs"
+        )
+    return f"launcher docker: cannot start the container of trial {job.trial_number}: {text}"
+
+
+def _hand_over(results_dir: Path, user: str | None) -> None:
+    """Root launching for a non-root container user: that user must be able to write
+    the results folder (root created it, or a previous run as another user did)."""
+    match = re.fullmatch(r"(\d+):(\d+)", user or "")
+    if match is None or match.group(1) == "0":
+        return  # the image's user or a user name: nothing to hand over that we can know
+    uid, gid = int(match.group(1)), int(match.group(2))
+    for root, dirs, files in os.walk(results_dir):
+        for name in (root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)):
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(name).st_uid != uid:
+                    os.lchown(name, uid, gid)
+
+
+def _write_record(path: Path, image: str, container: Container, job: JobSpec, user: str | None) -> None:
+    """``<results_dir>/job.json``: which container ran this trial, for people and tools."""
+    record = {
+        "launcher": "docker",
+        "study": job.study_name,
+        "trial": job.trial_number,
+        "container_id": container.short_id,
+        "container_name": container.name,
+        "image": image,
+        "user": user,
+        "worker": worker_id(),
+        "command": list(job.command),
+        "devices": list(job.devices),
+        "log_path": str(job.log_path),
+        "started_at": _now(),
+    }
+    with contextlib.suppress(OSError):
+        path.write_text(json.dumps(record, indent=1) + "\n")
