@@ -79,21 +79,29 @@ def _covered(path: Path, mounts: list[Mount]) -> bool:
 
 
 class _LogPump(threading.Thread):
-    """Appends a container's stdout/stderr to a host file as the bytes arrive."""
+    """Appends a container's stdout/stderr to a host file as the bytes arrive.
 
-    def __init__(self, container: Container, log_path: Path, since: float | None = None) -> None:
+    ``skip``: bytes of the container's output already in the file (a re-attach after the
+    worker that followed it died); Docker replays the output from the start, identically.
+    """
+
+    def __init__(self, container: Container, log_path: Path, skip: int = 0) -> None:
         super().__init__(name=f"docker-logs-{container.short_id}", daemon=True)
         self._container = container
         self._log_path = log_path
-        self._since = since
+        self._skip = skip
         self.error: Exception | None = None
 
     def run(self) -> None:
         try:
-            stream = self._container.logs(stream=True, follow=True, since=self._since)
+            stream = self._container.logs(stream=True, follow=True)
             with open(self._log_path, "ab", buffering=0) as log:
                 for chunk in stream:
-                    log.write(chunk)
+                    if self._skip:
+                        dropped = min(self._skip, len(chunk))
+                        chunk, self._skip = chunk[dropped:], self._skip - dropped
+                    if chunk:
+                        log.write(chunk)
         except Exception as exc:  # noqa: BLE001 - reported when the job's result is read
             self.error = exc
 
@@ -181,13 +189,36 @@ class DockerJob:
         _update_record(self.job.results_dir / JOB_RECORD, self.id, result)
 
 
-def _update_record(path: Path, container_id: str, result: JobResult) -> None:
+def _read_record(path: Path, container_id: str) -> dict[str, Any] | None:
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(path.read_text())
-        if data.get("container_id") == container_id:
-            data.update(exit_code=result.exit_code, oom_killed=result.oom_killed,
-                        stopped=result.stopped, ended_at=_now())
+        if isinstance(data, dict) and data.get("container_id") == container_id:
+            return data
+    return None
+
+
+def _set_record(path: Path, container_id: str, **fields: Any) -> None:
+    """Update ``job.json`` if it describes this container."""
+    data = _read_record(path, container_id)
+    if data is not None:
+        data.update(fields)
+        with contextlib.suppress(OSError):
             path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _update_record(path: Path, container_id: str, result: JobResult) -> None:
+    _set_record(path, container_id, exit_code=result.exit_code, oom_killed=result.oom_killed,
+                stopped=result.stopped, ended_at=_now())
+
+
+def _output_written(job: JobSpec, container: Container, log_size: int) -> int | None:
+    """How many bytes of the container's output the log already holds: everything after
+    the offset recorded at launch (only our pump wrote there). None if unknown."""
+    record = _read_record(job.results_dir / JOB_RECORD, container.short_id)
+    offset = record.get("log_offset") if record else None
+    if not isinstance(offset, int) or not 0 <= offset <= log_size:
+        return None
+    return log_size - offset
 
 
 class DockerLauncher:
@@ -256,7 +287,7 @@ class DockerLauncher:
             return f"{owner.st_uid}:{owner.st_gid}"
         return UNPRIVILEGED_USER
 
-    def _mounts(self, job: JobSpec) -> list[Mount]:
+    def _mounts(self, job: JobSpec, user: str | None = None) -> list[Mount]:
         results = job.results_dir.resolve()
         mounts = [Mount(target=str(results), source=str(results), type="bind", read_only=False)]
         for raw in job.read_only_paths:
@@ -265,6 +296,13 @@ class DockerLauncher:
                 raise DockerLauncherError(
                     f"launcher docker: read-only path {path} of trial {job.trial_number} does not "
                     f"exist on this host, so it cannot be mounted; stage the data first"
+                )
+            problem = _unreadable(path, user)
+            if problem:
+                raise DockerLauncherError(
+                    f"launcher docker: read-only path {path} of trial {job.trial_number} is not readable "
+                    f"by the container user {user} ({problem}); make it readable (chmod -R a+rX {path}) "
+                    f"or set launcher.options.user"
                 )
             if all(Path(m["Target"]) != path for m in mounts):
                 mounts.append(Mount(target=str(path), source=str(path), type="bind", read_only=True))
@@ -289,7 +327,7 @@ class DockerLauncher:
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         if os.getuid() == 0:
             _hand_over(results, user)
-        mounts = self._mounts(job)
+        mounts = self._mounts(job, user)
         labels = {
             LABEL_STUDY: job.study_name,
             LABEL_TRIAL: str(job.trial_number),
@@ -307,6 +345,7 @@ class DockerLauncher:
                 f"[automl] {_now()} trial {job.trial_number} of study {job.study_name!r} in "
                 f"{self.image} as {user or 'the image user'}: {shlex.join(job.command)}\n".encode()
             )
+            log_offset = log.tell()  # the container's output starts here
         try:
             container = self.client.containers.create(
                 self.image,
@@ -323,7 +362,8 @@ class DockerLauncher:
                 device_requests=devices,
                 init=True,  # forwards SIGTERM to the job, reaps data-loader workers
                 ulimits=[Ulimit(name=k, soft=v, hard=v) for k, v in self.ulimits.items()] or None,
-                log_config=LogConfig(type="json-file", config={"max-size": "50m", "max-file": "2"}),
+                # unrotated, so that a re-attach can replay the output from its first byte
+                log_config=LogConfig(type="json-file", config={}),
             )
         except docker.errors.ImageNotFound:
             self.check_image()
@@ -339,7 +379,7 @@ class DockerLauncher:
         pump = _LogPump(container, job.log_path)
         pump.start()
         handle = DockerJob(job, container, pump)
-        _write_record(results / JOB_RECORD, self.image, container, job, user)
+        _write_record(results / JOB_RECORD, self.image, container, job, user, log_offset)
         self._live = {cid: h for cid, h in self._live.items() if h._result is None}
         self._live[container.id] = handle
         return handle
@@ -386,7 +426,7 @@ class DockerLauncher:
     def attach(self, job: JobSpec) -> DockerJob | None:
         """The container of ``job``'s trial left by a dead worker, running or finished.
 
-        Output produced since the log file was last written is appended to it; a result
+        The output the dead worker had not copied yet is appended to the log; a result
         (exit code, OOM) is read as for a container launched here. Older duplicates of
         the same trial are removed. None when there is no such container.
         """
@@ -401,10 +441,14 @@ class DockerLauncher:
         for stale in older:
             with contextlib.suppress(docker.errors.APIError):
                 stale.remove(force=True)
-        since = job.log_path.stat().st_mtime if job.log_path.exists() else None
         with open(job.log_path, "ab", buffering=0) as log:
-            log.write(f"[automl] {_now()} re-attached to container {container.short_id} by {worker_id()}\n".encode())
-        pump = _LogPump(container, job.log_path, since=since)
+            written = _output_written(job, container, log.tell())
+            note = f"[automl] {_now()} re-attached to container {container.short_id} by {worker_id()}"
+            if written is None:
+                note += " (where the previous worker stopped reading is unknown: output may repeat)"
+            log.write(f"{note}\n".encode())
+            _set_record(job.results_dir / JOB_RECORD, container.short_id, log_offset=log.tell() - (written or 0))
+        pump = _LogPump(container, job.log_path, skip=written or 0)
         pump.start()
         handle = DockerJob(job, container, pump)
         self._live[container.id] = handle
@@ -432,6 +476,20 @@ def _connect() -> docker.DockerClient:
         ) from None
 
 
+def _unreadable(path: Path, user: str | None) -> str | None:
+    """Why ``uid:gid`` could not read ``path`` by its mode bits, or None (unknown users pass)."""
+    match = re.fullmatch(r"(\d+):(\d+)", user or "")
+    if match is None or match.group(1) == "0":
+        return None
+    uid, gid = int(match.group(1)), int(match.group(2))
+    st = path.stat()
+    shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+    needed = 0o5 if path.is_dir() else 0o4
+    if (st.st_mode >> shift) & needed != needed:
+        return f"mode {st.st_mode & 0o777:04o}, owner {st.st_uid}:{st.st_gid}"
+    return None
+
+
 def _start_error(job: JobSpec, exc: docker.errors.APIError) -> str:
     text = str(exc.explanation or exc)
     if job.devices and ("device driver" in text or "nvidia" in text.lower()):
@@ -457,8 +515,11 @@ def _hand_over(results_dir: Path, user: str | None) -> None:
                     os.lchown(name, uid, gid)
 
 
-def _write_record(path: Path, image: str, container: Container, job: JobSpec, user: str | None) -> None:
-    """``<results_dir>/job.json``: which container ran this trial, for people and tools."""
+def _write_record(
+    path: Path, image: str, container: Container, job: JobSpec, user: str | None, log_offset: int
+) -> None:
+    """``<results_dir>/job.json``: which container ran this trial, for people and tools;
+    ``log_offset`` (where its output starts in the log) lets a later worker re-attach."""
     record = {
         "launcher": "docker",
         "study": job.study_name,
@@ -471,6 +532,7 @@ def _write_record(path: Path, image: str, container: Container, job: JobSpec, us
         "command": list(job.command),
         "devices": list(job.devices),
         "log_path": str(job.log_path),
+        "log_offset": log_offset,
         "started_at": _now(),
     }
     with contextlib.suppress(OSError):

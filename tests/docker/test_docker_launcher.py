@@ -187,3 +187,11 @@ def test_the_registry_builds_it_from_run_config_options(docker_client):
     launcher = get_launcher("docker", image="dino-automl-trainer:local", shm_size="1g", user="")
     assert isinstance(launcher, DockerLauncher) and launcher.name == "docker"
     assert launcher.shm_size == "1g" and launcher.user == ""
+
+
+def test_an_unreadable_read_only_path_is_refused_before_launch(docker_client, study, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    launcher = DockerLauncher(image="dino-automl-trainer:local", user="1000:1000", client=docker_client)
+    with pytest.raises(DockerLauncherError, match=r"not readable by the container user 1000:1000 \(mode 0700"):
+        launcher.launch(job(study, 0, "true", tmp_path, read_only_paths=(private,)))
