@@ -5,7 +5,7 @@
 #
 #   .ci/docker.sh            (root; the lead's .ci/run calls it before the tests)
 #
-# Env: AUTOML_TRAINER_IMAGE (default dino-automl-trainer:local), AUTOML_IMAGE_RECIPE
+# Env: AUTOML_TRAINER_IMAGE (default dino-automl/trainer:latest), AUTOML_IMAGE_RECIPE
 # (venv: FROM the project's .venv, the quick default; offline: wheels resolved by pip),
 # DOCKERD_LOG (default /var/log/dockerd.log).
 # dockerd runs with --bridge=none --iptables=false: trial containers use no network and
@@ -13,7 +13,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-image="${AUTOML_TRAINER_IMAGE:-dino-automl-trainer:local}"
+image="${AUTOML_TRAINER_IMAGE:-dino-automl/trainer:latest}"
 recipe="${AUTOML_IMAGE_RECIPE:-venv}"
 log="${DOCKERD_LOG:-/var/log/dockerd.log}"
 start=$SECONDS

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Base images built locally, with no image registry.
 #
-#   docker/build_base.sh                   dino-automl-base:bookworm: Debian bookworm minbase
+#   docker/build_base.sh                   dino-automl/base:bookworm: Debian bookworm minbase
 #                                          with Python 3.11 (debootstrap + docker import)
-#   docker/build_base.sh --venv .venv      dino-automl-base:venv: the above plus the
+#   docker/build_base.sh --venv .venv      dino-automl/base:venv: the above plus the
 #                                          site-packages of a host venv (torch, CUDA
 #                                          libraries, every dependency) at /opt/dino-automl
 #
@@ -18,8 +18,8 @@
 # Env: DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
 
-base_image="dino-automl-base:bookworm"
-venv_image="dino-automl-base:venv"
+base_image="dino-automl/base:bookworm"
+venv_image="dino-automl/base:venv"
 venv=""
 while (($#)); do
   case "$1" in

@@ -9,10 +9,10 @@
 #                     host's pip and served to the build over 127.0.0.1 (no registry, no
 #                     index inside the build)
 #   docker/build_trainer.sh --base pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime --online \
-#       --tag dino-automl-trainer:cuda
+#       --tag dino-automl/trainer:cuda
 #                     production: a registry CUDA base (its torch is kept), pip from PyPI
 #
-# Options: --base IMAGE, --tag IMAGE (default dino-automl-trainer:local), --from-venv PATH,
+# Options: --base IMAGE, --tag IMAGE (default dino-automl/trainer:latest), --from-venv PATH,
 # --online, --keep-wheels (keep build/docker-wheels for the next offline build).
 # Costs of each recipe on a 2-core machine: bench/docker_image_build.md.
 # Env: PYTHON (the host python whose pip resolves wheels; default .venv/bin/python),
@@ -25,9 +25,9 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-local_base="dino-automl-base:bookworm"
+local_base="dino-automl/base:bookworm"
 base="$local_base"
-tag="dino-automl-trainer:local"
+tag="dino-automl/trainer:latest"
 online=0
 from_venv=""
 keep_wheels=0
@@ -67,7 +67,7 @@ done
 docker info >/dev/null 2>&1 || { echo "build_trainer: the Docker daemon is not reachable (start it: .ci/docker.sh)" >&2; exit 1; }
 total=$SECONDS
 if [[ -n "$from_venv" ]]; then
-  base="dino-automl-base:venv"
+  base="dino-automl/base:venv"
   "$repo/docker/build_base.sh" --venv "$from_venv" "$base"
 elif [[ "$base" == "$local_base" ]]; then
   "$repo/docker/build_base.sh" "$local_base"

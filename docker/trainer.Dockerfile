@@ -3,7 +3,7 @@
 # one container of it per trial.
 #
 # Production (a CUDA PyTorch base from a registry; torch comes from the base image):
-#   docker build -f docker/trainer.Dockerfile -t dino-automl-trainer:cuda .
+#   docker build -f docker/trainer.Dockerfile -t dino-automl/trainer:cuda .
 #   docker build -f docker/trainer.Dockerfile --build-arg BASE_IMAGE=nvcr.io/nvidia/pytorch:25.01-py3 ...
 # Offline (no registry; the base made by docker/build_base.sh, every wheel served from
 # the build host): docker/build_trainer.sh does this, see its header.
@@ -51,8 +51,10 @@ LABEL org.opencontainers.image.title="dino-automl trainer" \
       org.opencontainers.image.description="DINO trainer: dino train -e spec.yaml key=value ..." \
       automl.source_hash="${SOURCE_HASH}"
 
-# HOME for any uid the launcher picks (torch and matplotlib write caches under it).
-ENV HOME=/tmp
+# HOME for any uid the launcher picks (torch and matplotlib write caches under it); the
+# installed package does not carry search_spaces/, so say where the copy is.
+ENV HOME=/tmp \
+    AUTOML_SEARCH_SPACES=/src/search_spaces
 USER ${TRAINER_UID}:${TRAINER_UID}
 WORKDIR /tmp
 ENTRYPOINT []

@@ -38,7 +38,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from automl.errors import UserError
 from automl.launchers.base import JobResult, JobSpec
 
-DEFAULT_IMAGE = "dino-automl-trainer:local"
+DEFAULT_IMAGE = "dino-automl/trainer:latest"
 LABEL_STUDY = "automl.study"
 LABEL_TRIAL = "automl.trial"
 LABEL_WORKER = "automl.worker"
@@ -263,7 +263,7 @@ class DockerLauncher:
         try:
             self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
-            if self.image.startswith("dino-automl-trainer"):
+            if self.image.startswith("dino-automl/trainer"):
                 how = (
                     "build it from the repository root: docker/build_trainer.sh --from-venv .venv "
                     "(CPU/CI; see docker/trainer.Dockerfile for the CUDA production build)"

@@ -19,7 +19,7 @@ import pytest
 from automl.launchers.docker import LABEL_STUDY, DockerLauncher
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("AUTOML_TRAINER_IMAGE", "dino-automl-trainer:local")
+IMAGE = os.environ.get("AUTOML_TRAINER_IMAGE", "dino-automl/trainer:latest")
 STUDY_PREFIX = "pytest-docker-"
 
 

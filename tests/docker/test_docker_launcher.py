@@ -141,7 +141,7 @@ def test_the_container_has_no_network(launcher, docker_client, study, tmp_path):
 
 
 def test_env_workdir_and_shared_memory(docker_client, study, tmp_path):
-    launcher = DockerLauncher(image=docker_client.images.get("dino-automl-trainer:local").tags[0],
+    launcher = DockerLauncher(image=docker_client.images.get("dino-automl/trainer:latest").tags[0],
                               shm_size="96m", extra_env={"FROM_LAUNCHER": "a"}, client=docker_client)
     work = tmp_path / "work"
     work.mkdir()
@@ -155,7 +155,7 @@ def test_env_workdir_and_shared_memory(docker_client, study, tmp_path):
 
 
 def test_out_of_memory_is_reported(docker_client, study, tmp_path):
-    launcher = DockerLauncher(image="dino-automl-trainer:local", mem_limit="64m", client=docker_client)
+    launcher = DockerLauncher(image="dino-automl/trainer:latest", mem_limit="64m", client=docker_client)
     spec = job(study, 0, "python -c \"x = bytearray(512 * 2**20); print('survived')\"", tmp_path)
     result = launcher.launch(spec).wait(60)
     assert result.oom_killed is True and result.exit_code == 137
@@ -172,7 +172,7 @@ def test_gpu_jobs_fail_clearly_without_a_gpu_runtime(launcher, docker_client, st
 
 def test_a_missing_image_says_how_to_build_it(docker_client):
     with pytest.raises(DockerLauncherError, match="build_trainer.sh"):
-        DockerLauncher(image="dino-automl-trainer:no-such-tag", client=docker_client)
+        DockerLauncher(image="dino-automl/trainer:no-such-tag", client=docker_client)
     with pytest.raises(DockerLauncherError, match="docker pull nvcr.io/nvidia/tao/tao-toolkit:x"):
         DockerLauncher(image="nvcr.io/nvidia/tao/tao-toolkit:x", client=docker_client)
 
@@ -184,7 +184,7 @@ def test_an_unreachable_daemon_says_what_to_do(monkeypatch, tmp_path):
 
 
 def test_the_registry_builds_it_from_run_config_options(docker_client):
-    launcher = get_launcher("docker", image="dino-automl-trainer:local", shm_size="1g", user="")
+    launcher = get_launcher("docker", image="dino-automl/trainer:latest", shm_size="1g", user="")
     assert isinstance(launcher, DockerLauncher) and launcher.name == "docker"
     assert launcher.shm_size == "1g" and launcher.user == ""
 
@@ -192,6 +192,6 @@ def test_the_registry_builds_it_from_run_config_options(docker_client):
 def test_an_unreadable_read_only_path_is_refused_before_launch(docker_client, study, tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    launcher = DockerLauncher(image="dino-automl-trainer:local", user="1000:1000", client=docker_client)
+    launcher = DockerLauncher(image="dino-automl/trainer:latest", user="1000:1000", client=docker_client)
     with pytest.raises(DockerLauncherError, match=r"not readable by the container user 1000:1000 \(mode 0700"):
         launcher.launch(job(study, 0, "true", tmp_path, read_only_paths=(private,)))

@@ -103,7 +103,7 @@ def foreign_image(docker_client, tmp_path_factory):
     context = tmp_path_factory.mktemp("foreign")
     (context / "entrypoint.sh").write_text('#!/bin/sh\necho "== FOREIGN CONTAINER banner =="\nexec "$@"\n')
     (context / "Dockerfile").write_text(
-        "FROM dino-automl-base:bookworm\n"
+        "FROM dino-automl/base:bookworm\n"
         "COPY entrypoint.sh /opt/entrypoint.sh\n"
         "RUN chmod 755 /opt/entrypoint.sh\n"
         'ENTRYPOINT ["/opt/entrypoint.sh"]\n'
