@@ -8,8 +8,11 @@ Applied to (suffix of the loss name in brackets):
   * the denoising queries of every layer (``_dn``, ``_dn_0`` ..): positives are matched
     to their own ground-truth box by construction, negatives and padding must predict
     "no object".
-Every term is normalised by the number of target boxes in the batch (summed over
+Every term is normalised by the number of target boxes in the batch (averaged over
 processes under DDP); denoising terms by that times the number of groups.
+
+All prediction sets are stacked and their terms computed in a few batched operations:
+a per-layer, per-image Python loop would cost thousands of tiny kernel launches a step.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dino.models.dn_components import DenoisingMeta
-from dino.models.matcher import HungarianMatcher
+from dino.models.matcher import HungarianMatcher, Indices
 from dino.util.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """Summed focal loss (Lin et al. 2017) of ``[..., K]`` logits against 0/1 targets.
+    """Element-wise focal loss (Lin et al. 2017) of logits against 0/1 targets (same shape).
 
     ``alpha`` weighs positives, ``1 - alpha`` negatives; ``alpha < 0`` disables it.
     """
@@ -35,7 +38,18 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gam
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.sum()
+    return loss
+
+
+def _pairs(indices_per_set: list[Indices], offsets: list[int], device: torch.device) -> Tensor:
+    """Flatten matches into ``[4, M]`` rows (set, image, query, target index into the
+    concatenated targets), built on the CPU and moved to ``device`` in one copy."""
+    rows = []
+    for s, indices in enumerate(indices_per_set):
+        for b, (q, j) in enumerate(indices):
+            rows.append(torch.stack([torch.full_like(q, s), torch.full_like(q, b), q, j + offsets[b]]))
+    flat = torch.cat(rows, 1) if rows else torch.zeros(4, 0, dtype=torch.int64)
+    return flat.to(device, non_blocking=True)
 
 
 class SetCriterion(nn.Module):
@@ -63,53 +77,68 @@ class SetCriterion(nn.Module):
         self.interm_loss_coef = interm_loss_coef
         self.no_interm_box_loss = no_interm_box_loss
 
-    def loss_labels(self, logits: Tensor, targets: list[dict[str, Tensor]],
-                    indices: list[tuple[Tensor, Tensor]], num_boxes: float) -> Tensor:
-        """Focal loss over all ``[B, Q, K]`` logits; matched queries are positive for
-        their target's class, everything else is negative for every class."""
-        onehot = torch.zeros_like(logits, dtype=torch.float32)
-        batch_idx, query_idx, labels = self._flatten(targets, indices, logits.device)
-        onehot[batch_idx, query_idx, labels] = 1.0
-        return sigmoid_focal_loss(logits.float(), onehot, self.focal_alpha) / num_boxes
+    def set_losses(self, logits: Tensor, boxes: Tensor, pairs: Tensor, labels: Tensor, target_boxes: Tensor,
+                   num_boxes: float) -> dict[str, Tensor]:
+        """Terms of S stacked prediction sets.
 
-    def loss_boxes(self, boxes: Tensor, targets: list[dict[str, Tensor]],
-                   indices: list[tuple[Tensor, Tensor]], num_boxes: float) -> tuple[Tensor, Tensor]:
-        """L1 and ``1 - GIoU`` of matched ``[B, Q, 4]`` cxcywh boxes, summed / num_boxes."""
-        batch_idx, query_idx, _ = self._flatten(targets, indices, boxes.device)
-        src = boxes[batch_idx, query_idx].float()
-        tgt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, indices)]).float()
-        l1 = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        giou = (1 - paired_generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt))).sum() / num_boxes
-        return l1, giou
+        Args:
+            logits: ``[S, B, Q, K]``; boxes: ``[S, B, Q, 4]`` cxcywh.
+            pairs: ``[4, M]`` (set, image, query, target) matches, see ``_pairs``.
+            labels / target_boxes: ``[T]`` / ``[T, 4]`` all targets concatenated.
+        Returns:
+            ``loss_ce``, ``loss_bbox``, ``loss_giou``, each ``[S]``: focal over every logit
+            (matched queries positive for their target's class, all else negative), L1 and
+            ``1 - GIoU`` over matched pairs; all summed and divided by ``num_boxes``.
+        """
+        s, b, q, t = pairs
+        onehot = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+        onehot[s, b, q, labels[t]] = 1.0
+        focal = sigmoid_focal_loss(logits.float(), onehot, self.focal_alpha).flatten(1).sum(1)
+        src, tgt = boxes[s, b, q].float(), target_boxes[t].float()
+        n_sets = logits.shape[0]
+        l1 = torch.zeros(n_sets, device=boxes.device).index_add(0, s, (src - tgt).abs().sum(-1))
+        giou = 1 - paired_generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt))
+        giou = torch.zeros(n_sets, device=boxes.device).index_add(0, s, giou)
+        return {"loss_ce": focal / num_boxes, "loss_bbox": l1 / num_boxes, "loss_giou": giou / num_boxes}
+
+    def loss_labels(self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices,
+                    num_boxes: float) -> Tensor:
+        """Focal term of one ``[B, Q, K]`` set for given matches (a scalar)."""
+        return self._one_set(logits, torch.zeros(*logits.shape[:2], 4, device=logits.device), targets, indices,
+                             num_boxes)["loss_ce"]
+
+    def loss_boxes(self, boxes: Tensor, targets: list[dict[str, Tensor]], indices: Indices,
+                   num_boxes: float) -> tuple[Tensor, Tensor]:
+        """L1 and GIoU terms of one ``[B, Q, 4]`` set for given matches (scalars)."""
+        terms = self._one_set(torch.zeros(*boxes.shape[:2], self.num_classes, device=boxes.device), boxes, targets,
+                              indices, num_boxes)
+        return terms["loss_bbox"], terms["loss_giou"]
+
+    def _one_set(self, logits, boxes, targets, indices, num_boxes):
+        labels, target_boxes, offsets = self._concat_targets(targets, logits.device)
+        terms = self.set_losses(logits[None], boxes[None], _pairs([indices], offsets, logits.device), labels,
+                                target_boxes, num_boxes)
+        return {k: v[0] for k, v in terms.items()}
 
     @staticmethod
-    def _flatten(targets: list[dict[str, Tensor]], indices: list[tuple[Tensor, Tensor]],
-                 device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """-> ``(batch_idx, query_idx, label)`` of all matched pairs, on ``device``."""
-        batch_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(device)
-        query_idx = torch.cat([q for q, _ in indices]).to(device)
-        labels = torch.cat([t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)])
-        return batch_idx, query_idx, labels.to(device)
-
-    def _terms(self, out: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: list[tuple[Tensor, Tensor]],
-               num_boxes: float, with_boxes: bool = True) -> dict[str, Tensor]:
-        """The three terms of one set of predictions, keyed ``loss_ce`` / ``loss_bbox`` / ``loss_giou``."""
-        terms = {"loss_ce": self.loss_labels(out["pred_logits"], targets, indices, num_boxes)}
-        if with_boxes:
-            terms["loss_bbox"], terms["loss_giou"] = self.loss_boxes(out["pred_boxes"], targets, indices, num_boxes)
-        return terms
+    def _concat_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, list[int]]:
+        sizes = [len(t["labels"]) for t in targets]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        labels = torch.cat([t["labels"].reshape(-1) for t in targets]).to(device) if targets else torch.zeros(0)
+        boxes = torch.cat([t["boxes"].reshape(-1, 4) for t in targets]).to(device) if targets else torch.zeros(0, 4)
+        return labels.long(), boxes, offsets
 
     def _num_boxes(self, targets: list[dict[str, Tensor]], device: torch.device) -> float:
-        n = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+        n = float(sum(len(t["labels"]) for t in targets))
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(n)
-            n = n / dist.get_world_size()
-        return max(float(n.item()), 1.0)
+            total = torch.tensor([n], device=device)
+            dist.all_reduce(total)
+            n = float(total.item()) / dist.get_world_size()
+        return max(n, 1.0)
 
-    def _check_labels(self, targets: list[dict[str, Tensor]]) -> None:
-        labels = torch.cat([t["labels"].flatten() for t in targets]) if targets else torch.zeros(0)
+    def _check_labels(self, labels: Tensor) -> None:
         if labels.numel():
-            low, high = int(labels.min()), int(labels.max())
+            low, high = torch.stack([labels.min(), labels.max()]).tolist()
             if low < 0 or high >= self.num_classes:
                 bad = high if high >= self.num_classes else low
                 raise ValueError(
@@ -125,45 +154,56 @@ class SetCriterion(nn.Module):
         Returns:
             unweighted terms by name plus ``loss``, the weighted total to backpropagate.
         """
-        self._check_labels(targets)
         device = outputs["pred_logits"].device
+        labels, target_boxes, offsets = self._concat_targets(targets, device)
         num_boxes = self._num_boxes(targets, device)
+
+        # matched sets: last layer, earlier layers, encoder proposals
+        sets, names = [outputs], [""]
+        if self.aux_loss:
+            sets += outputs.get("aux_outputs", [])
+            names += [f"_{i}" for i in range(len(outputs.get("aux_outputs", [])))]
+        if "interm_outputs" in outputs:
+            sets.append(outputs["interm_outputs"])
+            names.append("_interm")
+        indices = self.matcher.match_sets(sets, targets)  # the step's one device sync
+        self._check_labels(labels)
+        terms = self.set_losses(torch.stack([s["pred_logits"] for s in sets]),
+                                torch.stack([s["pred_boxes"] for s in sets]),
+                                _pairs(indices, offsets, device), labels, target_boxes, num_boxes)
+
         losses: dict[str, Tensor] = {}
         weights: dict[str, float] = {}
+        for i, suffix in enumerate(names):
+            interm = suffix == "_interm"
+            for name, values in terms.items():
+                if interm and self.no_interm_box_loss and name != "loss_ce":
+                    continue
+                losses[name + suffix] = values[i]
+                weights[name + suffix] = self.coef[name] * (self.interm_loss_coef if interm else 1.0)
 
-        def add(terms: dict[str, Tensor], suffix: str, factor: float = 1.0) -> None:
-            for name, value in terms.items():
-                losses[name + suffix] = value
-                weights[name + suffix] = self.coef[name] * factor
-
-        layers = [(outputs, "")]
-        if self.aux_loss:
-            layers += [(aux, f"_{i}") for i, aux in enumerate(outputs.get("aux_outputs", []))]
-        for out, suffix in layers:
-            add(self._terms(out, targets, self.matcher(out, targets), num_boxes), suffix)
-        if "interm_outputs" in outputs:
-            interm = outputs["interm_outputs"]
-            terms = self._terms(interm, targets, self.matcher(interm, targets), num_boxes,
-                                with_boxes=not self.no_interm_box_loss)
-            add(terms, "_interm", self.interm_loss_coef)
-        for suffix, terms in self._dn_losses(outputs, targets, num_boxes):
-            add(terms, suffix)
+        for name, value in self._dn_losses(outputs, targets, labels, target_boxes, offsets, num_boxes).items():
+            losses[name] = value
+            weights[name] = self.coef[name.split("_dn")[0]]
 
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses
 
-    def _dn_losses(self, outputs: dict, targets: list[dict[str, Tensor]],
-                   num_boxes: float) -> list[tuple[str, dict[str, Tensor]]]:
-        """Denoising terms as ``(suffix, terms)``; zeros under the same names when the
-        batch had no denoising queries, so logged keys never change."""
-        dn_layers = outputs.get("dn_outputs")
-        meta: DenoisingMeta | None = outputs.get("dn_meta")
+    def _dn_losses(self, outputs: dict, targets: list[dict[str, Tensor]], labels: Tensor, target_boxes: Tensor,
+                   offsets: list[int], num_boxes: float) -> dict[str, Tensor]:
+        """Denoising terms ``loss_*_dn`` (last layer) and ``loss_*_dn_<i>``; zeros under
+        the same names when the batch had no denoising queries, so logged keys never change."""
         n_layers = 1 + (len(outputs.get("aux_outputs", [])) if self.aux_loss else 0)
         suffixes = ["_dn"] + [f"_dn_{i}" for i in range(n_layers - 1)]
+        dn_layers = outputs.get("dn_outputs")
+        meta: DenoisingMeta | None = outputs.get("dn_meta")
         if not dn_layers or meta is None:
             zero = outputs["pred_logits"].sum() * 0.0
-            return [(s, {"loss_ce": zero, "loss_bbox": zero, "loss_giou": zero}) for s in suffixes]
-        indices = [meta.positive_indices(len(t["labels"]), torch.device("cpu")) for t in targets]
-        ordered = [dn_layers[-1]] + list(dn_layers[:-1])  # last layer first, like the matching outputs
-        return [(s, self._terms(out, targets, indices, num_boxes * meta.num_groups))
-                for out, s in zip(ordered, suffixes)]
+            return {f"{name}{s}": zero for s in suffixes for name in self.coef}
+        positives = [meta.positive_indices(len(t["labels"]), torch.device("cpu")) for t in targets]
+        ordered = ([dn_layers[-1]] + list(dn_layers[:-1]))[:n_layers]  # last layer first, like the matched sets
+        terms = self.set_losses(torch.stack([o["pred_logits"] for o in ordered]),
+                                torch.stack([o["pred_boxes"] for o in ordered]),
+                                _pairs([positives] * len(ordered), offsets, labels.device), labels, target_boxes,
+                                num_boxes * meta.num_groups)
+        return {f"{name}{s}": values[i] for name, values in terms.items() for i, s in enumerate(suffixes)}

@@ -37,25 +37,25 @@ def ms_deform_attn_core(
     Returns:
         ``[B, Lq, nH * hd]``.
     """
-    batch, _, n_heads, head_dim = value.shape
+    batch, n_tokens, n_heads, head_dim = value.shape
     _, n_queries, _, n_levels, n_points, _ = sampling_locations.shape
-    values = value.split([h * w for h, w in spatial_shapes], dim=1)
-    grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
-    samples = []
+    # Sample in the wider of the two dtypes: a bf16 grid would misplace points by pixels.
+    dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    # one layout change for all levels: [B, S, nH, hd] -> [B*nH, hd, S]
+    values = value.permute(0, 2, 3, 1).reshape(batch * n_heads, head_dim, n_tokens).to(dtype)
+    # [B, Lq, nH, L, P, 2] -> [B*nH, L, Lq, P, 2], in grid_sample's [-1, 1] convention
+    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 1, 4, 5).reshape(batch * n_heads, n_levels, n_queries,
+                                                                           n_points, 2).to(dtype)
+    # [B, Lq, nH, L, P] -> [B*nH, L, 1, Lq, P]
+    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(batch * n_heads, n_levels, 1, n_queries, n_points)
+    out = None
+    start = 0
     for level, (h, w) in enumerate(spatial_shapes):
-        # [B, H*W, nH, hd] -> [B*nH, hd, H, W]
-        v = values[level].flatten(2).transpose(1, 2).reshape(batch * n_heads, head_dim, h, w)
-        # [B, Lq, nH, P, 2] -> [B*nH, Lq, P, 2]
-        g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        # Sample in the wider of the two dtypes: a bf16 grid would misplace points.
-        dtype = torch.promote_types(v.dtype, g.dtype)
-        samples.append(
-            F.grid_sample(v.to(dtype), g.to(dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-        )
-    # [B*nH, hd, Lq, L*P] weighted by [B*nH, 1, Lq, L*P]
-    sampled = torch.stack(samples, dim=-2).flatten(-2)
-    weights = attention_weights.transpose(1, 2).reshape(batch * n_heads, 1, n_queries, n_levels * n_points)
-    out = (sampled * weights.to(sampled.dtype)).sum(-1)  # [B*nH, hd, Lq]
+        v = values[:, :, start:start + h * w].unflatten(2, (h, w))  # [B*nH, hd, H, W]
+        start += h * w
+        sampled = F.grid_sample(v, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False)
+        part = (sampled * weights[:, level].to(dtype)).sum(-1)  # [B*nH, hd, Lq]
+        out = part if out is None else out + part
     return out.view(batch, n_heads * head_dim, n_queries).transpose(1, 2)
 
 

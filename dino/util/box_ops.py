@@ -36,20 +36,20 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Pairwise IoU of xyxy boxes.
+    """Pairwise IoU of xyxy boxes, batched over any shared leading dims.
 
     Args:
-        boxes1: ``[N, 4]``; boxes2: ``[M, 4]``.
+        boxes1: ``[..., N, 4]``; boxes2: ``[..., M, 4]``.
     Returns:
-        ``(iou [N, M], union [N, M])``.
+        ``(iou [..., N, M], union [..., N, M])``.
     """
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N, M, 2]
+    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # [..., N, M, 2]
+    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])  # [..., N, M, 2]
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
+    union = area1[..., :, None] + area2[..., None, :] - inter
     return inter / union.clamp(min=_EPS), union
 
 
@@ -60,13 +60,13 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     the union; in [-1, 1].
 
     Args:
-        boxes1: ``[N, 4]``; boxes2: ``[M, 4]``.
+        boxes1: ``[..., N, 4]``; boxes2: ``[..., M, 4]`` (leading dims shared).
     Returns:
-        ``[N, M]``.
+        ``[..., N, M]``.
     """
     iou, union = box_iou(boxes1, boxes2)
-    lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    lt = torch.min(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = torch.max(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     enclosing = wh[..., 0] * wh[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=_EPS)

@@ -42,7 +42,7 @@ def test_sigmoid_focal_loss_equals_elementwise_formula():
     logits = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64) * 3
     targets = (torch.rand(2, 3, 4, generator=gen) < 0.3).double()
     want = sum(_focal_by_hand(x, t) for x, t in zip(logits.flatten().tolist(), targets.flatten().tolist()))
-    assert sigmoid_focal_loss(logits, targets).item() == pytest.approx(want, rel=1e-9)
+    assert sigmoid_focal_loss(logits, targets).sum().item() == pytest.approx(want, rel=1e-9)
 
 
 def test_label_and_box_losses_by_hand_for_given_indices():
