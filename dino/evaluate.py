@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from dino.checkpoint import latest_checkpoint, load_checkpoint, model_state
 from dino.config import Spec, SpecError
@@ -51,11 +52,13 @@ def _evaluate(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
 
     d, e = spec.dataset, spec.evaluate
     if ignored:
-        status.write("Ignored spec fields (accepted, not used by this trainer): " + "; ".join(ignored), verbosity="WARNING")
+        text = "Ignored spec fields (accepted, not used by this trainer): " + "; ".join(ignored)
+        log(text, file=sys.stderr)
+        status.write(text, verbosity="WARNING")
+    ckpt_path = checkpoint_to_evaluate(spec)
     use_test = any(s.json_file for s in d.test_data_sources)
     where = "dataset.test_data_sources" if use_test else "dataset.val_data_sources"
     ds = build_dataset(d.test_data_sources if use_test else d.val_data_sources, d, False, where)
-    ckpt_path = checkpoint_to_evaluate(spec)
     device = select_device(e.gpu_ids, "evaluate.gpu_ids")
     try:
         model, criterion, post = build_dino(spec.model, d.num_classes)

@@ -117,3 +117,11 @@ def test_real_process_exit_code_and_status(tmp_path, spec):
     assert proc.returncode == 2
     assert "error: dataset.num_classes is 1 but dataset.train_data_sources has category id 2" in proc.stderr
     assert read_status(tmp_path / "results")[-1]["status"] == "FAILURE"
+
+
+def test_evaluate_without_a_checkpoint(tmp_path, capsys, spec):
+    path = write_spec(tmp_path / "spec.yaml", spec)
+    assert main(["evaluate", "-e", str(path)]) == 2
+    assert "no checkpoint to evaluate" in capsys.readouterr().err
+    lines = read_status(tmp_path / "results", "evaluate")
+    assert lines[-1]["status"] == "FAILURE" and "evaluate.checkpoint" in lines[-1]["message"]
