@@ -68,10 +68,9 @@ def _container_name(study: str, trial: int) -> str:
     return f"automl-{safe}-trial{trial}-{secrets.token_hex(3)}"
 
 
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    """Absolute, ``..`` removed, symlinks kept: the path as the job's command names it."""
+    return Path(os.path.abspath(path))
 
 
 def _covered(path: Path, mounts: list[Mount]) -> bool:
@@ -282,16 +281,19 @@ class DockerLauncher:
             return self.user or None
         if os.getuid() != 0:
             return f"{os.getuid()}:{os.getgid()}"
-        owner = _nearest_existing(results_dir).stat()
-        if owner.st_uid != 0:
-            return f"{owner.st_uid}:{owner.st_gid}"
+        # root: whoever owns the workspace (the orchestrator itself may have created the
+        # trial folders as root), else an unprivileged uid
+        for folder in (results_dir, *results_dir.parents):
+            if folder.exists() and (st := folder.stat()).st_uid != 0:
+                return f"{st.st_uid}:{st.st_gid}"
         return UNPRIVILEGED_USER
 
     def _mounts(self, job: JobSpec, user: str | None = None) -> list[Mount]:
-        results = job.results_dir.resolve()
-        mounts = [Mount(target=str(results), source=str(results), type="bind", read_only=False)]
+        """Each path at the path the job names it by (the target), from its real location."""
+        results = _absolute(job.results_dir)
+        mounts = [Mount(target=str(results), source=str(results.resolve()), type="bind", read_only=False)]
         for raw in job.read_only_paths:
-            path = Path(raw).resolve()
+            path = _absolute(raw)
             if not path.exists():
                 raise DockerLauncherError(
                     f"launcher docker: read-only path {path} of trial {job.trial_number} does not "
@@ -305,11 +307,11 @@ class DockerLauncher:
                     f"or set launcher.options.user"
                 )
             if all(Path(m["Target"]) != path for m in mounts):
-                mounts.append(Mount(target=str(path), source=str(path), type="bind", read_only=True))
+                mounts.append(Mount(target=str(path), source=str(path.resolve()), type="bind", read_only=True))
         if job.workdir is not None:
-            workdir = Path(job.workdir).resolve()
+            workdir = _absolute(job.workdir)
             if workdir.exists() and not _covered(workdir, mounts):
-                mounts.append(Mount(target=str(workdir), source=str(workdir), type="bind", read_only=True))
+                mounts.append(Mount(target=str(workdir), source=str(workdir.resolve()), type="bind", read_only=True))
         return mounts
 
     def _environment(self, job: JobSpec, user: str | None) -> dict[str, str]:
@@ -321,7 +323,7 @@ class DockerLauncher:
         return env
 
     def launch(self, job: JobSpec) -> DockerJob:
-        results = job.results_dir.resolve()
+        results = _absolute(job.results_dir)
         user = self._container_user(results)  # before mkdir: a new folder would be root's
         results.mkdir(parents=True, exist_ok=True)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -333,7 +335,7 @@ class DockerLauncher:
             LABEL_TRIAL: str(job.trial_number),
             LABEL_WORKER: worker_id(),
             LABEL_RESULTS: str(results),
-            LABEL_LOG: str(job.log_path.resolve()),
+            LABEL_LOG: str(_absolute(job.log_path)),
         }
         devices = (
             [DeviceRequest(device_ids=[str(d) for d in job.devices], capabilities=[["gpu"]])]
@@ -353,7 +355,7 @@ class DockerLauncher:
                 name=_container_name(job.study_name, job.trial_number),
                 labels=labels,
                 environment=self._environment(job, user),
-                working_dir=str(Path(job.workdir).resolve() if job.workdir else results),
+                working_dir=str(_absolute(job.workdir) if job.workdir else results),
                 user=user or "",
                 mounts=mounts,
                 network_mode="none",

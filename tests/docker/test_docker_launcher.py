@@ -195,3 +195,13 @@ def test_an_unreadable_read_only_path_is_refused_before_launch(docker_client, st
     launcher = DockerLauncher(image="dino-automl/trainer:latest", user="1000:1000", client=docker_client)
     with pytest.raises(DockerLauncherError, match=r"not readable by the container user 1000:1000 \(mode 0700"):
         launcher.launch(job(study, 0, "true", tmp_path, read_only_paths=(private,)))
+
+
+def test_paths_are_mounted_by_the_name_the_job_uses(launcher, study, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    spec = job(study, 0, "pwd; echo x > out.txt", tmp_path / "link")
+    assert launcher.launch(spec).wait(60).exit_code == 0
+    assert job_output(spec.log_path).split() == [str(tmp_path / "link" / "trial_0")]
+    assert (real / "trial_0" / "out.txt").read_text() == "x\n"

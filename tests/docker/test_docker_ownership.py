@@ -92,6 +92,13 @@ def test_root_runs_the_container_as_the_folder_owner_or_an_unprivileged_user(lau
     assert launcher.launch(spec).wait(60).exit_code == 0
     assert owner(spec.results_dir / "train" / "status.json") == (4343, 4343)
 
+    spec = job(study, 2, WRITE, owned / "study")  # folders root made there first (spec.yaml)
+    spec.results_dir.mkdir(parents=True)
+    (spec.results_dir / "spec.yaml").write_text("x: 1\n")
+    assert launcher.launch(spec).wait(60).exit_code == 0
+    assert owner(spec.results_dir / "train" / "status.json") == (4343, 4343)
+    assert owner(spec.results_dir) == (4343, 4343)
+
     spec = job(study, 1, WRITE, tmp_path)  # root's own folder
     spec.results_dir.mkdir()
     (spec.results_dir / "spec.yaml").write_text("x: 1\n")  # written by root before the launch
