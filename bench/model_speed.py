@@ -190,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {list(OUR_CONFIGS)} and hf_* anchors")
 
-    header = {"torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-              else "cpu", "our_configs": {k: dataclasses.asdict(v)["return_interm_indices"] for k, v in OUR_CONFIGS.items()}}
+    header = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "return_interm_indices": {k: dataclasses.asdict(v)["return_interm_indices"] for k, v in OUR_CONFIGS.items()},
+    }
     print(json.dumps(header), flush=True)
     rows = []
     for name in names:

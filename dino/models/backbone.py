@@ -49,7 +49,8 @@ class TinyResNet(nn.Module):
             down = None
             if stride != 1 or in_ch != width:
                 down = nn.Sequential(nn.Conv2d(in_ch, width, 1, stride=stride, bias=False), norm_layer(width))
-            self.add_module(f"layer{i + 1}", nn.Sequential(BasicBlock(in_ch, width, stride, down, norm_layer=norm_layer)))
+            block = BasicBlock(in_ch, width, stride, down, norm_layer=norm_layer)
+            self.add_module(f"layer{i + 1}", nn.Sequential(block))
             in_ch = width
 
     def forward(self, x: Tensor) -> Tensor:  # only used through IntermediateLayerGetter
@@ -164,7 +165,9 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, ...
-        raise ValueError(f"model.pretrained_backbone_path {str(path)!r} is not a readable torch state dict: {exc}") from exc
+        raise ValueError(
+            f"model.pretrained_backbone_path {str(path)!r} is not a readable torch state dict: {exc}"
+        ) from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -38,7 +38,8 @@ def validate_model_config(cfg: ModelConfig, num_classes: int) -> None:
         )
     if cfg.hidden_dim % 4 != 0 or cfg.hidden_dim % cfg.nheads != 0:
         problems.append(f"model.hidden_dim={cfg.hidden_dim} must be a multiple of 4 and of model.nheads={cfg.nheads}")
-    for name in ("num_queries", "enc_layers", "dec_layers", "dim_feedforward", "enc_n_points", "dec_n_points", "nheads"):
+    positive = ("num_queries", "enc_layers", "dec_layers", "dim_feedforward", "enc_n_points", "dec_n_points", "nheads")
+    for name in positive:
         if getattr(cfg, name) < 1:
             problems.append(f"model.{name}={getattr(cfg, name)} must be >= 1")
     if not 1 <= cfg.num_select <= cfg.num_queries * max(num_classes, 1):

@@ -116,6 +116,9 @@ class DINO(nn.Module):
             n_dn = dn_meta.pad_size
             tgt = torch.cat([dn_tgt.to(tgt.dtype), tgt], 1)
             ref_logits = torch.cat([dn_ref, ref_logits], 1)
+        elif self.training and self.denoising is not None:
+            # no box in the batch: touch the label embedding so DDP sees every parameter used
+            tgt = tgt + 0.0 * self.denoising.label_enc.weight[0, 0]
 
         hs, boxes = self.decoder(tgt, ref_logits, memory, shapes, valid_ratios, mask, attn_mask)
         preds = [{"pred_logits": self.class_embed(h), "pred_boxes": b} for h, b in zip(hs, boxes)]

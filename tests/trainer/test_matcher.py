@@ -29,9 +29,11 @@ def _cost_by_hand(logit_row, box, label, target_box, alpha=0.25, gamma=2.0, weig
 def _random_problem(seed, n_queries, n_targets, n_classes=4):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(n_queries, n_classes, generator=gen, dtype=torch.float64) * 2
-    boxes = torch.cat([torch.rand(n_queries, 2, generator=gen), torch.rand(n_queries, 2, generator=gen) * 0.4 + 0.05], 1)
+    boxes = torch.cat([torch.rand(n_queries, 2, generator=gen), torch.rand(n_queries, 2, generator=gen) * 0.4 + 0.05],
+                      1)
     labels = torch.randint(0, n_classes, (n_targets,), generator=gen)
-    tboxes = torch.cat([torch.rand(n_targets, 2, generator=gen), torch.rand(n_targets, 2, generator=gen) * 0.4 + 0.05], 1)
+    tboxes = torch.cat([torch.rand(n_targets, 2, generator=gen), torch.rand(n_targets, 2, generator=gen) * 0.4 + 0.05],
+                       1)
     return logits, boxes.double(), labels, tboxes.double()
 
 

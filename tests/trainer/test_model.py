@@ -78,6 +78,7 @@ def test_forward_backward_shapes_finite_losses_and_every_parameter_trains():
 
 def test_batch_without_any_box_trains_without_denoising():
     model, criterion, _ = build_dino(tiny_cfg(), NUM_CLASSES)
+    model.train()
     images, masks, _ = _batch()
     empty = [{"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}] * 2
     out = model(images, masks, empty)
@@ -85,6 +86,9 @@ def test_batch_without_any_box_trains_without_denoising():
     losses = criterion(out, empty)
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"]) and losses["loss_bbox_dn"].item() == 0.0
+    # every parameter is still part of the graph (DDP without find_unused_parameters)
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
 
 
 def test_matching_queries_never_see_denoising_queries():
@@ -121,7 +125,8 @@ def test_denoising_groups_and_noise():
     assert meta.num_groups == 100 and tgt.shape == (1, 200, 8)
     noisy = ref.sigmoid().view(100, 2, 4)  # [group, pos/neg, box]
     corners = torchvision.ops.box_convert(noisy, "cxcywh", "xyxy")
-    corner_shift = (corners - torchvision.ops.box_convert(boxes, "cxcywh", "xyxy")).abs() / torch.tensor([0.1, 0.2, 0.1, 0.2])
+    half_sizes = torch.tensor([0.1, 0.2, 0.1, 0.2])
+    corner_shift = (corners - torchvision.ops.box_convert(boxes, "cxcywh", "xyxy")).abs() / half_sizes
     # positives move each corner by < 1 half-size, negatives by 1..2 half-sizes (where the
     # noised corners neither crossed, which collapses the box, nor hit the image border)
     assert (corner_shift[:, 0] < 1 + 1e-4).all()
