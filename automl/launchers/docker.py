@@ -224,8 +224,8 @@ class DockerLauncher:
     """Runs each job in a container of ``image``; options come from the run config.
 
     ``user``: ``None`` picks the invoking user's ``uid:gid``; when that is root, the
-    owner of the results folder if not root, else ``1000:1000`` (the folder is handed to
-    it). ``""`` keeps the image's own user. ``shm_size``/``mem_limit``: Docker sizes
+    first non-root owner of the results folder or a folder above it, else ``1000:1000``;
+    root hands the results folder to that user. ``""`` keeps the image's own user. ``shm_size``/``mem_limit``: Docker sizes
     (``"8g"``). ``mem_limit`` makes an over-budget job end with ``oom_killed``.
     ``ulimits``: e.g. ``{"memlock": -1, "stack": 67108864}`` as NVIDIA advises for
     multi-GPU PyTorch (the engine must be allowed to raise them).
