@@ -3,9 +3,7 @@ stop, mounts and isolation, and the errors a user can cause."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import docker.errors
 import pytest
@@ -140,24 +138,24 @@ def test_the_container_has_no_network(launcher, docker_client, study, tmp_path):
     assert job_output(spec.log_path).split() == ["lo"]
 
 
-def test_env_workdir_and_shared_memory(docker_client, study, tmp_path):
-    launcher = DockerLauncher(image=docker_client.images.get("dino-automl/trainer:latest").tags[0],
-                              shm_size="96m", extra_env={"FROM_LAUNCHER": "a"}, client=docker_client)
+def test_env_workdir_and_shared_memory(launcher, docker_client, study, tmp_path):
+    custom = DockerLauncher(image=launcher.image, shm_size="96m", extra_env={"FROM_LAUNCHER": "a"},
+                            client=docker_client)
     work = tmp_path / "work"
     work.mkdir()
     spec = job(study, 0, 'echo "env=$FROM_LAUNCHER/$FROM_JOB"; pwd; df -m /dev/shm | tail -1', tmp_path,
                env={"FROM_JOB": "b"}, workdir=work)
-    assert launcher.launch(spec).wait(60).exit_code == 0
+    assert custom.launch(spec).wait(60).exit_code == 0
     log = job_output(spec.log_path)
     assert "env=a/b" in log and f"\n{work}\n" in log
     shm_mb = int(next(line for line in log.splitlines() if "/dev/shm" in line).split()[1])
     assert 90 <= shm_mb <= 100
 
 
-def test_out_of_memory_is_reported(docker_client, study, tmp_path):
-    launcher = DockerLauncher(image="dino-automl/trainer:latest", mem_limit="64m", client=docker_client)
+def test_out_of_memory_is_reported(launcher, docker_client, study, tmp_path):
+    custom = DockerLauncher(image=launcher.image, mem_limit="64m", client=docker_client)
     spec = job(study, 0, "python -c \"x = bytearray(512 * 2**20); print('survived')\"", tmp_path)
-    result = launcher.launch(spec).wait(60)
+    result = custom.launch(spec).wait(60)
     assert result.oom_killed is True and result.exit_code == 137
     assert "survived" not in job_output(spec.log_path)
 
@@ -183,18 +181,18 @@ def test_an_unreachable_daemon_says_what_to_do(monkeypatch, tmp_path):
         DockerLauncher()
 
 
-def test_the_registry_builds_it_from_run_config_options(docker_client):
-    launcher = get_launcher("docker", image="dino-automl/trainer:latest", shm_size="1g", user="")
-    assert isinstance(launcher, DockerLauncher) and launcher.name == "docker"
-    assert launcher.shm_size == "1g" and launcher.user == ""
+def test_the_registry_builds_it_from_run_config_options(launcher, docker_client):
+    built = get_launcher("docker", image=launcher.image, shm_size="1g", user="")
+    assert isinstance(built, DockerLauncher) and built.name == "docker"
+    assert built.shm_size == "1g" and built.user == ""
 
 
-def test_an_unreadable_read_only_path_is_refused_before_launch(docker_client, study, tmp_path):
+def test_an_unreadable_read_only_path_is_refused_before_launch(launcher, docker_client, study, tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    launcher = DockerLauncher(image="dino-automl/trainer:latest", user="1000:1000", client=docker_client)
+    custom = DockerLauncher(image=launcher.image, user="1000:1000", client=docker_client)
     with pytest.raises(DockerLauncherError, match=r"not readable by the container user 1000:1000 \(mode 0700"):
-        launcher.launch(job(study, 0, "true", tmp_path, read_only_paths=(private,)))
+        custom.launch(job(study, 0, "true", tmp_path, read_only_paths=(private,)))
 
 
 def test_paths_are_mounted_by_the_name_the_job_uses(launcher, study, tmp_path):

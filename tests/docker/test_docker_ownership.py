@@ -109,10 +109,10 @@ def test_root_runs_the_container_as_the_folder_owner_or_an_unprivileged_user(lau
     assert owner(spec.results_dir) == (uid, gid)
 
 
-def test_user_option_overrides(docker_client, study, tmp_path):
+def test_user_option_overrides(launcher, docker_client, study, tmp_path):
     spec = job(study, 0, "id -u", tmp_path)
-    DockerLauncher(image="dino-automl/trainer:latest", user="", client=docker_client).launch(spec).wait(60)
+    DockerLauncher(image=launcher.image, user="", client=docker_client).launch(spec).wait(60)
     assert job_output(spec.log_path).split() == ["1000"]  # the image's own non-root user
     spec = job(study, 1, "id -u", tmp_path)
-    DockerLauncher(image="dino-automl/trainer:latest", user="2345:2345", client=docker_client).launch(spec).wait(60)
+    DockerLauncher(image=launcher.image, user="2345:2345", client=docker_client).launch(spec).wait(60)
     assert job_output(spec.log_path).split() == ["2345"]

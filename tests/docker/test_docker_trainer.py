@@ -97,13 +97,14 @@ def test_stopping_a_training_container_is_prompt(launcher, docker_client, study,
 
 
 @pytest.fixture(scope="module")
-def foreign_image(docker_client, tmp_path_factory):
+def foreign_image(docker_client, launcher, tmp_path_factory):
     """Like NGC/TAO images: an ENTRYPOINT that prints a banner and execs the command, root
     as the image user, no bundled trainer."""
     context = tmp_path_factory.mktemp("foreign")
     (context / "entrypoint.sh").write_text('#!/bin/sh\necho "== FOREIGN CONTAINER banner =="\nexec "$@"\n')
     (context / "Dockerfile").write_text(
-        "FROM dino-automl/base:bookworm\n"
+        f"FROM {launcher.image}\n"
+        "USER root\n"
         "COPY entrypoint.sh /opt/entrypoint.sh\n"
         "RUN chmod 755 /opt/entrypoint.sh\n"
         'ENTRYPOINT ["/opt/entrypoint.sh"]\n'
