@@ -73,6 +73,11 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(path))
 
 
+def _bind(path: Path, read_only: bool) -> Mount:
+    """``path`` inside, at the name the job uses, from its real location on the host."""
+    return Mount(target=str(path), source=str(path.resolve()), type="bind", read_only=read_only)
+
+
 def _covered(path: Path, mounts: list[Mount]) -> bool:
     return any(path == Path(m["Target"]) or Path(m["Target"]) in path.parents for m in mounts)
 
@@ -225,10 +230,11 @@ class DockerLauncher:
 
     ``user``: ``None`` picks the invoking user's ``uid:gid``; when that is root, the
     first non-root owner of the results folder or a folder above it, else ``1000:1000``;
-    root hands the results folder to that user. ``""`` keeps the image's own user. ``shm_size``/``mem_limit``: Docker sizes
-    (``"8g"``). ``mem_limit`` makes an over-budget job end with ``oom_killed``.
-    ``ulimits``: e.g. ``{"memlock": -1, "stack": 67108864}`` as NVIDIA advises for
-    multi-GPU PyTorch (the engine must be allowed to raise them).
+    root hands the results folder to that user. ``""`` keeps the image's own user.
+    ``shm_size``/``mem_limit``: Docker sizes (``"8g"``); ``mem_limit`` makes an
+    over-budget job end with ``oom_killed``. ``ulimits``: e.g. ``{"memlock": -1,
+    "stack": 67108864}`` as NVIDIA advises for multi-GPU PyTorch (the engine must be
+    allowed to raise them).
     """
 
     name = "docker"
@@ -253,6 +259,7 @@ class DockerLauncher:
         self.reap_grace_period = reap_grace_period
         self.client = client or _connect()
         self._live: dict[str, DockerJob] = {}
+        self._live_lock = threading.Lock()
         self.check_image()
 
     # -- set-up checks ---------------------------------------------------------------
@@ -291,7 +298,7 @@ class DockerLauncher:
     def _mounts(self, job: JobSpec, user: str | None = None) -> list[Mount]:
         """Each path at the path the job names it by (the target), from its real location."""
         results = _absolute(job.results_dir)
-        mounts = [Mount(target=str(results), source=str(results.resolve()), type="bind", read_only=False)]
+        mounts = [_bind(results, read_only=False)]
         for raw in job.read_only_paths:
             path = _absolute(raw)
             if not path.exists():
@@ -307,11 +314,11 @@ class DockerLauncher:
                     f"or set launcher.options.user"
                 )
             if all(Path(m["Target"]) != path for m in mounts):
-                mounts.append(Mount(target=str(path), source=str(path.resolve()), type="bind", read_only=True))
+                mounts.append(_bind(path, read_only=True))
         if job.workdir is not None:
             workdir = _absolute(job.workdir)
             if workdir.exists() and not _covered(workdir, mounts):
-                mounts.append(Mount(target=str(workdir), source=str(workdir.resolve()), type="bind", read_only=True))
+                mounts.append(_bind(workdir, read_only=True))
         return mounts
 
     def _environment(self, job: JobSpec, user: str | None) -> dict[str, str]:
@@ -320,6 +327,12 @@ class DockerLauncher:
             env["HOME"] = "/tmp"  # an arbitrary uid has no home in the image
         env.update(self.extra_env)
         env.update(job.env)
+        # The slot wins over the image: NGC images set NVIDIA_VISIBLE_DEVICES=all, which an
+        # engine whose default runtime is nvidia would honour beside the device request.
+        if job.devices:
+            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(d) for d in job.devices)
+        else:
+            env.update(NVIDIA_VISIBLE_DEVICES="void", CUDA_VISIBLE_DEVICES="")
         return env
 
     def launch(self, job: JobSpec) -> DockerJob:
@@ -371,7 +384,10 @@ class DockerLauncher:
             self.check_image()
             raise
         except docker.errors.APIError as exc:
-            raise DockerLauncherError(f"launcher docker: cannot create the container of trial {job.trial_number}: {exc.explanation or exc}") from None
+            raise DockerLauncherError(
+                f"launcher docker: cannot create the container of trial {job.trial_number}: "
+                f"{exc.explanation or exc}"
+            ) from None
         try:
             container.start()
         except docker.errors.APIError as exc:
@@ -382,9 +398,14 @@ class DockerLauncher:
         pump.start()
         handle = DockerJob(job, container, pump)
         _write_record(results / JOB_RECORD, self.image, container, job, user, log_offset)
-        self._live = {cid: h for cid, h in self._live.items() if h._result is None}
-        self._live[container.id] = handle
+        self._remember(container.id, handle)
         return handle
+
+    def _remember(self, container_id: str, handle: DockerJob) -> None:
+        """Track a live job (several objective threads launch at once)."""
+        with self._live_lock:
+            self._live = {cid: h for cid, h in self._live.items() if h._result is None}
+            self._live[container_id] = handle
 
     # -- recovery --------------------------------------------------------------------
 
@@ -449,11 +470,12 @@ class DockerLauncher:
             if written is None:
                 note += " (where the previous worker stopped reading is unknown: output may repeat)"
             log.write(f"{note}\n".encode())
-            _set_record(job.results_dir / JOB_RECORD, container.short_id, log_offset=log.tell() - (written or 0))
+            offset = log.tell() - (written or 0)  # where the container's output starts, as at launch
+            _set_record(job.results_dir / JOB_RECORD, container.short_id, log_offset=offset)
         pump = _LogPump(container, job.log_path, skip=written or 0)
         pump.start()
         handle = DockerJob(job, container, pump)
-        self._live[container.id] = handle
+        self._remember(container.id, handle)
         return handle
 
 

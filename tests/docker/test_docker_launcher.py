@@ -143,11 +143,11 @@ def test_env_workdir_and_shared_memory(launcher, docker_client, study, tmp_path)
                             client=docker_client)
     work = tmp_path / "work"
     work.mkdir()
-    spec = job(study, 0, 'echo "env=$FROM_LAUNCHER/$FROM_JOB"; pwd; df -m /dev/shm | tail -1', tmp_path,
-               env={"FROM_JOB": "b"}, workdir=work)
+    spec = job(study, 0, 'echo "env=$FROM_LAUNCHER/$FROM_JOB gpus=$NVIDIA_VISIBLE_DEVICES/${CUDA_VISIBLE_DEVICES-unset}"; '
+               'pwd; df -m /dev/shm | tail -1', tmp_path, env={"FROM_JOB": "b"}, workdir=work)
     assert custom.launch(spec).wait(60).exit_code == 0
     log = job_output(spec.log_path)
-    assert "env=a/b" in log and f"\n{work}\n" in log
+    assert "env=a/b gpus=void/\n" in log and f"\n{work}\n" in log  # a CPU job sees no GPU
     shm_mb = int(next(line for line in log.splitlines() if "/dev/shm" in line).split()[1])
     assert 90 <= shm_mb <= 100
 
