@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Source on the lent GPU machine: installs the carried wheels (.whl, see bench/README.md)
+# into /tmp/site and puts them and the repo on PYTHONPATH.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1 || echo "wheel install failed" >&2
+export PYTHONPATH=/tmp/site:$PWD
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, optuna, pycocotools; print('torch', torch.__version__, 'optuna', optuna.__version__)"
