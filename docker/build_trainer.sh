@@ -64,6 +64,10 @@ while (($#)); do
   esac
 done
 
+# One build at a time on this checkout: they share the wheelhouse folder and its port.
+mkdir -p "$repo/build"
+exec 9>"$repo/build/.build_trainer.lock"
+flock 9
 docker info >/dev/null 2>&1 || { echo "build_trainer: the Docker daemon is not reachable (start it: .ci/docker.sh)" >&2; exit 1; }
 total=$SECONDS
 if [[ -n "$from_venv" ]]; then
@@ -121,7 +125,7 @@ status=${PIPESTATUS[0]}
 set -e
 ((status == 0)) || { echo "build_trainer: docker build failed (exit $status, see above)" >&2; exit 1; }
 echo "build_trainer: docker build took $((SECONDS - t)) s"
-if ((online == 0 && keep_wheels == 0)); then rm -rf "$wheels"; fi
+if [[ -z "$from_venv" ]] && ((online == 0 && keep_wheels == 0)); then rm -rf "$wheels"; fi
 # The image this build replaced, and a venv base image it was the last user of.
 if [[ -n "$old_id" && "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]]; then
   remove_if_untagged "$old_id"
