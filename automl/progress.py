@@ -92,7 +92,8 @@ class ProgressBoard:
         value = "" if event.value is None else f" {self.metric}={event.value:.4f}"
         epoch = "" if event.epoch is None else f" epoch {event.epoch}"
         style = {"pruned": "yellow", "failed": "red", "completed": "green"}.get(event.kind, "")
-        text = f"trial {event.trial} {event.kind}{epoch}{value}"
+        kind = "" if event.kind == "epoch" else f" {event.kind}"
+        text = f"trial {event.trial}{kind}{epoch}{value}"
         if event.kind == "started":
             text += f" on {','.join(f'cuda:{d}' for d in event.slot) or 'cpu'} (job {event.message})"
         elif event.message and event.kind != "started":

@@ -42,7 +42,9 @@ from automl.search_space import (
     default_space_path,
     default_template_path,
     load_space_overrides,
+    search_spaces_dir,
 )
+from automl.errors import ConfigError
 from automl.slots import SlotPool, plan_slots
 from automl.study_results import StudyOutcome, finalize_study
 
@@ -61,6 +63,21 @@ def resolve_trainer_command(cfg: RunConfig) -> RunConfig:
             trainer = cfg.trainer.model_copy(update={"command": command})
             return cfg.model_copy(update={"trainer": trainer})
     return cfg
+
+
+def resolve_project_path(path: Path | None, default: Path) -> Path:
+    """A relative path that does not exist from here is looked up beside the bundled
+    ``search_spaces/`` folder, so packaged profiles can name their files portably."""
+    if path is None:
+        return default
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    for base in (search_spaces_dir().parent, search_spaces_dir()):
+        if (base / path).exists():
+            return base / path
+    raise ConfigError(f"file not found: {path} (looked in {Path.cwd()}, {search_spaces_dir().parent} "
+                      f"and {search_spaces_dir()})")
 
 
 def open_storage(cfg: RunConfig) -> RDBStorage:
@@ -166,12 +183,12 @@ def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the board reports every trial itself
     cfg.workspace.mkdir(parents=True, exist_ok=True)
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
-    schema = TrainSchema.load(cfg.trainer.schema_path or default_schema_path())
-    template = yaml.safe_load(Path(cfg.trainer.template or default_template_path()).read_text())
+    schema = TrainSchema.load(resolve_project_path(cfg.trainer.schema_path, default_schema_path()))
+    template = yaml.safe_load(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
     data: PreparedData = prepare_data(cfg, template, board)
     space = SearchSpace.build(
         schema,
-        overrides=load_space_overrides(cfg.trainer.space or default_space_path()),
+        overrides=load_space_overrides(resolve_project_path(cfg.trainer.space, default_space_path())),
         context={**data.assignments, **cfg.fixed},
         template=template,
     )

@@ -114,6 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from automl.study_runner import run_study
 
     console = Console()
+    if not console.is_terminal:  # logs and pipes: one event per line, no wrapping at 80
+        console = Console(width=160)
     cfg = load_config_from_args(args, console)
     board = ProgressBoard(console, metric=cfg.metric.name,
                           maximize=cfg.metric.resolved_direction() == "maximize")
