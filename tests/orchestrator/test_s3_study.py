@@ -1,0 +1,79 @@
+"""A short study of the real DINO trainer on data behind a real S3-compatible server
+(moto's HTTP server on 127.0.0.1): staging from s3:// URIs, preflight, trials, a best
+spec that points at the staged data."""
+
+import os
+from pathlib import Path
+
+import boto3
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from rich.console import Console
+
+from automl.config import build_run_config, read_profile
+from automl.config.loader import deep_merge
+from automl.progress import ProgressBoard
+from automl.study_runner import run_study
+
+
+@pytest.fixture
+def s3_server(tmp_path, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_study_from_s3_uris_with_the_real_trainer(tmp_path, s3_server):
+    from dino.data.synth import generate_dataset
+
+    data = generate_dataset(out_dir=tmp_path / "synth", num_images=24, num_classes=2, image_size=64, seed=0,
+                            val_fraction=0.25, archive=True)
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="dino-data")
+    for split, prefix in ((data.train, "shapes/train"), (data.val, "shapes/val")):
+        s3.upload_file(str(split.archive), "dino-data", f"{prefix}/images.tar.gz")
+        s3.upload_file(str(split.json_file), "dino-data", f"{prefix}/annotations.json")
+
+    # the smoke profile's CPU variant, smaller still: 2 trials of 2 epochs
+    raw = deep_merge(read_profile("smoke"), read_profile("smoke")["cpu"])
+    raw.pop("cpu")
+    raw = deep_merge(raw, {
+        "study": {"name": "s3-study"},
+        "data": {"train": "s3://dino-data/shapes/train", "val": "s3://dino-data/shapes/val", "synth": None},
+        "fixed": {"train.num_epochs": 2, "dataset.num_classes": 3},
+        "budget": {"n_trials": 2},
+        "devices": "cpu",
+        "workspace": str(tmp_path / "ws"),
+    })
+    cfg = build_run_config(raw, use_cpu_variant=False, where="test")
+    outcome = run_study(cfg, ProgressBoard(Console(file=open(os.devnull, "w"))))
+
+    study = optuna.load_study(study_name="s3-study", storage=cfg.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE], \
+        [t.user_attrs.get("failure") for t in study.trials]
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in study.trials)
+    spec = yaml.safe_load(Path(outcome.best_spec).read_text())
+    train_source = spec["dataset"]["train_data_sources"][0]
+    # the trials read the staged copy: the archive's images/ folder in the workspace cache
+    assert Path(train_source["image_dir"]).name == "images"
+    assert str(tmp_path / "ws" / "cache") in train_source["image_dir"]
+    assert len(list(Path(train_source["image_dir"]).iterdir())) == data.train.num_images
+    assert outcome.best_checkpoint is not None and outcome.best_checkpoint.exists()
