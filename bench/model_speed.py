@@ -7,7 +7,24 @@ forward + loss + backward + AdamW step; inference is a forward under ``no_grad``
 Hugging Face models are included when ``transformers`` is importable (``--no-hf`` skips).
 
     python bench/model_speed.py                      # CUDA, 800x800, batch 4
-    python bench/model_speed.py --device cpu --size 256 --iters 2 --warmup 1 --no-hf   # smoke
+    python bench/model_speed.py --device cpu --size 256       # smoke check (fp32, 2 timed steps)
+
+Measured 2026-11-25 on one NVIDIA H100 80GB HBM3 (device tool, torch 2.11.0+cu130,
+transformers 5.17), batch 4, 800x800, 10 timed steps after 3 warm-up, all rows in one run:
+
+    model                          dtype     train img/s  infer img/s  train GiB  infer GiB
+    dino_4scale_r50 (ours)         fp32           14.18        49.54      15.98       1.69
+    dino_4scale_r50 (ours)         bf16           14.61        52.03      12.61       1.74
+    dino_tao_default_r50 (ours)    fp32            5.35        19.70      48.28       4.84
+    dino_tao_default_r50 (ours)    bf16            7.26        28.69      40.65       4.80
+    hf_deformable_detr_two_stage   fp32           18.98        56.30      11.23       3.54
+    hf_deformable_detr_two_stage   bf16           17.38        52.36      10.47       3.51
+
+Ours trains ~0.75-0.85x as fast as HF Deformable-DETR (it also runs ~200 denoising
+queries and 13 supervised prediction sets). A torch.profiler run (before the criterion was
+batched; that change took bf16 training from 11.0 to 14.6 img/s) showed the step bound by
+eager launch overhead: GPU kernels ~164 ms of a ~360 ms step, grid_sample's backward
+the largest GPU item (30% of kernel time).
 """
 
 from __future__ import annotations
@@ -165,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--iters", type=int, help="timed steps (default 20 on CUDA, 2 on CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 5 on CUDA, 1 on CPU)")
-    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--dtypes", help="fp32 and/or bf16, comma-separated (default both on CUDA, fp32 on CPU)")
     parser.add_argument("--models", default=",".join(OUR_CONFIGS) + ",hf_deformable_detr_two_stage,hf_rt_detr_r50")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--out", help="also append the JSON lines to this file")
@@ -179,11 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible; use --device cpu for a smoke run")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if args.dtypes is None:
+        args.dtypes = "fp32,bf16" if device.type == "cuda" else "fp32"
     try:
         chosen = [dtypes[d] for d in args.dtypes.split(",")]
     except KeyError as exc:
         parser.error(f"--dtypes: unknown {exc}; use fp32 and/or bf16")
     names = [n for n in args.models.split(",") if n]
+    if not args.no_hf and any(n.startswith("hf_") for n in names):
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            print("transformers is not installed: skipping the hf_* anchors", file=sys.stderr)
+            args.no_hf = True
     if args.no_hf:
         names = [n for n in names if not n.startswith("hf_")]
     unknown = [n for n in names if n not in OUR_CONFIGS and not n.startswith("hf_")]
