@@ -110,16 +110,31 @@ def check_spec(facts: SpecFacts) -> list[Finding]:
             )
         )
     levels, indices = facts.num_feature_levels, facts.return_interm_indices
-    if levels is not None and indices is not None and len(indices) != levels:
+    if levels is not None and indices is not None and len(indices) > levels:
         out.append(
             Finding(
                 Severity.ERROR,
-                f"model.return_interm_indices has {len(indices)} entries {list(indices)} but model.num_feature_levels is {levels}; they must be equal",
+                f"model.return_interm_indices has {len(indices)} entries {list(indices)} but model.num_feature_levels is {levels}",
                 "model.return_interm_indices / model.num_feature_levels",
                 f"set model.num_feature_levels to {len(indices)}, or list {levels} backbone stages in model.return_interm_indices",
                 suggested_value=len(indices),
                 setting="model.num_feature_levels",
                 code="interm_levels_mismatch",
+            )
+        )
+    elif levels is not None and indices is not None and len(indices) < levels:
+        # the DINO paper's 4-scale setup (stages 2-4 + one strided level): the bundled
+        # trainer builds it, NVIDIA's TAO container rejects it
+        out.append(
+            Finding(
+                Severity.WARNING,
+                f"model.num_feature_levels {levels} exceeds the {len(indices)} backbone stages {list(indices)}: "
+                f"the bundled trainer adds {levels - len(indices)} strided level(s); NVIDIA's TAO container requires them equal",
+                "model.return_interm_indices / model.num_feature_levels",
+                f"for TAO's container set model.num_feature_levels to {len(indices)} or list {levels} stages",
+                suggested_value=len(indices),
+                setting="model.num_feature_levels",
+                code="interm_levels_extra",
             )
         )
     gpus, ids = facts.num_gpus, facts.gpu_ids

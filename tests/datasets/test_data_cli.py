@@ -31,14 +31,14 @@ def test_check_broken_dataset_and_spec_exits_1_with_fixes(tmp_path, coco_split, 
     val = coco_split(tmp_path / "val", n_images=2, seed=3)
     (val / "images" / "0001.png").unlink()
     spec = yaml.safe_load(TEMPLATE.read_text())
-    spec["model"]["return_interm_indices"] = [1, 2, 3]
+    spec["model"]["num_feature_levels"] = 3  # fewer levels than the 4 listed stages
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     rc = main(["dataset", "check", "--train", str(train), "--val", str(val), "--spec", str(spec_file), "--batch-size", "8"])
     out = capsys.readouterr().out
     assert rc == 1, out
     assert "use: dataset.num_classes = 4" in out  # left at 91 in the template
-    assert "use: model.num_feature_levels = 3" in out
+    assert "use: model.num_feature_levels = 4" in out
     assert "use: dataset.batch_size = 6" in out  # --batch-size overrides the spec's 4
     assert "1 image files listed in the annotations are missing" in out and "'0001.png'" in out
     assert "3 error(s), 1 warning(s)." in out

@@ -153,7 +153,7 @@ def test_dataset_smaller_than_one_batch_per_gpu(good):
 SPEC_BREAKAGES = {
     "num_select": (dict(num_queries=10, num_classes=4, num_select=40), "num_select_too_large", "model.num_select", 10),
     "num_select-few-queries": (dict(num_queries=2, num_classes=4, num_select=9), "num_select_too_large", "model.num_select", 2),
-    "interm": (dict(num_feature_levels=4, return_interm_indices=[1, 2, 3]), "interm_levels_mismatch", "model.num_feature_levels", 3),
+    "interm": (dict(num_feature_levels=3, return_interm_indices=[1, 2, 3, 4]), "interm_levels_mismatch", "model.num_feature_levels", 4),
     "gpu_ids": (dict(num_gpus=2, gpu_ids=[0]), "gpu_ids_mismatch", "train.gpu_ids", [0, 1]),
     "batch_zero": (dict(batch_size=0), "spec_value_invalid", None, None),
 }
@@ -170,6 +170,15 @@ def test_each_spec_breakage_gives_its_finding_and_fix(name, good):
     if setting is not None:
         fixed = fixed.replace(**{setting.split(".")[1]: value})
         assert preflight(split_of(train), split_of(val), fixed) == []
+
+
+def test_extra_strided_levels_are_a_warning_for_tao_compatibility(good):
+    """DINO-4scale as in the paper (stages 2-4 + one strided level): the bundled trainer
+    builds it, TAO's container would refuse it; so a warning with TAO's fix, not an error."""
+    train, val = good
+    findings = preflight(split_of(train), split_of(val), GOOD.replace(num_feature_levels=4, return_interm_indices=[2, 3, 4]))
+    f = only(findings, "interm_levels_extra")
+    assert not f.is_error and "TAO" in f.what and f.suggested_value == 3
 
 
 def test_missing_or_identical_val_is_a_warning_not_a_crash(good):
