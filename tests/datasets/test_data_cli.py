@@ -8,7 +8,7 @@ import yaml
 
 from automl.cli import main
 
-TEMPLATE = Path("/work/shared/reference/tao-dino/spec_template_train.yaml")
+TEMPLATE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tao-dino" / "spec_template_train.yaml"
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import yaml
 from automl.datasets import Finding, Severity, SpecFacts, StagedSplit, load_spec_facts, preflight
 from automl.errors import ConfigError
 
-TEMPLATE = Path("/work/shared/reference/tao-dino/spec_template_train.yaml")
+TEMPLATE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tao-dino" / "spec_template_train.yaml"
 GOOD = SpecFacts(
     num_classes=4,
     batch_size=2,
