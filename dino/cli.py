@@ -1,4 +1,4 @@
-"""``dino`` command line: ``train``, ``evaluate`` (TAO style) and ``synth`` (dataset generator).
+"""``dino`` command line: ``train``, ``evaluate``, ``export`` (TAO style) and ``synth`` (dataset generator).
 
 ``dino train -e spec.yaml [key.sub=value ...]``. Exit codes: 0 success, 1 failure while
 running, 2 bad input (spec, data, paths; reported before any training step), 128+N when
@@ -63,10 +63,14 @@ def _run_task(task: str, args: argparse.Namespace) -> int:
             from dino.train import run_training
 
             run_training(spec, ignored, status)
-        else:
+        elif task == "evaluate":
             from dino.evaluate import run_evaluation
 
             run_evaluation(spec, ignored, status)
+        else:
+            from dino.export import run_export
+
+            run_export(spec, ignored, status)
     except (SpecError, DataError) as exc:
         return _fail(status, str(exc), EXIT_BAD_INPUT)
     except Interrupted as exc:
@@ -114,7 +118,8 @@ def _synth(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dino", description="The bundled DINO trainer (TAO-compatible CLI).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for task, text in (("train", "train a DINO model"), ("evaluate", "COCO mAP of a checkpoint")):
+    for task, text in (("train", "train a DINO model"), ("evaluate", "COCO mAP of a checkpoint"),
+                       ("export", "write an ONNX file from a checkpoint")):
         p = sub.add_parser(task, help=text, description=f"{text}. Overrides are dotted key=value, values in YAML.")
         p.add_argument("-e", "--experiment_spec", "--experiment-spec", required=True, help="spec YAML (TAO DINO format)")
         p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. results_dir=/r train.num_epochs=2")

@@ -1,4 +1,4 @@
-"""The TAO DINO train/evaluate spec as typed dataclasses (all sections but ``model``).
+"""The TAO DINO train/evaluate spec as typed dataclasses (all sections but ``model`` and ``export``).
 
 Field names, nesting and defaults follow TAO's ``spec_template_train.yaml`` and
 ``spec_template_evaluate.yaml`` so a TAO spec loads unchanged. Fields marked "ours" are
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from dino.config.export_config import ExportConfig
 from dino.config.model import ModelConfig
 
 
@@ -140,6 +141,7 @@ class Spec:
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
 # Whole top-level sections of TAO specs this trainer accepts without reading.
@@ -147,7 +149,6 @@ IGNORED_SECTIONS: tuple[str, ...] = (
     "wandb",
     "quantize",
     "distill",
-    "export",
     "inference",
     "gen_trt_engine",
 )
@@ -174,4 +175,7 @@ IGNORED_FIELDS: dict[str, str] = {
     "train.activation_checkpoint": "not implemented",
     "evaluate.num_nodes": "single node",
     "evaluate.trt_engine": "no TensorRT",
+    "export.gpu_id": "the graph is traced on the CPU",
+    "export.on_cpu": "the exported graph runs on any device",
+    "export.serialize_nvdsinfer": "no DeepStream config is written",
 }
