@@ -1,15 +1,25 @@
-"""Where a training step of our DINO-4scale R50 spends its time on the GPU.
+"""Where a training step of our DINO spends its time, and how many operators it launches.
 
-torch.profiler over a few steps (batch 4, 800x800, bf16 by default): the top operators
-by device time and by host time, and how often the host waited for the device.
+GPU (default): torch.profiler over a few steps of DINO-4scale R50 (batch 4, 800x800,
+bf16): the top operators by device time and by host time, and how often the host
+waited for the device.
+
+CPU (``--device cpu``): a mid-size configuration (ResNet-18, 256 px, batch 2, the full
+6+6-layer transformer) to count the aten operators a step dispatches, per phase
+(forward+loss, backward, optimizer). On the GPU the step is bound by launching these
+ops, so the count is the proxy for the eager overhead that can be tested without a GPU.
 
     python bench/profile_train_step.py [--dtype fp32] [--steps 5] [--rows 40]
+    python bench/profile_train_step.py --device cpu [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -20,15 +30,61 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_speed import OUR_CONFIGS, OurDino, make_batch  # noqa: E402
 
+from dino.config.model import ModelConfig  # noqa: E402
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--rows", type=int, default=40)
-    ap.add_argument("--size", type=int, default=800)
-    ap.add_argument("--config", default="dino_4scale_r50")
-    args = ap.parse_args()
+CPU_CONFIG = ModelConfig(backbone="resnet_18", return_interm_indices=[2, 3, 4], num_feature_levels=4)
+
+
+def _phase_op_counts(prof) -> dict[str, int]:
+    """aten operators dispatched from Python per phase (nested calls of an op not counted)."""
+    counts: Counter = Counter()
+    for evt in prof.events():
+        if not evt.name.startswith("aten::"):
+            continue
+        parent = evt.cpu_parent
+        if parent is not None and parent.name.startswith("aten::"):
+            continue  # dispatched by another aten op, not by our code
+        while parent is not None and parent.name not in ("forward+loss", "backward", "optimizer"):
+            parent = parent.cpu_parent
+        counts[parent.name if parent is not None else "other"] += 1
+    return dict(counts)
+
+
+def cpu_profile(args) -> int:
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    adapter = OurDino(CPU_CONFIG, device)
+    opt = torch.optim.AdamW(adapter.model.parameters(), lr=1e-4, foreach=True)  # as on CUDA
+    images, targets = make_batch(2, args.size, device, torch.Generator().manual_seed(0))
+
+    def step():
+        with record_function("forward+loss"):
+            loss = adapter.loss(images, targets)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return loss
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    step_ms = (time.perf_counter() - t0) / args.steps * 1e3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    counts = _phase_op_counts(prof)
+    row = {"device": "cpu", "threads": args.threads, "size": args.size, "batch": 2, "backbone": CPU_CONFIG.backbone,
+           "step_ms": round(step_ms, 1), "ops_per_step": sum(counts.values()), "ops_by_phase": counts}
+    print(json.dumps(row))
+    if not args.json:
+        print(prof.key_averages().table(sort_by="count", row_limit=args.rows))
+    return 0
+
+
+def gpu_profile(args) -> int:
     device = torch.device("cuda")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     adapter = OurDino(OUR_CONFIGS[args.config], device)
@@ -60,6 +116,26 @@ def main() -> int:
     for e in syncs:
         print(f"host waits: {e.key} x{e.count // args.steps}/step, {e.cpu_time_total / args.steps / 1e3:.1f} ms/step")
     return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--steps", type=int, help="profiled (GPU) or timed (CPU) steps; default 5 / 2")
+    ap.add_argument("--rows", type=int, default=40)
+    ap.add_argument("--size", type=int, help="image side; default 800 (GPU) / 256 (CPU)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads")
+    ap.add_argument("--json", action="store_true", help="CPU: only the JSON line")
+    ap.add_argument("--config", default="dino_4scale_r50")
+    args = ap.parse_args()
+    if args.device == "cpu":
+        args.steps = args.steps or 2
+        args.size = args.size or 256
+        return cpu_profile(args)
+    args.steps = args.steps or 5
+    args.size = args.size or 800
+    return gpu_profile(args)
 
 
 if __name__ == "__main__":

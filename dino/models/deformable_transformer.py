@@ -15,6 +15,47 @@ from dino.models.ms_deform_attn import MSDeformAttn
 from dino.models.position_encoding import sine_embed_boxes
 
 
+def dropout_or_identity(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or a no-op module when ``p == 0`` (DINO's default): one module
+    call less per use, dozens per step, and the same parameters and state dict."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+_TOKEN_GRIDS: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def token_grid(spatial_shapes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Constants of the flattened multi-level token axis, built once per (shapes, device).
+
+    Returns:
+        ``centres [S, 2]`` pixel centres (x + 0.5, y + 0.5) in each token's level,
+        ``sizes [S, 2]`` that level's (W_l, H_l), ``levels [S]`` the level index (int64).
+    """
+    key = (tuple((int(h), int(w)) for h, w in spatial_shapes), device)
+    cached = None if torch.compiler.is_compiling() else _TOKEN_GRIDS.get(key)
+    if cached is None:
+        centres, sizes, levels = [], [], []
+        for lvl, (h, w) in enumerate(spatial_shapes):
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5,
+                                    torch.arange(w, dtype=torch.float32) + 0.5, indexing="ij")
+            centres.append(torch.stack((xs, ys), -1).reshape(-1, 2))
+            sizes.append(torch.tensor([[float(w), float(h)]]).expand(h * w, 2))
+            levels.append(torch.full((h * w,), lvl, dtype=torch.int64))
+        cached = tuple(torch.cat(parts).to(device) for parts in (centres, sizes, levels))
+        if not torch.compiler.is_compiling():
+            if len(_TOKEN_GRIDS) > 64:  # many input sizes (dynamic padding): keep it bounded
+                _TOKEN_GRIDS.clear()
+            _TOKEN_GRIDS[key] = cached
+    return cached
+
+
+def valid_frame_centres(spatial_shapes: list[tuple[int, int]], valid_ratios: Tensor) -> Tensor:
+    """``[B, S, 2]`` every token's pixel centre normalised by the valid (unpadded) extent
+    of its level: ``(x + 0.5) / (valid_ratio_w * W_l)``, likewise y."""
+    centres, sizes, levels = token_grid(spatial_shapes, valid_ratios.device)
+    return centres / (valid_ratios.index_select(1, levels) * sizes)
+
+
 class MLP(nn.Module):
     """``num_layers`` linear layers with ReLU between them (box head, ref-point head)."""
 
@@ -36,8 +77,8 @@ class FeedForward(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(d_model, d_ffn)
         self.linear2 = nn.Linear(d_ffn, d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = dropout_or_identity(dropout)
+        self.dropout2 = dropout_or_identity(dropout)
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -48,7 +89,7 @@ class DeformableEncoderLayer(nn.Module):
     def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_or_identity(dropout)
         self.norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ffn, dropout)
 
@@ -76,18 +117,7 @@ class DeformableEncoder(nn.Module):
         Returns:
             ``[B, S, L, 2]`` (x, y) normalised to each level's padded map.
         """
-        points = []
-        for lvl, (h, w) in enumerate(spatial_shapes):
-            ys, xs = torch.meshgrid(
-                torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
-                torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
-                indexing="ij",
-            )
-            # normalise by the valid extent of this level: [B, H*W]
-            x = xs.reshape(1, -1) / (valid_ratios[:, None, lvl, 0] * w)
-            y = ys.reshape(1, -1) / (valid_ratios[:, None, lvl, 1] * h)
-            points.append(torch.stack((x, y), -1))
-        ref = torch.cat(points, 1)  # [B, S, 2] in the valid frame
+        ref = valid_frame_centres(spatial_shapes, valid_ratios)  # [B, S, 2] in the valid frame
         return ref[:, :, None] * valid_ratios[:, None]
 
     def forward(self, src: Tensor, pos: Tensor, spatial_shapes: list[tuple[int, int]], valid_ratios: Tensor,
@@ -105,10 +135,10 @@ class DeformableDecoderLayer(nn.Module):
     def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = dropout_or_identity(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = dropout_or_identity(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ffn, dropout)
 
@@ -116,7 +146,8 @@ class DeformableDecoderLayer(nn.Module):
                 spatial_shapes: list[tuple[int, int]], memory_padding_mask: Tensor,
                 self_attn_mask: Tensor | None) -> Tensor:
         """tgt, query_pos: ``[B, Q, C]``; reference_points: ``[B, Q, L, 4]``;
-        self_attn_mask: ``[Q, Q]`` bool, True where a query may NOT look."""
+        self_attn_mask: ``[Q, Q]`` bool, True where a query may NOT look, or the same as a
+        float mask (-inf where blocked, 0 elsewhere)."""
         q = k = tgt + query_pos
         attn = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout1(attn))
@@ -160,6 +191,10 @@ class DeformableDecoder(nn.Module):
             boxes ``[B, Q, 4]`` (sigmoid, cxcywh, relative to the unpadded image).
         """
         ratios4 = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # [B, 1, L, 4]
+        if self_attn_mask is not None and self_attn_mask.dtype == torch.bool:
+            # converted once here rather than by nn.MultiheadAttention in every layer
+            self_attn_mask = torch.zeros(self_attn_mask.shape, dtype=tgt.dtype, device=tgt.device).masked_fill_(
+                self_attn_mask, float("-inf"))
         ref_in = ref_logits  # detached input anchors of the current layer
         prev = ref_logits  # undetached boxes of the previous layer
         hs, boxes = [], []

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dino.models.backbone import Joiner
-from dino.models.deformable_transformer import DeformableDecoder, DeformableEncoder
+from dino.models.deformable_transformer import DeformableDecoder, DeformableEncoder, token_grid
 from dino.models.dn_components import ContrastiveDenoising
 from dino.models.query_selection import QuerySelection
 
@@ -78,7 +78,8 @@ class DINO(nn.Module):
             pos.append(self.backbone[1](lvl_masks[-1]))
         shapes = [(s.shape[2], s.shape[3]) for s in srcs]
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-        pos_flat = torch.cat([(p.flatten(2).transpose(1, 2) + self.level_embed[i]) for i, p in enumerate(pos)], 1)
+        _, _, levels = token_grid(shapes, src.device)
+        pos_flat = torch.cat([p.flatten(2).transpose(1, 2) for p in pos], 1) + self.level_embed.index_select(0, levels)
         mask = torch.cat([m.flatten(1) for m in lvl_masks], 1)
         valid_ratios = torch.stack([self._valid_ratio(m) for m in lvl_masks], 1)
         return src, pos_flat.to(src.dtype), mask, shapes, valid_ratios

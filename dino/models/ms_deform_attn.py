@@ -5,6 +5,13 @@ placed around its reference point by learned offsets, and mixes them with learne
 weights (softmax over levels x points). Sampling is bilinear via ``F.grid_sample``,
 so no custom CUDA kernel is needed and it runs on CPU too.
 
+All levels are sampled by ONE ``grid_sample`` call: the level maps are stacked into a
+single zero-separated canvas (``CanvasLayout``) and every sampling location is mapped
+into it by a per-level affine transform. A point outside its own level is clamped into
+the zero band around that level, where it reads exactly zero, as the per-level
+zero-padded sampling would. One call instead of one per level removes most of the
+small kernel launches that bound an eager training step on the GPU.
+
 Shapes used throughout:
   ``S = sum(H_l * W_l)`` flattened memory tokens, ``Lq`` queries, ``L`` levels,
   ``P`` points, ``nH`` heads, ``hd = d_model / nH``.
@@ -12,11 +19,120 @@ Shapes used throughout:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# Zero rows between two levels in the canvas. Two, so that a point clamped half a pixel
+# beyond its level's one-pixel border band touches only zeros on both bilinear rows.
+_GAP = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class CanvasLayout:
+    """Where each level sits in the stacked canvas, and the affine maps into it.
+
+    Levels are stacked top to bottom, left-aligned, ``_GAP`` zero rows apart; the canvas
+    is ``height x width`` (``width`` = the widest level). Broadcasting shapes are chosen
+    for locations ``[..., L, P, 2]``.
+
+    Attributes:
+        index: ``[height * width]`` token index of every canvas pixel; ``S`` (one past
+            the last token) where the canvas is empty, to read an appended zero.
+        scale / shift: ``[L, 1, 2]``: ``grid = loc * scale + shift`` maps a location
+            (x, y) in [0, 1] of its level to grid_sample's [-1, 1] canvas frame.
+        low / high: ``[L, 1, 2]`` clamp bounds in the canvas frame: 1.5 pixels of the
+            level beyond its first and last pixel centre, inside the zero band.
+        pixel_step: ``[2]`` the canvas-frame size of one pixel (all levels alike).
+    """
+
+    height: int
+    width: int
+    index: Tensor
+    scale: Tensor
+    shift: Tensor
+    low: Tensor
+    high: Tensor
+    pixel_step: Tensor
+
+
+def _build_layout(spatial_shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> CanvasLayout:
+    n_tokens = sum(h * w for h, w in spatial_shapes)
+    width = max(w for _, w in spatial_shapes)
+    height = sum(h for h, _ in spatial_shapes) + _GAP * (len(spatial_shapes) - 1)
+    index = torch.full((height, width), n_tokens, dtype=torch.int64)
+    scale, shift, low, high = [], [], [], []
+    row, start = 0, 0
+    for h, w in spatial_shapes:
+        index[row:row + h, :w] = torch.arange(start, start + h * w).view(h, w)
+        sx, sy = 2.0 * w / width, 2.0 * h / height
+        tx, ty = -1.0, 2.0 * row / height - 1.0
+        scale.append((sx, sy))
+        shift.append((tx, ty))
+        # level-frame bounds (-1/w, 1 + 1/w): pixel coords -1.5 and w + 0.5
+        low.append((-1.0 / w * sx + tx, -1.0 / h * sy + ty))
+        high.append(((1.0 + 1.0 / w) * sx + tx, (1.0 + 1.0 / h) * sy + ty))
+        row += h + _GAP
+        start += h * w
+
+    def as_tensor(values: list[tuple[float, float]]) -> Tensor:
+        return torch.tensor(values, dtype=torch.float64).view(-1, 1, 2).to(device, dtype)
+
+    return CanvasLayout(height, width, index.flatten().to(device), as_tensor(scale), as_tensor(shift),
+                        as_tensor(low), as_tensor(high),
+                        torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64).to(device, dtype))
+
+
+_LAYOUTS: dict[tuple, CanvasLayout] = {}
+
+
+def canvas_layout(spatial_shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> CanvasLayout:
+    """The layout for these level shapes in ``dtype``, built once per (shapes, device,
+    dtype) and reused: its tensors are constants of the input size."""
+    if torch.compiler.is_compiling():
+        return _build_layout(spatial_shapes, device, dtype)
+    key = (tuple((int(h), int(w)) for h, w in spatial_shapes), device, dtype)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) > 64:  # many distinct input sizes (dynamic padding): keep it bounded
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _build_layout(spatial_shapes, device, dtype)
+    return layout
+
+
+def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def sample_canvas(value: Tensor, layout: CanvasLayout, grid: Tensor, attention_weights: Tensor) -> Tensor:
+    """Bilinear samples of every level at once, weighted and summed per head.
+
+    Args:
+        value: ``[B, S, nH, hd]`` per-head values of all levels, flattened row-major.
+        layout: the canvas of the levels (``canvas_layout``).
+        grid: ``[B, Lq, nH, L, P, 2]`` locations in the canvas frame, already clamped to
+            ``layout.low .. layout.high``.
+        attention_weights: ``[B, Lq, nH, L, P]``.
+    Returns:
+        ``[B, Lq, nH * hd]`` in the wider of the value and grid dtypes.
+    """
+    batch, n_tokens, n_heads, head_dim = value.shape
+    _, n_queries, _, n_levels, n_points, _ = grid.shape
+    # Sample in the wider of the two dtypes: a bf16 grid would misplace points by pixels.
+    dtype = torch.promote_types(value.dtype, grid.dtype)
+    # [B, S, nH, hd] -> [B*nH, hd, S + 1] (a zero token last) -> canvas [B*nH, hd, Hc, Wc]
+    values = _cast(value.permute(0, 2, 3, 1).reshape(batch * n_heads, head_dim, n_tokens), dtype)
+    canvas = F.pad(values, (0, 1)).index_select(2, layout.index).view(batch * n_heads, head_dim, layout.height,
+                                                                      layout.width)
+    # [B, Lq, nH, L, P, 2] -> [B*nH, Lq, L*P, 2]; weights -> [B*nH, 1, Lq, L*P]
+    grids = _cast(grid.permute(0, 2, 1, 3, 4, 5).reshape(batch * n_heads, n_queries, n_levels * n_points, 2), dtype)
+    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(batch * n_heads, 1, n_queries, n_levels * n_points)
+    sampled = F.grid_sample(canvas, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = (sampled * _cast(weights, dtype)).sum(-1)  # [B*nH, hd, Lq]
+    return out.view(batch, n_heads * head_dim, n_queries).transpose(1, 2)
 
 
 def ms_deform_attn_core(
@@ -37,26 +153,10 @@ def ms_deform_attn_core(
     Returns:
         ``[B, Lq, nH * hd]``.
     """
-    batch, n_tokens, n_heads, head_dim = value.shape
-    _, n_queries, _, n_levels, n_points, _ = sampling_locations.shape
-    # Sample in the wider of the two dtypes: a bf16 grid would misplace points by pixels.
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
-    # one layout change for all levels: [B, S, nH, hd] -> [B*nH, hd, S]
-    values = value.permute(0, 2, 3, 1).reshape(batch * n_heads, head_dim, n_tokens).to(dtype)
-    # [B, Lq, nH, L, P, 2] -> [B*nH, L, Lq, P, 2], in grid_sample's [-1, 1] convention
-    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 1, 4, 5).reshape(batch * n_heads, n_levels, n_queries,
-                                                                           n_points, 2).to(dtype)
-    # [B, Lq, nH, L, P] -> [B*nH, L, 1, Lq, P]
-    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(batch * n_heads, n_levels, 1, n_queries, n_points)
-    out = None
-    start = 0
-    for level, (h, w) in enumerate(spatial_shapes):
-        v = values[:, :, start:start + h * w].unflatten(2, (h, w))  # [B*nH, hd, H, W]
-        start += h * w
-        sampled = F.grid_sample(v, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False)
-        part = (sampled * weights[:, level].to(dtype)).sum(-1)  # [B*nH, hd, Lq]
-        out = part if out is None else out + part
-    return out.view(batch, n_heads * head_dim, n_queries).transpose(1, 2)
+    layout = canvas_layout(spatial_shapes, value.device, dtype)
+    grid = torch.addcmul(layout.shift, _cast(sampling_locations, dtype), layout.scale).clamp(layout.low, layout.high)
+    return sample_canvas(value, layout, grid, attention_weights)
 
 
 class MSDeformAttn(nn.Module):
@@ -122,22 +222,26 @@ class MSDeformAttn(nn.Module):
         # Locations need more precision than bf16/fp16 gives (1/256 of the map is several
         # pixels on a large level), so the offset projection runs in float32.
         precise = torch.promote_types(self.sampling_offsets.weight.dtype, torch.float32)
+        layout = canvas_layout(spatial_shapes, query.device, precise)
+        n_ref = reference_points.shape[-1]
+        if n_ref not in (2, 4):
+            raise ValueError(f"reference_points must end in 2 or 4, got {tuple(reference_points.shape)}")
         with torch.autocast(device_type=query.device.type, enabled=False):
-            offsets = self.sampling_offsets(query.to(precise)).view(
+            offsets = self.sampling_offsets(_cast(query, precise)).view(
                 batch, n_queries, self.n_heads, self.n_levels, self.n_points, 2
             )
-            ref = reference_points.to(precise)[:, :, None, :, None, :]  # [B, Lq, 1, L, 1, 2|4]
-            if reference_points.shape[-1] == 2:
+            ref = _cast(reference_points, precise).reshape(batch, n_queries, 1, self.n_levels, 1, n_ref)
+            # locations mapped straight into the canvas frame (see CanvasLayout)
+            centre = torch.addcmul(layout.shift, ref[..., :2], layout.scale)
+            if n_ref == 2:
                 # offsets are in pixels of each level
-                normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=precise, device=query.device)
-                locations = ref + offsets / normalizer[None, None, None, :, None, :]
-            elif reference_points.shape[-1] == 4:
-                # offsets are relative to the box's half size, spread over the points
-                locations = ref[..., :2] + offsets / self.n_points * ref[..., 2:] * 0.5
+                grid = torch.addcmul(centre, offsets, layout.pixel_step)
             else:
-                raise ValueError(f"reference_points must end in 2 or 4, got {tuple(reference_points.shape)}")
+                # offsets are relative to the box's half size, spread over the points
+                grid = torch.addcmul(centre, offsets, ref[..., 2:] * layout.scale, value=0.5 / self.n_points)
+            grid = grid.clamp(layout.low, layout.high)
 
         weights = self.attention_weights(query).view(batch, n_queries, self.n_heads, self.n_levels * self.n_points)
         weights = weights.to(precise).softmax(-1).view(batch, n_queries, self.n_heads, self.n_levels, self.n_points)
-        out = ms_deform_attn_core(v, spatial_shapes, locations, weights)
+        out = sample_canvas(v, layout, grid, weights)
         return self.output_proj(out)

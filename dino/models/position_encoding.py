@@ -19,9 +19,25 @@ import torch
 from torch import Tensor, nn
 
 
-def _interleave_sin_cos(pos: Tensor) -> Tensor:
-    """``[..., F]`` angles -> ``[..., F]`` with sin on even and cos on odd features."""
-    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+_FREQUENCIES: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def sine_frequencies(num_feats: int, temperature: float, scale: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(freq [F], phase [F])`` so that ``sin(x * freq + phase)`` is the interleaved code
+    ``sin(x * scale / t_0), cos(x * scale / t_0), sin(x * scale / t_2), ...`` with
+    ``t_i = temperature ** (2 * (i // 2) / F)`` (cos as a sine shifted by pi/2: one kernel
+    instead of slicing, two transcendental kernels and a stack). Constants of the
+    model, built once per device."""
+    key = (num_feats, float(temperature), float(scale), device)
+    cached = None if torch.compiler.is_compiling() else _FREQUENCIES.get(key)
+    if cached is None:
+        dim_t = torch.arange(num_feats, dtype=torch.float64)
+        dim_t = float(temperature) ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+        phase = (torch.arange(num_feats) % 2).to(torch.float64) * (math.pi / 2)
+        cached = ((scale / dim_t).to(device, torch.float32), phase.to(device, torch.float32))
+        if not torch.compiler.is_compiling():
+            _FREQUENCIES[key] = cached
+    return cached
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -40,10 +56,6 @@ class PositionEmbeddingSine(nn.Module):
         self.temperature_w = temperature_w
         self.scale = 2 * math.pi
 
-    def _dim_t(self, temperature: float, device: torch.device) -> Tensor:
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=device)
-        return temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
-
     def forward(self, mask: Tensor) -> Tensor:
         """Args:
             mask: ``[B, H, W]`` bool, True on padding.
@@ -54,12 +66,15 @@ class PositionEmbeddingSine(nn.Module):
         y_embed = not_mask.cumsum(1)
         x_embed = not_mask.cumsum(2)
         eps = 1e-6
-        # Normalise to (0, 2*pi] over the valid region; centres of pixels at (i - 0.5).
-        y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * self.scale
-        x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * self.scale
-        pos_y = _interleave_sin_cos(y_embed[..., None] / self._dim_t(self.temperature_h, mask.device))
-        pos_x = _interleave_sin_cos(x_embed[..., None] / self._dim_t(self.temperature_w, mask.device))
-        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+        # Normalise to (0, 1] over the valid region (2*pi is in the frequencies); centres
+        # of pixels at (i - 0.5).
+        y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps)
+        x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps)
+        freq_y, phase_y = sine_frequencies(self.num_pos_feats, self.temperature_h, self.scale, mask.device)
+        freq_x, phase_x = sine_frequencies(self.num_pos_feats, self.temperature_w, self.scale, mask.device)
+        pos_y = torch.addcmul(phase_y, y_embed[..., None], freq_y)
+        pos_x = torch.addcmul(phase_x, x_embed[..., None], freq_x)
+        return torch.cat((pos_y, pos_x), dim=3).sin_().permute(0, 3, 1, 2)
 
 
 def sine_embed_boxes(boxes: Tensor, hidden_dim: int, temperature: float = 10000.0) -> Tensor:
@@ -73,9 +88,22 @@ def sine_embed_boxes(boxes: Tensor, hidden_dim: int, temperature: float = 10000.
         (y, x, w, h) as in DAB-DETR.
     """
     num_feats = hidden_dim // 2
-    dim_t = torch.arange(num_feats, dtype=torch.float32, device=boxes.device)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
-    angles = boxes.to(torch.float32)[..., None] * (2 * math.pi) / dim_t  # [..., 4, F]
-    codes = _interleave_sin_cos(angles)
-    order = [1, 0] + list(range(2, boxes.shape[-1]))
-    return codes[..., order, :].flatten(-2)
+    freq, phase = sine_frequencies(num_feats, temperature, 2 * math.pi, boxes.device)
+    n_coords = boxes.shape[-1]
+    # (x, y, ...) -> (y, x, ...) by a cached index: one gather, no host->device list copy
+    order = _coordinate_order(n_coords, boxes.device)
+    angles = torch.addcmul(phase, boxes.to(torch.float32).index_select(-1, order)[..., None], freq)  # [..., 4, F]
+    return angles.sin().flatten(-2)
+
+
+_ORDERS: dict[tuple, Tensor] = {}
+
+
+def _coordinate_order(n_coords: int, device: torch.device) -> Tensor:
+    key = (n_coords, device)
+    order = None if torch.compiler.is_compiling() else _ORDERS.get(key)
+    if order is None:
+        order = torch.tensor([1, 0] + list(range(2, n_coords)), device=device)
+        if not torch.compiler.is_compiling():
+            _ORDERS[key] = order
+    return order

@@ -14,10 +14,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from dino.models.deformable_transformer import MLP
+from dino.models.deformable_transformer import MLP, token_grid, valid_frame_centres
 
 # Proposals whose centre or size falls outside (0.01, 0.99) are not selectable.
 _PROPOSAL_MIN, _PROPOSAL_MAX = 0.01, 0.99
+
+
+def _anchor_sizes(levels: Tensor) -> Tensor:
+    """``[S]`` level index -> ``[1, S, 2]`` anchor (w, h) ``0.05 * 2**level``."""
+    return (0.05 * torch.pow(2.0, levels.to(torch.float32)))[None, :, None].expand(1, -1, 2)
 
 
 def encoder_proposals(spatial_shapes: list[tuple[int, int]], valid_ratios: Tensor,
@@ -33,18 +38,10 @@ def encoder_proposals(spatial_shapes: list[tuple[int, int]], valid_ratios: Tenso
         relative to the unpadded image; 0 where invalid), ``valid`` False on padding and
         on anchors too close to the border.
     """
-    anchors = []
-    for lvl, (h, w) in enumerate(spatial_shapes):
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
-            torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
-            indexing="ij",
-        )
-        valid_wh = valid_ratios[:, lvl] * torch.tensor([w, h], dtype=torch.float32, device=valid_ratios.device)
-        centres = torch.stack((xs, ys), -1).reshape(1, -1, 2) / valid_wh[:, None]  # [B, H*W, 2]
-        sizes = torch.full_like(centres, 0.05 * 2.0**lvl)
-        anchors.append(torch.cat((centres, sizes), -1))
-    anchors = torch.cat(anchors, 1)  # [B, S, 4]
+    _, _, levels = token_grid(spatial_shapes, valid_ratios.device)
+    centres = valid_frame_centres(spatial_shapes, valid_ratios)  # [B, S, 2]
+    sizes = _anchor_sizes(levels).expand_as(centres)
+    anchors = torch.cat((centres, sizes), -1)  # [B, S, 4]
     valid = ((anchors > _PROPOSAL_MIN) & (anchors < _PROPOSAL_MAX)).all(-1) & ~padding_mask
     logits = torch.log(anchors / (1 - anchors)).masked_fill(~valid[..., None], 0.0)
     return logits, valid
