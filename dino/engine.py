@@ -76,11 +76,29 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.d
 
 @torch.no_grad()
 def evaluate(model, criterion, postprocessor, loader, coco_gt: COCO, device: torch.device, precision: str,
-             conf_threshold: float = 0.0) -> dict[str, Any]:
+             conf_threshold: float = 0.0, gather: Callable[[Any], list | None] | None = None) -> dict[str, Any] | None:
     """COCO bbox mAP of ``loader``'s images against ``coco_gt`` plus the mean loss.
 
     Returns ``mAP`` (AP@[.5:.95]), ``mAP50``, ``loss``, ``stats`` (COCOeval's 12 numbers)
-    and ``detections`` (COCO result dicts). Labels are category ids (TAO convention)."""
+    and ``detections`` (COCO result dicts). Labels are category ids (TAO convention).
+    Sharded (DDP): each rank's ``loader`` holds its share of the images and ``gather``
+    brings every rank's ``(detections, loss_sum, count)`` to rank 0 (None elsewhere);
+    rank 0 scores them all, the other ranks return None."""
+    detections, loss_sum, count = _predict(model, criterion, postprocessor, loader, device, precision, conf_threshold)
+    if gather is not None:
+        parts = gather((detections, loss_sum, count))
+        if parts is None:
+            return None
+        detections = [det for part in parts for det in part[0]]
+        loss_sum, count = sum(part[1] for part in parts), sum(part[2] for part in parts)
+    stats = coco_map(coco_gt, detections)
+    return {"mAP": stats[0], "mAP50": stats[1], "loss": loss_sum / max(count, 1), "stats": stats,
+            "detections": detections}
+
+
+def _predict(model, criterion, postprocessor, loader, device: torch.device, precision: str,
+             conf_threshold: float) -> tuple[list[dict], float, int]:
+    """COCO result dicts, summed loss (per image) and image count over ``loader``."""
     model.eval()
     criterion.eval()
     detections, loss_sum, count = [], 0.0, 0
@@ -99,9 +117,7 @@ def evaluate(model, criterion, postprocessor, loader, coco_gt: COCO, device: tor
             for box, score, label in zip(xywh, res["scores"][keep].tolist(), res["labels"][keep].tolist()):
                 detections.append({"image_id": int(t["image_id"]), "category_id": int(label),
                                    "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
-    stats = coco_map(coco_gt, detections)
-    return {"mAP": stats[0], "mAP50": stats[1], "loss": loss_sum / max(count, 1), "stats": stats,
-            "detections": detections}
+    return detections, loss_sum, count
 
 
 def coco_map(coco_gt: COCO, detections: list[dict]) -> list[float]:

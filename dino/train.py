@@ -5,6 +5,10 @@ training step. The run resumes from ``train.resume_training_checkpoint_path`` or
 from ``<train dir>/dino_model_latest.pth`` (rewritten after every epoch), so a killed run
 restarted with the same command continues where it stopped. SIGTERM ends the run after
 the current step (a checkpoint being written is finished first) with a FAILURE line.
+
+With ``train.num_gpus`` > 1 the process launches one worker per device
+(:mod:`dino.distributed`); each worker runs this same loop as one DDP rank: its share of
+every epoch (DistributedSampler), its shard of the validation set, rank 0 alone writing.
 """
 
 from __future__ import annotations
@@ -13,17 +17,34 @@ import dataclasses
 import datetime
 import functools
 import os
-import random
 import signal
 import sys
 import time
 
-import numpy as np
 import torch
 
 from dino.checkpoint import latest_checkpoint, load_checkpoint, load_weights, model_state, rng_state, save_checkpoint, set_rng_state
 from dino.config import Spec, SpecError
 from dino.data import build_dataset, check_batch, train_loader, val_loader
+from dino.distributed import (
+    RANK_SEED_STRIDE,
+    SINGLE,
+    DistContext,
+    all_mean,
+    broadcast_from_main,
+    context_from_env,
+    convert_sync_bn,
+    gather_to_main,
+    launch,
+    process_group,
+    rank_gpu_ids,
+    rank_rng_state,
+    rank_status,
+    restore_rank_rng,
+    seed_everything,
+    sync_buffers,
+    wrap_ddp,
+)
 from dino.engine import evaluate, train_one_epoch
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
 from dino.status_log import StatusLog
@@ -58,7 +79,9 @@ class SignalGuard:
         return False
 
     def _handle(self, signum, frame):
-        self.received = self.received or signum
+        if self.received:  # the stop is under way; a repeat (e.g. group + forwarded) changes nothing
+            return
+        self.received = signum
         if self._depth:
             self._pending = signum
         else:
@@ -101,12 +124,6 @@ def select_device(gpu_ids: list[int], field: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def build_model(spec: Spec, device: torch.device, status: StatusLog):
     """Model, criterion, post-processor with pretrained weights (if any) loaded; spec
     mistakes surface as SpecError. Returns also whether the backbone starts random."""
@@ -142,10 +159,19 @@ def _require_file(path: str, field: str) -> None:
 
 
 def run_training(spec: Spec, ignored: list[str], status: StatusLog) -> None:
-    """Train per ``spec``; raises SpecError / DataError for bad input, Interrupted on SIGTERM."""
+    """Train per ``spec``; raises SpecError / DataError for bad input, Interrupted on SIGTERM.
+
+    ``train.num_gpus`` > 1 outside a DDP worker launches the workers and waits (the
+    workers' errors come back as the same exceptions); inside one (RANK / WORLD_SIZE set,
+    by our launcher or torchrun) this process trains as its rank."""
+    ctx = context_from_env()
+    if ctx is None and spec.train.num_gpus > 1:
+        launch(spec, ignored, status, log=log)
+        return
+    ctx = ctx or SINGLE
     with SignalGuard() as guard:
         try:
-            _train(spec, ignored, status, guard)
+            _train(spec, ignored, rank_status(status, ctx), guard, ctx)
         except Interrupted:
             raise
         except Exception as exc:  # e.g. a DataLoader worker killed by the same signal first
@@ -154,24 +180,38 @@ def run_training(spec: Spec, ignored: list[str], status: StatusLog) -> None:
             raise
 
 
-def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard) -> None:
+def _quiet(*_args, **_kwargs) -> None:
+    """The stdout of ranks other than 0."""
+
+
+def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard, ctx: DistContext) -> None:
     t, d = spec.train, spec.dataset
+    say = log if ctx.is_main else _quiet
     train_dir = train_dir_of(spec)
     if ignored:
         text = "; ".join(ignored)
-        log(f"Ignored spec fields (accepted, not used by this trainer): {text}", file=sys.stderr)
+        say(f"Ignored spec fields (accepted, not used by this trainer): {text}", file=sys.stderr)
         status.write(f"Ignored spec fields (accepted, not used by this trainer): {text}", verbosity="WARNING")
-    seed_everything(t.seed)
+    seed_everything(t.seed)  # the same on every rank: identical initial weights
     torch.backends.cudnn.benchmark = t.cudnn.benchmark
     torch.backends.cudnn.deterministic = t.cudnn.deterministic
-    device = select_device(t.gpu_ids, "train.gpu_ids")
+    device = select_device(rank_gpu_ids(ctx, t.gpu_ids), "train.gpu_ids")
     if device.type == "cpu" and t.precision == "fp16":
         raise SpecError("train.precision=fp16 needs a GPU; use fp32 or bf16 on CPU")
+    with process_group(ctx, device):
+        _fit(spec, status, guard, ctx, device, train_dir, say)
 
+
+def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, device: torch.device, train_dir: str,
+         say) -> None:
+    t, d = spec.train, spec.dataset
     train_ds = build_dataset(d.train_data_sources, d, True, "dataset.train_data_sources")
-    check_batch(train_ds, d.batch_size, t.num_gpus, "dataset.train_data_sources")
+    check_batch(train_ds, d.batch_size, ctx.world_size, "dataset.train_data_sources")
     val_ds = build_dataset(d.val_data_sources, d, False, "dataset.val_data_sources")
     model, criterion, post, backbone_random = build_model(spec, device, status)
+    model, synced = convert_sync_bn(model, ctx, device)
+    if synced:
+        status.write("Trainable batch norms synchronised across processes (SyncBatchNorm)")
     unmatched = freeze(model, t.freeze)
     if unmatched:
         status.write(f"train.freeze: no parameters under {unmatched}; skipped", status="SKIPPED", verbosity="WARNING")
@@ -179,13 +219,13 @@ def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard
     optimizer = build_optimizer(model, spec.model, t.optim, plan)
     scheduler = build_scheduler(optimizer, t.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    log(plan.note)
+    say(plan.note)
     status.write(plan.note)
 
     start_epoch, step = 0, 0
-    resume = t.resume_training_checkpoint_path or latest_checkpoint(train_dir)
     if t.resume_training_checkpoint_path:
         _require_file(t.resume_training_checkpoint_path, "train.resume_training_checkpoint_path")
+    resume = broadcast_from_main(ctx, t.resume_training_checkpoint_path or latest_checkpoint(train_dir))
     if resume:
         ckpt = load_checkpoint(resume)
         try:
@@ -196,43 +236,60 @@ def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard
                             f"({str(exc).splitlines()[0]}); use a new results_dir to start over") from None
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        status.kpi = dict(ckpt.get("kpi", {}))
         start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
-        log(f"Resuming from {resume}: epoch {ckpt['epoch']} finished, step {step}")
+        if ctx.enabled:
+            restore_rank_rng(ctx, ckpt, device, t.seed, start_epoch)
+        else:
+            set_rng_state(ckpt["rng"])
+        status.kpi = dict(ckpt.get("kpi", {}))
+        say(f"Resuming from {resume}: epoch {ckpt['epoch']} finished, step {step}")
         status.write(f"Resuming training from {resume} (epoch {ckpt['epoch']} finished, step {step})")
+    elif ctx.rank:
+        seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank)  # other augmentation / denoising draws than rank 0's
 
+    net = wrap_ddp(model, ctx, device)  # trains; ``model`` (the same weights) evaluates and is saved
     pin = d.pin_memory and device.type == "cuda"
-    steps_per_epoch = len(train_ds) // d.batch_size
+    steps_per_epoch = len(train_ds) // ctx.world_size // d.batch_size  # per rank: each sees 1/world of the data
     last = t.num_epochs - 1
     status.write("Starting Training Loop.", status="STARTED")
     for epoch in range(start_epoch, t.num_epochs):
         began = time.time()
-        log(f"Epoch {epoch}/{last}")
-        stats = train_one_epoch(model, criterion, train_loader(train_ds, d, t.seed, epoch, pin), optimizer, scaler,
-                                device, t.precision, t.clip_grad_norm, log=log)
+        say(f"Epoch {epoch}/{last}")
+        loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size)
+        stats = train_one_epoch(net, criterion, loader, optimizer, scaler, device, t.precision, t.clip_grad_norm,
+                                log=say)
+        stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)
         scheduler.step()
         step += stats["steps"]
         if (epoch + 1) % t.validation_interval == 0 or epoch == last:
-            res = evaluate(model, criterion, post, val_loader(val_ds, d, d.batch_size, pin), val_ds.coco, device,
-                           t.precision)
-            log(f"Validation mAP : {res['mAP']}")
-            log(f"Validation mAP50 : {res['mAP50']}")
-            status.kpi = {"val_mAP": str(res["mAP"]), "val_mAP50": str(res["mAP50"]), "val_loss": res["loss"]}
-            status.write("Eval metrics generated.")
+            sync_buffers(model, ctx)
+            res = evaluate(model, criterion, post,
+                           val_loader(val_ds, d, d.batch_size, pin, rank=ctx.rank, world_size=ctx.world_size),
+                           val_ds.coco, device, t.precision,
+                           gather=functools.partial(gather_to_main, ctx) if ctx.enabled else None)
+            if res is not None:  # rank 0
+                say(f"Validation mAP : {res['mAP']}")
+                say(f"Validation mAP50 : {res['mAP50']}")
+                status.kpi = {"val_mAP": str(res["mAP"]), "val_mAP50": str(res["mAP50"]), "val_loss": res["loss"]}
+                status.write("Eval metrics generated.")
         status.kpi["train_loss"] = stats["train_loss"]
         elapsed = time.time() - began
         eta = datetime.timedelta(seconds=elapsed * (last - epoch))
         status.write("Training loop in progress", epoch=epoch, max_epoch=last, step=step,
                      max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
                      time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta))
+        rng = gather_to_main(ctx, rank_rng_state(device)) if ctx.enabled else None  # every rank's stream
+        if not ctx.is_main:
+            continue
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                 "rng": rng_state(), "kpi": dict(status.kpi), "num_classes": d.num_classes,
-                 "model_config": dataclasses.asdict(spec.model)}
+                 "rng": rng[0] if rng else rng_state(), "kpi": dict(status.kpi), "num_classes": d.num_classes,
+                 "model_config": dataclasses.asdict(spec.model), "world_size": ctx.world_size}
+        if rng:
+            state["rng_ranks"] = rng
         with guard.critical():
             path = save_checkpoint(state, train_dir, (epoch + 1) % t.checkpoint_interval == 0 or epoch == last)
-        log(f"Epoch {epoch}/{last} done: train_loss {stats['train_loss']:.4f}  "
+        say(f"Epoch {epoch}/{last} done: train_loss {stats['train_loss']:.4f}  "
             f"time {datetime.timedelta(seconds=round(elapsed))}  eta {datetime.timedelta(seconds=round(eta.total_seconds()))}"
             f"  checkpoint {os.path.basename(path)}")
     status.write("Training loop complete.")

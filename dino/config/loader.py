@@ -211,11 +211,11 @@ def _validate(spec: Spec, where: str) -> None:
         ("dataset.augmentation.train_random_crop_min", a.train_random_crop_min, 1),
     ]:
         _check(value >= low, where, f"{name} must be >= {low}, got {value}")
-    _check(t.num_gpus == 1, where,
-           f"train.num_gpus={t.num_gpus}: this trainer runs one process on one device; set train.num_gpus=1 "
-           "and run one trial per GPU")
     _check(len(t.gpu_ids) >= t.num_gpus and all(i >= 0 for i in t.gpu_ids), where,
            f"train.gpu_ids {t.gpu_ids} must list {t.num_gpus} device index(es) >= 0 for train.num_gpus={t.num_gpus}")
+    _check(t.num_gpus == 1 or (len(t.gpu_ids) == t.num_gpus and len(set(t.gpu_ids)) == t.num_gpus), where,
+           f"train.num_gpus is {t.num_gpus} but train.gpu_ids is {t.gpu_ids}: list {t.num_gpus} distinct device ids, "
+           f"one per process (e.g. train.gpu_ids={list(range(t.num_gpus))}), or set train.num_gpus={len(t.gpu_ids)}")
     _check(o.lr > 0 and o.lr_backbone >= 0 and o.weight_decay >= 0 and o.lr_decay > 0 and o.lr_linear_proj_mult >= 0,
            where, "train.optim: lr must be > 0, lr_decay > 0, lr_backbone / weight_decay / lr_linear_proj_mult >= 0")
     _check(all(s > 0 for s in a.scales) and len(a.scales) > 0, where, "dataset.augmentation.scales must list sizes > 0")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from dino.config.spec import DatasetConfig, DataSource
 from dino.data.coco import CocoDetection, DataError
@@ -63,16 +63,31 @@ def check_batch(ds: CocoDetection, batch_size: int, num_gpus: int, where: str) -
         )
 
 
-def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, pin: bool) -> DataLoader:
+def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, pin: bool, rank: int = 0,
+                 world_size: int = 1) -> DataLoader:
     """Shuffled with a generator seeded by (seed, epoch), so a resumed run sees the same order
-    and worker augmentation streams as an uninterrupted one; the last partial batch is dropped."""
-    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
+    and worker augmentation streams as an uninterrupted one; the last partial batch is dropped.
+
+    With ``world_size`` > 1 (DDP) one permutation per (seed, epoch) is split into equal
+    shares (the remainder dropped) and rank ``rank`` gets batches of ``cfg.batch_size``
+    (per process, as TAO) from its share: every rank takes the same number of steps."""
+    gen = torch.Generator().manual_seed(seed * 1000 + epoch + 7919 * rank)  # worker seeds differ per rank
+    if world_size == 1:
+        return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
+                          num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                          worker_init_fn=_worker_init)
+    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, generator=gen,
                       num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
                       worker_init_fn=_worker_init)
 
 
-def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False,
+def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool, rank: int = 0,
+               world_size: int = 1) -> DataLoader:
+    """In order; with ``world_size`` > 1 rank ``rank`` gets images rank, rank + world, ...
+    (every image exactly once over the ranks, unlike DistributedSampler's padding)."""
+    shard = range(rank, len(ds), world_size) if world_size > 1 else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False, sampler=shard,
                       num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
                       worker_init_fn=_worker_init)
