@@ -45,11 +45,12 @@ def _status_path(task: str, spec_path: str, overrides: list[str]) -> str | None:
 
 
 def _run_task(task: str, args: argparse.Namespace) -> int:
+    from dino.distributed import NullStatusLog, WorkerFailed, is_secondary_rank
     from dino.train import Interrupted
 
     path = _status_path(task, args.experiment_spec, args.overrides)
-    try:
-        status = StatusLog(path) if path else None
+    try:  # under torchrun, rank 0 alone writes status lines
+        status = (NullStatusLog() if is_secondary_rank() else StatusLog(path)) if path else None
     except OSError as exc:
         print(f"error: cannot create the results folder for {path}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -78,6 +79,8 @@ def _run_task(task: str, args: argparse.Namespace) -> int:
                      128 + exc.signum)
     except KeyboardInterrupt:
         return _fail(status, f"{task.capitalize()} interrupted", 130)
+    except WorkerFailed as exc:  # a DDP rank's error; the rank printed its traceback
+        return _fail(status, str(exc), EXIT_FAILURE)
     except Exception as exc:  # anything else is a failure of the run, reported with its traceback
         traceback.print_exc()
         return _fail(status, f"{type(exc).__name__}: {exc}", EXIT_FAILURE)

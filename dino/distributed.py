@@ -92,6 +92,11 @@ class NullStatusLog(StatusLog):
         return {}
 
 
+def is_secondary_rank() -> bool:
+    """A DDP worker other than rank 0, by the environment (no torch needed)."""
+    return "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0").strip() not in ("", "0")
+
+
 def rank_status(status: StatusLog, ctx: DistContext) -> StatusLog:
     return status if ctx.is_main else NullStatusLog()
 
