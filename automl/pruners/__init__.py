@@ -18,6 +18,8 @@ __all__ = ["BestSoFarPercentilePruner", "best_so_far", "build_pruner"]
 
 def build_pruner(settings: PrunerSettings) -> BasePruner:
     s = settings
+    # steps are 0-based epochs: a warm-up of 2 epochs allows the first decision at step 1
+    warmup_steps = max(0, s.warmup_epochs - 1)
     if s.name in ("median", "percentile"):
         return BestSoFarPercentilePruner(
             percentile=50.0 if s.name == "median" else s.percentile,
@@ -40,7 +42,7 @@ def build_pruner(settings: PrunerSettings) -> BasePruner:
         if s.lower is None and s.upper is None:
             raise ValueError("pruner 'threshold' needs pruner.lower or pruner.upper")
         return optuna.pruners.ThresholdPruner(
-            lower=s.lower, upper=s.upper, n_warmup_steps=s.warmup_epochs, **s.options
+            lower=s.lower, upper=s.upper, n_warmup_steps=warmup_steps, **s.options
         )
     if s.name == "none":
         return optuna.pruners.NopPruner()

@@ -87,3 +87,11 @@ def test_threshold_needs_a_bound():
     with pytest.raises(ValueError, match="lower or pruner.upper"):
         build_pruner(PrunerSettings(name="threshold"))
     assert build_pruner(PrunerSettings(name="threshold", lower=0.1))
+
+
+def test_threshold_warmup_counts_epochs_like_the_median_rule():
+    """warmup_epochs=2: the first decision comes with the second epoch (step 1)."""
+    study = _study()
+    pruner = build_pruner(PrunerSettings(name="threshold", lower=0.5, warmup_epochs=2))
+    assert not pruner.prune(study, _running(study, {0: 0.1}))
+    assert pruner.prune(study, _running(study, {0: 0.1, 1: 0.1}))
