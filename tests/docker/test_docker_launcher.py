@@ -82,7 +82,9 @@ def test_stop_kills_a_job_ignoring_sigterm_after_the_grace_period(launcher, dock
     start = time.monotonic()
     result = handle.stop(grace_period=2)
     elapsed = time.monotonic() - start
-    assert 1.5 < elapsed < 2 + 4, elapsed
+    # killed after the grace period, not before; and within the 10 s of the decision
+    # (grace + 4 s flaked at 6.2 s with load average 6 on 2 cores)
+    assert 1.5 < elapsed < 10, elapsed
     assert (result.exit_code, result.stopped) == (137, True)
     assert gone(docker_client, handle)
     assert handle.stop(grace_period=2) == result  # idempotent
