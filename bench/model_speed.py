@@ -8,6 +8,7 @@ Hugging Face models are included when ``transformers`` is importable (``--no-hf`
 
     python bench/model_speed.py                      # CUDA, 800x800, batch 4
     python bench/model_speed.py --device cpu --size 256       # smoke check (fp32, 2 timed steps)
+    python bench/model_speed.py --models dino_4scale_r50 --compile   # train.compile's path
 
 Measured 2026-11-25 on one NVIDIA H100 80GB HBM3 (device tool, torch 2.11.0+cu130,
 transformers 5.17), batch 4, 800x800, 10 timed steps after 3 warm-up, all rows in one run:
@@ -67,9 +68,13 @@ def make_batch(batch: int, size: int, device: torch.device, gen: torch.Generator
 class OurDino:
     """Adapter: ``loss(images, targets)`` and ``infer(images)`` for our model."""
 
-    def __init__(self, cfg: ModelConfig, device: torch.device):
+    def __init__(self, cfg: ModelConfig, device: torch.device, compile: bool = False):
         self.model, self.criterion, self.post = build_dino(cfg, NUM_CLASSES + 1)
         self.model.to(device)
+        if compile:  # what train.compile does: backbone body, encoder and decoder layers
+            from dino.models.compiled import compile_hot_modules
+
+            compile_hot_modules(self.model)
         self.masks = None
 
     def _masks(self, images):
@@ -134,10 +139,12 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
         torch.cuda.reset_peak_memory_stats(device)
 
     module.train()
+    w0 = time.perf_counter()  # warm-up time includes torch.compile's
     for i in range(args.warmup + args.iters):
         if i == args.warmup:
             _sync(device)
             t0 = time.perf_counter()
+            warm_s = t0 - w0
         with autocast:
             loss = adapter.loss(images, targets)
         loss.backward()
@@ -162,7 +169,7 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
     infer_s = time.perf_counter() - t1
     infer_peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     result = {
-        "model": name, "batch": args.batch, "size": args.size, "dtype": str(dtype).removeprefix("torch."),
+        "model": name, "batch": args.batch, "warmup_s": round(warm_s, 1), "size": args.size, "dtype": str(dtype).removeprefix("torch."),
         "train_img_s": round(args.batch * args.iters / train_s, 2),
         "infer_img_s": round(args.batch * args.iters / infer_s, 2),
         "train_peak_gib": None if train_peak is None else round(train_peak, 2),
@@ -186,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(OUR_CONFIGS) + ",hf_deformable_detr_two_stage,hf_rt_detr_r50")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--out", help="also append the JSON lines to this file")
+    parser.add_argument("--compile", action="store_true",
+                        help="our models with train.compile's torch.compile wrapping (rows named <model>+compile; "
+                             "compile time falls in the warm-up steps)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -224,12 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         if name in OUR_CONFIGS:
-            factory = lambda name=name: OurDino(OUR_CONFIGS[name], device)  # noqa: E731
+            factory = lambda name=name: OurDino(OUR_CONFIGS[name], device, args.compile)  # noqa: E731
         else:
             factory = lambda name=name: HfModel(name, device)  # noqa: E731
         for dtype in chosen:
             try:
-                row = bench(name, factory, args, dtype, device)
+                row = bench(name + ("+compile" if args.compile and name in OUR_CONFIGS else ""), factory, args, dtype,
+                            device)
             except Exception as exc:  # one failing configuration (OOM, missing package) must not hide the rest
                 row = {"model": name, "dtype": str(dtype).removeprefix("torch."), "error": repr(exc)[:300]}
                 if device.type == "cuda":

@@ -247,6 +247,16 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
     elif ctx.rank:
         seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank)  # other augmentation / denoising draws than rank 0's
 
+    fixed_size = t.compile and device.type == "cuda"
+    if fixed_size:
+        from dino.models.compiled import compile_hot_modules
+
+        compiled = compile_hot_modules(model)
+        status.write(f"train.compile: torch.compile of {len(compiled)} modules (backbone body, encoder and decoder "
+                     "layers); batches padded to fixed sizes" if d.augmentation.fixed_padding else
+                     f"train.compile: torch.compile of {len(compiled)} modules; dataset.augmentation.fixed_padding "
+                     "is false, so every new batch size recompiles", verbosity="INFO")
+        fixed_size = d.augmentation.fixed_padding
     net = wrap_ddp(model, ctx, device)  # trains; ``model`` (the same weights) evaluates and is saved
     pin = d.pin_memory and device.type == "cuda"
     steps_per_epoch = len(train_ds) // ctx.world_size // d.batch_size  # per rank: each sees 1/world of the data
@@ -255,7 +265,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
     for epoch in range(start_epoch, t.num_epochs):
         began = time.time()
         say(f"Epoch {epoch}/{last}")
-        loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size)
+        loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size,
+                              fixed_size=fixed_size)
         stats = train_one_epoch(net, criterion, loader, optimizer, scaler, device, t.precision, t.clip_grad_norm,
                                 log=say)
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)
@@ -264,7 +275,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         if (epoch + 1) % t.validation_interval == 0 or epoch == last:
             sync_buffers(model, ctx)
             res = evaluate(model, criterion, post,
-                           val_loader(val_ds, d, d.batch_size, pin, rank=ctx.rank, world_size=ctx.world_size),
+                           val_loader(val_ds, d, d.batch_size, pin, rank=ctx.rank, world_size=ctx.world_size,
+                                      fixed_size=fixed_size),
                            val_ds.coco, device, t.precision,
                            gather=functools.partial(gather_to_main, ctx) if ctx.enabled else None)
             if res is not None:  # rank 0

@@ -47,7 +47,7 @@ class AugmentationConfig:
     train_random_crop_max: int = 600
     random_resize_max_size: int = 1333
     test_random_resize: int = 800
-    fixed_padding: bool = True  # ignored: batches are padded to their largest image
+    fixed_padding: bool = True  # acted on with train.compile only (else: pad to the batch's largest image)
     fixed_random_crop: int = 1024  # ignored
 
 
@@ -116,6 +116,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     distributed_strategy: str = "ddp"
     activation_checkpoint: bool = True
+    compile: bool = False  # ours: torch.compile the encoder/decoder layers on CUDA (see dino/config/README.md)
 
 
 @dataclasses.dataclass
@@ -162,7 +163,6 @@ IGNORED_FIELDS: dict[str, str] = {
     "dataset.infer_data_sources": "no inference command",
     "dataset.quant_calibration_data_sources": "no quantization",
     "dataset.eval_class_ids": "COCO mAP is over all categories",
-    "dataset.augmentation.fixed_padding": "batches are padded to their largest image",
     "dataset.augmentation.fixed_random_crop": "not implemented",
     "model.clip_max_norm": "train.clip_grad_norm is used",
     "model.distillation_loss_coef": "no distillation",

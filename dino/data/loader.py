@@ -6,26 +6,52 @@ at the bottom/right to the largest in the batch, ``masks`` True on padding.
 
 from __future__ import annotations
 
+import functools
 import signal
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dino.config.spec import DatasetConfig, DataSource
+from dino.config.spec import AugmentationConfig, DatasetConfig, DataSource
 from dino.data.coco import CocoDetection, DataError
 from dino.data.transforms import train_transforms, val_transforms
 
 
-def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+def fixed_canvas_sizes(aug: AugmentationConfig, train: bool) -> list[tuple[int, int]]:
+    """``dataset.augmentation.fixed_padding``: the few (H, W) every batch is padded to.
+
+    Every image leaves the transforms with its shorter side at most ``max(scales)``
+    (validation: ``test_random_resize``) and its longer side at most
+    ``random_resize_max_size``, so a landscape batch fits (short, long), a portrait one
+    (long, short) and a mixed one (long, long): at most three input shapes, which is what
+    a compiled model needs to avoid recompiling. Smallest area first."""
+    short = max(aug.scales) if train else aug.test_random_resize
+    long = max(aug.random_resize_max_size, short)
+    sizes = [(short, long), (long, short), (long, long)]
+    return sorted(set(sizes), key=lambda hw: (hw[0] * hw[1], hw))
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]], sizes: list[tuple[int, int]] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Pad to the largest image of the batch, or to the first of ``sizes`` that holds it
+    (fixed padding; a batch that fits none keeps its own size)."""
     images, targets = zip(*batch)
     h = max(im.shape[1] for im in images)
     w = max(im.shape[2] for im in images)
+    if sizes:
+        h, w = next(((fh, fw) for fh, fw in sizes if fh >= h and fw >= w), (h, w))
     padded = images[0].new_zeros((len(images), 3, h, w))
     masks = torch.ones((len(images), h, w), dtype=torch.bool)
     for i, im in enumerate(images):
         padded[i, :, : im.shape[1], : im.shape[2]].copy_(im)
         masks[i, : im.shape[1], : im.shape[2]] = False
     return padded, masks, list(targets)
+
+
+def _collate_fn(cfg: DatasetConfig, train: bool, fixed_size: bool):
+    if not fixed_size:
+        return collate
+    return functools.partial(collate, sizes=fixed_canvas_sizes(cfg.augmentation, train))
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -64,30 +90,33 @@ def check_batch(ds: CocoDetection, batch_size: int, num_gpus: int, where: str) -
 
 
 def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, pin: bool, rank: int = 0,
-                 world_size: int = 1) -> DataLoader:
+                 world_size: int = 1, fixed_size: bool = False) -> DataLoader:
     """Shuffled with a generator seeded by (seed, epoch), so a resumed run sees the same order
     and worker augmentation streams as an uninterrupted one; the last partial batch is dropped.
 
     With ``world_size`` > 1 (DDP) one permutation per (seed, epoch) is split into equal
     shares (the remainder dropped) and rank ``rank`` gets batches of ``cfg.batch_size``
-    (per process, as TAO) from its share: every rank takes the same number of steps."""
+    (per process, as TAO) from its share: every rank takes the same number of steps.
+    ``fixed_size``: pad to ``fixed_canvas_sizes`` (static shapes for a compiled model)."""
+    collate_fn = _collate_fn(cfg, True, fixed_size)
     gen = torch.Generator().manual_seed(seed * 1000 + epoch + 7919 * rank)  # worker seeds differ per rank
     if world_size == 1:
         return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
-                          num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                          num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,
                           worker_init_fn=_worker_init)
     sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, generator=gen,
-                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,
                       worker_init_fn=_worker_init)
 
 
 def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool, rank: int = 0,
-               world_size: int = 1) -> DataLoader:
+               world_size: int = 1, fixed_size: bool = False) -> DataLoader:
     """In order; with ``world_size`` > 1 rank ``rank`` gets images rank, rank + world, ...
     (every image exactly once over the ranks, unlike DistributedSampler's padding)."""
+    collate_fn = _collate_fn(cfg, False, fixed_size)
     shard = range(rank, len(ds), world_size) if world_size > 1 else None
     return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False, sampler=shard,
-                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                      num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,
                       worker_init_fn=_worker_init)
