@@ -51,6 +51,11 @@ def _phase_op_counts(prof) -> dict[str, int]:
 
 
 def cpu_profile(args) -> int:
+    if args.gpu_sampler:  # count the ops of the GPU's one-call canvas sampler on the CPU
+        import dino.models.ms_deform_attn as msda
+
+        core = msda.ms_deform_attn_core
+        msda.ms_deform_attn_core = lambda *a: core(*a, use_canvas=True)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -76,7 +81,7 @@ def cpu_profile(args) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     counts = _phase_op_counts(prof)
-    row = {"device": "cpu", "threads": args.threads, "size": args.size, "batch": 2, "backbone": CPU_CONFIG.backbone,
+    row = {"device": "cpu", "gpu_sampler": args.gpu_sampler, "threads": args.threads, "size": args.size, "batch": 2, "backbone": CPU_CONFIG.backbone,
            "step_ms": round(step_ms, 1), "ops_per_step": sum(counts.values()), "ops_by_phase": counts}
     print(json.dumps(row))
     if not args.json:
@@ -127,6 +132,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, help="image side; default 800 (GPU) / 256 (CPU)")
     ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads")
     ap.add_argument("--json", action="store_true", help="CPU: only the JSON line")
+    ap.add_argument("--gpu-sampler", action="store_true", help="CPU: use the GPU's one-call canvas sampler")
     ap.add_argument("--config", default="dino_4scale_r50")
     args = ap.parse_args()
     if args.device == "cpu":
