@@ -138,6 +138,7 @@ def export_onnx(graph: InferenceGraph, example: Tensor, path: str, cfg: ExportCo
         # input size is fixed. The exporter's own deprecation notice is not the user's concern.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # strided slices stay ops
         torch.onnx.export(graph, (example,), path, dynamo=False, opset_version=cfg.opset_version,
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
                           verbose=cfg.verbose)
@@ -164,7 +165,10 @@ def name_output_shapes(path: str, batch: int | str, num_queries: int, num_classe
 def compare_with_onnxruntime(path: str, graph: InferenceGraph, inputs: Tensor) -> dict[str, float]:
     """Max absolute differences ONNX Runtime (CPU) vs PyTorch on ``inputs``: boxes,
     sigmoid scores and raw logits."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("export.verify needs onnxruntime: pip install onnxruntime, or set export.verify=false") from None
 
     with torch.no_grad():
         logits, boxes = graph(inputs)

@@ -14,8 +14,10 @@ from dino.export import InferenceGraph, load_detector
 
 from dino_test_utils import read_status, run_dino, tiny_spec, write_spec
 
-# hidden 32, 10 queries: the smallest DINO with every part present
-MODEL = {"hidden_dim": 32, "num_queries": 10, "num_select": 10, "dim_feedforward": 64, "dn_number": 4}
+# hidden 32, 10 queries: the smallest DINO with every part present (4 levels: 3 backbone
+# stages + a strided conv)
+MODEL = {"hidden_dim": 32, "num_queries": 10, "num_select": 10, "dim_feedforward": 64, "dn_number": 4,
+         "num_feature_levels": 4}
 SIZE = ["export.input_height=64", "export.input_width=96"]
 
 
