@@ -22,7 +22,7 @@ import yaml
 
 from automl.config.run_config import RunConfig
 from automl.diagnosis import diagnose
-from automl.launchers.base import JobHandle, JobResult, JobSpec, Launcher
+from automl.launchers.base import JobResult, JobSpec, Launcher
 from automl.monitor import TrialMonitor
 from automl.search_space import SearchSpace, TrainSchema, render_spec
 from automl.slots import SlotPool
@@ -145,10 +145,14 @@ class DinoObjective:
         try:
             while True:
                 result = handle.poll()  # read before the logs: no epoch written before exit is missed
-                self._report_new_epochs(trial, monitor.poll(), reported, handle, slot)
-                if result is not None:
+                prune_epoch = self._report_new_epochs(trial, monitor.poll(), reported, slot)
+                if prune_epoch is None and result is not None:
                     # the last line may lack its newline: flush what the extractor holds
-                    self._report_new_epochs(trial, monitor.finish(), reported, handle, slot)
+                    prune_epoch = self._report_new_epochs(trial, monitor.finish(), reported, slot)
+                if prune_epoch is not None:
+                    result = handle.stop(cfg.launcher.grace_period)
+                    self._prune(trial, job, slot, prune_epoch, reported[prune_epoch])
+                if result is not None:
                     break
                 if self.ctx.stop_event.is_set():
                     result = handle.stop(cfg.launcher.grace_period)
@@ -181,9 +185,9 @@ class DinoObjective:
         trial: optuna.Trial,
         new_epochs: list[EpochMetrics],
         reported: dict[int, float],
-        handle: JobHandle,
         slot: tuple[int, ...],
-    ) -> None:
+    ) -> int | None:
+        """Report each new epoch's value; the epoch at which the pruner says stop, or None."""
         name = self.ctx.config.metric.name
         for item in new_epochs:
             value = item.values.get(name)
@@ -193,11 +197,15 @@ class DinoObjective:
             trial.report(value, step=item.epoch)
             self.ctx.on_event(TrialEvent("epoch", trial.number, slot, epoch=item.epoch, value=value))
             if trial.should_prune():
-                handle.stop(self.ctx.config.launcher.grace_period)
-                trial.set_user_attr("prune_epoch", item.epoch)
-                self._finish_attrs(trial, handle.job)
-                self.ctx.on_event(TrialEvent("pruned", trial.number, slot, epoch=item.epoch, value=value))
-                raise optuna.TrialPruned(f"pruned at epoch {item.epoch} ({name}={value:.4f})")
+                return item.epoch
+        return None
+
+    def _prune(self, trial: optuna.Trial, job: JobSpec, slot: tuple[int, ...], epoch: int, value: float) -> None:
+        """The job is already stopped; record why and end the trial as PRUNED."""
+        trial.set_user_attr("prune_epoch", epoch)
+        self._finish_attrs(trial, job)
+        self.ctx.on_event(TrialEvent("pruned", trial.number, slot, epoch=epoch, value=value))
+        raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.ctx.config.metric.name}={value:.4f})")
 
     def _fail(self, trial: optuna.Trial, job: JobSpec, result: JobResult, monitor: TrialMonitor) -> None:
         tail = _tail(job.log_path, LOG_TAIL_LINES)
