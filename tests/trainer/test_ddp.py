@@ -143,12 +143,15 @@ def test_resumed_run_continues_with_one_status_stream_and_half_the_steps(killed_
     assert not any(k.startswith("module.") for k in ckpt["model"])  # loadable by one process
 
 
-def test_a_ddp_checkpoint_evaluates_in_one_process(killed_and_resumed):
-    """``dino evaluate`` (one process, whole val set) on the checkpoint of the sharded run."""
+def test_a_ddp_checkpoint_evaluates_in_one_process(killed_and_resumed, monkeypatch, capsys):
+    """``dino evaluate`` (one process, whole val set) on the checkpoint of the sharded run
+    (in this process, on the CPU as the run was)."""
+    from dino.cli import main
+
     run = killed_and_resumed
-    proc = run_dino("evaluate", "-e", str(run["spec"]))
-    assert proc.returncode == 0, proc.stderr
-    value = float(re.search(r"^Test mAP50 : (\S+)$", proc.stdout, re.M).group(1))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", "-e", str(run["spec"])]) == 0
+    value = float(re.search(r"^Test mAP50 : (\S+)$", capsys.readouterr().out, re.M).group(1))
     final = [line for line in read_status(run["root"] / "results") if "epoch" in line][-1]["kpi"]
     assert value == pytest.approx(float(final["val_mAP50"]), abs=1e-6)
 
@@ -189,11 +192,12 @@ def test_a_failing_rank_fails_the_run(shapes_small, tmp_path):
     assert sum(line["status"] == "FAILURE" for line in lines) == 1
 
 
-def test_gpu_ids_that_do_not_match_num_gpus_are_bad_input(shapes_small, tmp_path):
+def test_gpu_ids_that_do_not_match_num_gpus_are_bad_input(shapes_small, tmp_path, capsys):
+    from dino.cli import main
+
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec(shapes_small, tmp_path / "results"))
-    proc = run_dino("train", "-e", str(spec), "train.num_gpus=2", "train.gpu_ids=[0]")
-    assert proc.returncode == 2
-    assert "train.gpu_ids [0] must list 2 device" in proc.stderr
+    assert main(["train", "-e", str(spec), "train.num_gpus=2", "train.gpu_ids=[0]"]) == 2
+    assert "train.gpu_ids [0] must list 2 device" in capsys.readouterr().err
     last = read_status(tmp_path / "results")[-1]
     assert last["status"] == "FAILURE" and "train.gpu_ids" in last["message"]
     assert not (tmp_path / "results" / "train" / "dino_model_latest.pth").exists()
