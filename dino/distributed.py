@@ -24,6 +24,7 @@ import pickle
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -143,11 +144,6 @@ def process_group(ctx: DistContext, device: torch.device) -> Iterator[None]:
     yield
     dist.barrier()  # rank 0 may still be writing the last checkpoint
     dist.destroy_process_group()
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()
 
 
 def all_mean(ctx: DistContext, value: float, device: torch.device) -> float:
@@ -289,7 +285,7 @@ def launch(spec: Spec, ignored: list[str], status: StatusLog, log=print) -> None
     sys.stderr.flush()
 
     job_dir = tempfile.mkdtemp(prefix="dino-ddp-")
-    procs: list = []
+    procs: list[subprocess.Popen] = []
     try:
         with open(os.path.join(job_dir, "job.pkl"), "wb") as f:
             pickle.dump(WorkerJob(spec, ignored, status.path, os.getpid()), f)
@@ -318,9 +314,7 @@ def launch(spec: Spec, ignored: list[str], status: StatusLog, log=print) -> None
     raise WorkerFailed(f"rank {first.rank}: {first.message}")
 
 
-def _start_workers(job_dir: str, n: int, port: int) -> list:
-    import subprocess
-
+def _start_workers(job_dir: str, n: int, port: int) -> list[subprocess.Popen]:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -350,7 +344,7 @@ class _CatchSignals:
         return False
 
 
-def _supervise(procs: list, job_dir: str, received: list[int]) -> list[_RankEnd]:
+def _supervise(procs: list[subprocess.Popen], job_dir: str, received: list[int]) -> list[_RankEnd]:
     """Wait for the workers. A signal to the parent is forwarded; a rank that fails gets the
     others SIGTERMed; whatever still runs ``GRACE_S`` later is SIGKILLed. Returns how each
     rank ended."""
@@ -377,7 +371,7 @@ def _supervise(procs: list, job_dir: str, received: list[int]) -> list[_RankEnd]
     return [_rank_end(job_dir, r, p.returncode, seen[r]) for r, p in enumerate(procs)]
 
 
-def _signal_all(procs: list, signum: int) -> None:
+def _signal_all(procs: list[subprocess.Popen], signum: int) -> None:
     for p in procs:
         if p.poll() is None:
             with contextlib.suppress(ProcessLookupError):
