@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,6 +26,7 @@ class StudyOutcome:
     best_value: float | None = None
     best_spec: Path | None = None
     best_checkpoint: Path | None = None
+    exported_model: Path | None = None
     report: Path | None = None
     interrupted: bool = False
     failure_summary: str | None = None
@@ -114,6 +116,7 @@ def finalize_study(
     study: optuna.Study,
     board: ProgressBoard,
     *,
+    exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None = None,
     interrupted: bool,
     failure_summary: str | None,
     elapsed_s: float,
@@ -129,6 +132,8 @@ def finalize_study(
         best = study.best_trial
         outcome.best_trial, outcome.best_value = best.number, best.value
         outcome.best_spec, outcome.best_checkpoint = write_best(cfg, best)
+        if exporter is not None and outcome.best_checkpoint is not None and not interrupted:
+            outcome.exported_model = exporter(best, outcome.best_spec, outcome.best_checkpoint)
         maximize = cfg.metric.resolved_direction() == "maximize"
         removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best, maximize)
         if removed:
@@ -149,6 +154,8 @@ def finalize_study(
         board.note(f"best trial {outcome.best_trial}: {cfg.metric.name}={outcome.best_value:.4f}")
         board.note(f"best spec: {outcome.best_spec}")
         board.note(f"best checkpoint: {outcome.best_checkpoint}")
+        if outcome.exported_model:
+            board.note(f"exported model: {outcome.exported_model}")
     if outcome.report:
         board.note(f"report: {outcome.report}")
     return outcome

@@ -27,6 +27,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.artifacts import ArtifactRecorder
+from automl.best_export import export_best
 from automl.config.run_config import RunConfig
 from automl.data_prep import PreparedData, prepare_data
 from automl.launchers import get_launcher
@@ -242,8 +243,26 @@ def run_study(cfg: RunConfig, board: ProgressBoard) -> StudyOutcome:
             recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
     finally:
         interrupt.restore()
+    def exporter(best: FrozenTrial, spec: Path, checkpoint: Path) -> Path | None:
+        if not cfg.export.enabled:
+            return None
+        out = (cfg.study_dir / "best_model.onnx").resolve()
+        board.note(f"exporting trial {best.number}'s checkpoint to {out}")
+        try:
+            result, log = export_best(launcher, cfg.trainer.command, cfg.study.name, best.number,
+                                      Path(best.user_attrs["spec_path"]), checkpoint, out,
+                                      data.read_only_paths, cfg.export.timeout_s)
+        except ValueError as exc:  # a trainer command we cannot derive an export from
+            board.note(f"[yellow]no export: {exc}[/]")
+            return None
+        if result.exit_code != 0 or not out.exists():
+            board.note(f"[yellow]export failed (exit {result.exit_code}); see {log}[/]")
+            return None
+        return out
+
     return finalize_study(
         cfg, study, board,
+        exporter=exporter,
         interrupted=interrupted,
         failure_summary=failures.summary() if failures.tripped else None,
         elapsed_s=time.monotonic() - started,

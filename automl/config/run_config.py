@@ -128,6 +128,13 @@ class RetentionSettings(_Strict):
     keep_checkpoints_of_best: int | None = Field(3, ge=1)  # None keeps every checkpoint
 
 
+class ExportSettings(_Strict):
+    """Export the best trial's checkpoint (``dino export``: ONNX) when the study ends."""
+
+    enabled: bool = True
+    timeout_s: float = Field(1800.0, gt=0)
+
+
 class RunConfig(_Strict):
     study: StudySettings = StudySettings()
     metric: MetricSettings = MetricSettings()
@@ -139,6 +146,7 @@ class RunConfig(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted spec path -> value, every trial
     budget: BudgetSettings = BudgetSettings()
     retention: RetentionSettings = RetentionSettings()
+    export: ExportSettings = ExportSettings()
     devices: Literal["auto", "cpu"] | list[int] = "auto"
     cpu_parallel: int = Field(1, ge=1)  # concurrent trials when running on the CPU
     workspace: Path = Path("automl_workspace")

@@ -77,3 +77,6 @@ def test_study_from_s3_uris_with_the_real_trainer(tmp_path, s3_server):
     assert str(tmp_path / "ws" / "cache") in train_source["image_dir"]
     assert len(list(Path(train_source["image_dir"]).iterdir())) == data.train.num_images
     assert outcome.best_checkpoint is not None and outcome.best_checkpoint.exists()
+    # the best checkpoint is exported through the same launcher (dino export: ONNX)
+    assert outcome.exported_model == tmp_path / "ws" / "s3-study" / "best_model.onnx"
+    assert outcome.exported_model.stat().st_size > 10_000
