@@ -16,7 +16,7 @@ from automl.config import build_run_config
 from automl.recovery import recover_study
 from automl.study_runner import open_study
 
-from conftest import scripted_config
+from orchestrator_utils import scripted_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import scripted_config
+from orchestrator_utils import scripted_config
 
 psycopg2 = pytest.importorskip("psycopg2")
 ROOT = Path(__file__).resolve().parents[2]

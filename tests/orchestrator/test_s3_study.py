@@ -18,35 +18,13 @@ from automl.progress import ProgressBoard
 from automl.study_runner import run_study
 
 
-@pytest.fixture
-def s3_server(tmp_path, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for var in [v for v in os.environ if v.startswith("AWS_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
 @pytest.mark.slow
-def test_study_from_s3_uris_with_the_real_trainer(tmp_path, s3_server):
+def test_study_from_s3_uris_with_the_real_trainer(tmp_path, aws_env):
     from dino.data.synth import generate_dataset
 
     data = generate_dataset(out_dir=tmp_path / "synth", num_images=24, num_classes=2, image_size=64, seed=0,
                             val_fraction=0.25, archive=True)
-    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3 = boto3.client("s3", endpoint_url=aws_env)
     s3.create_bucket(Bucket="dino-data")
     for split, prefix in ((data.train, "shapes/train"), (data.val, "shapes/val")):
         s3.upload_file(str(split.archive), "dino-data", f"{prefix}/images.tar.gz")

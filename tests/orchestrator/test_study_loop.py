@@ -13,7 +13,7 @@ from automl.config import build_run_config
 from automl.progress import ProgressBoard
 from automl.study_runner import open_study, run_study
 
-from conftest import scripted_config
+from orchestrator_utils import scripted_config
 
 
 def _board():
