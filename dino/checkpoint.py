@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dino.config import Spec, SpecError
+
 LATEST = "dino_model_latest.pth"
 _NAME = re.compile(r"^model_epoch_(\d+)_step_(\d+)\.pth$")
 
@@ -116,3 +118,29 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tupl
     model.load_state_dict(ok, strict=False)
     skipped = sorted(set(state) - set(ok)) + sorted(set(own) - set(state))
     return len(ok), skipped
+
+
+def task_dir_of(spec: Spec, task: str, override: str = "") -> str:
+    """``<results_dir>/<task>`` (TAO's layout) unless the task's own results_dir is set."""
+    if override:
+        return override
+    if not spec.results_dir:
+        raise SpecError("results_dir is empty: pass results_dir=/path/to/results")
+    return os.path.join(spec.results_dir, task)
+
+
+def train_dir_of(spec: Spec) -> str:
+    return task_dir_of(spec, "train", spec.train.results_dir)
+
+
+def checkpoint_for(spec: Spec, task: str, given: str) -> str:
+    """The checkpoint ``<task>.checkpoint`` names, or the latest one of the train dir."""
+    if given and given != "???":
+        if not os.path.isfile(given):
+            raise SpecError(f"{task}.checkpoint not found: {given}")
+        return given
+    found = latest_checkpoint(train_dir_of(spec))
+    if not found:
+        raise SpecError(f"no checkpoint to {task}: set {task}.checkpoint=/path/model.pth "
+                        f"(none found in {train_dir_of(spec)})")
+    return found

@@ -10,36 +10,23 @@ import json
 import os
 import sys
 
-from dino.checkpoint import latest_checkpoint, load_checkpoint, model_state
+from dino.checkpoint import checkpoint_for, load_checkpoint, model_state, task_dir_of
 from dino.config import Spec, SpecError
 from dino.data import build_dataset, val_loader
 from dino.engine import evaluate
 from dino.status_log import StatusLog
-from dino.train import SignalGuard, log, select_device, train_dir_of
+from dino.train import SignalGuard, log, select_device
 
 COCO_STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
                    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
 def eval_dir_of(spec: Spec) -> str:
-    if spec.evaluate.results_dir:
-        return spec.evaluate.results_dir
-    if not spec.results_dir:
-        raise SpecError("results_dir is empty: pass results_dir=/path/to/results")
-    return os.path.join(spec.results_dir, "evaluate")
+    return task_dir_of(spec, "evaluate", spec.evaluate.results_dir)
 
 
 def checkpoint_to_evaluate(spec: Spec) -> str:
-    path = spec.evaluate.checkpoint
-    if path and path != "???":
-        if not os.path.isfile(path):
-            raise SpecError(f"evaluate.checkpoint not found: {path}")
-        return path
-    found = latest_checkpoint(train_dir_of(spec))
-    if not found:
-        raise SpecError(f"no checkpoint to evaluate: set evaluate.checkpoint=/path/model.pth "
-                        f"(none found in {train_dir_of(spec)})")
-    return found
+    return checkpoint_for(spec, "evaluate", spec.evaluate.checkpoint)
 
 
 def run_evaluation(spec: Spec, ignored: list[str], status: StatusLog) -> dict:

@@ -25,11 +25,11 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from dino.checkpoint import latest_checkpoint, load_checkpoint, model_state
+from dino.checkpoint import checkpoint_for, load_checkpoint, model_state, task_dir_of
 from dino.config import Spec, SpecError
 from dino.config.export_config import UNSET, ExportConfig
 from dino.status_log import StatusLog
-from dino.train import SignalGuard, log, train_dir_of
+from dino.train import SignalGuard, log
 
 INPUT_NAME = "inputs"
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")
@@ -62,24 +62,11 @@ class InferenceGraph(nn.Module):
 
 
 def export_dir_of(spec: Spec) -> str:
-    if spec.export.results_dir:
-        return spec.export.results_dir
-    if not spec.results_dir:
-        raise SpecError("results_dir is empty: pass results_dir=/path/to/results")
-    return os.path.join(spec.results_dir, "export")
+    return task_dir_of(spec, "export", spec.export.results_dir)
 
 
 def checkpoint_to_export(spec: Spec) -> str:
-    path = spec.export.checkpoint
-    if path not in UNSET:
-        if not os.path.isfile(path):
-            raise SpecError(f"export.checkpoint not found: {path}")
-        return path
-    found = latest_checkpoint(train_dir_of(spec))
-    if not found:
-        raise SpecError(f"no checkpoint to export: set export.checkpoint=/path/model.pth "
-                        f"(none found in {train_dir_of(spec)})")
-    return found
+    return checkpoint_for(spec, "export", spec.export.checkpoint)
 
 
 def onnx_path_of(spec: Spec, checkpoint: str) -> str:

@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from dino.checkpoint import latest_checkpoint, load_checkpoint, load_weights, model_state, rng_state, save_checkpoint, set_rng_state
+from dino.checkpoint import (latest_checkpoint, load_checkpoint, load_weights, model_state, rng_state, save_checkpoint,
+                             set_rng_state, train_dir_of)
 from dino.config import Spec, SpecError
 from dino.data import build_dataset, check_batch, train_loader, val_loader
 from dino.distributed import (
@@ -101,14 +102,6 @@ class SignalGuard:
                 return False
 
         return _Block()
-
-
-def train_dir_of(spec: Spec) -> str:
-    if spec.train.results_dir:
-        return spec.train.results_dir
-    if not spec.results_dir:
-        raise SpecError("results_dir is empty: pass results_dir=/path/to/results")
-    return os.path.join(spec.results_dir, "train")
 
 
 def select_device(gpu_ids: list[int], field: str) -> torch.device:
