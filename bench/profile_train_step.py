@@ -64,14 +64,7 @@ def cpu_profile(args) -> int:
     images, targets = make_batch(2, args.size, device, torch.Generator().manual_seed(0))
 
     def step():
-        with record_function("forward+loss"):
-            loss = adapter.loss(images, targets)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("optimizer"):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss
+        return _train_step(adapter, opt, images, targets)
 
     step()
     t0 = time.perf_counter()
@@ -89,6 +82,20 @@ def cpu_profile(args) -> int:
     return 0
 
 
+def _train_step(adapter, opt, images, targets, autocast_dtype=None):
+    """forward+loss, backward, optimizer: each phase a named profiler range."""
+    use_amp = autocast_dtype is not None and autocast_dtype != torch.float32
+    with torch.autocast("cuda", dtype=autocast_dtype or torch.float32, enabled=use_amp):
+        with record_function("forward+loss"):
+            loss = adapter.loss(images, targets)
+    with record_function("backward"):
+        loss.backward()
+    with record_function("optimizer"):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return loss
+
+
 def gpu_profile(args) -> int:
     device = torch.device("cuda")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -98,14 +105,7 @@ def gpu_profile(args) -> int:
     images, targets = make_batch(4, args.size, device, gen)
 
     def step():
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-            with record_function("forward+loss"):
-                loss = adapter.loss(images, targets)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("optimizer"):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        return _train_step(adapter, opt, images, targets, autocast_dtype=dtype)
 
     for _ in range(3):
         step()

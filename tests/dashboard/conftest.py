@@ -20,17 +20,7 @@ import optuna
 import pytest
 
 from automl.artifacts import ArtifactRecorder
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from automl.dashboard import CHROMIUM, CHROMIUM_ARGS  # the same browser the screenshot command drives
 STUDY_NAME = "dino-smoke-test"
 # per-epoch val_mAP50 of the completed trials (trial number -> curve)
 COMPLETE_CURVES = {
