@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dino.config.model import ModelConfig  # noqa: E402
 from dino.models import build_dino  # noqa: E402
+from dino.models.ms_deform_attn import default_impl  # noqa: E402
 
 NUM_OBJECTS, NUM_CLASSES = 8, 4  # foreground classes; our DINO gets num_classes = 5 (TAO ids 1..4)
 
@@ -82,6 +83,11 @@ class OurDino:
             self.masks = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.bool, device=images.device)
         return self.masks
 
+    def optimizer(self):
+        """AdamW as the trainer builds it (``dino.optim``): fused on CUDA."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=1e-4, fused=all(p.is_cuda for p in params) or None)
+
     def loss(self, images, targets):
         return self.criterion(self.model(images, self._masks(images), targets), targets)["loss"]
 
@@ -113,6 +119,10 @@ class HfModel:
             raise ValueError(name)
         self.model.to(device)
 
+    def optimizer(self):
+        """AdamW as the anchor script builds it."""
+        return torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+
     def loss(self, images, targets):
         labels = [{"class_labels": t["labels"] - 1, "boxes": t["boxes"]} for t in targets]
         return self.model(pixel_values=images, labels=labels).loss
@@ -130,7 +140,7 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
     torch.manual_seed(0)
     adapter = adapter_factory()
     module = adapter.model
-    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+    opt = adapter.optimizer()
     gen = torch.Generator().manual_seed(0)
     images, targets = make_batch(args.batch, args.size, device, gen)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -176,6 +186,8 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
         "infer_peak_gib": None if infer_peak is None else round(infer_peak, 2),
         "last_loss": round(float(loss.detach()), 4),
     }
+    if isinstance(adapter, OurDino):
+        result["msda"] = default_impl(device)
     del adapter, module, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_speed import OUR_CONFIGS, OurDino, make_batch  # noqa: E402
 
 from dino.config.model import ModelConfig  # noqa: E402
+from dino.models.ms_deform_attn import default_impl  # noqa: E402
 
 CPU_CONFIG = ModelConfig(backbone="resnet_18", return_interm_indices=[2, 3, 4], num_feature_levels=4)
 
@@ -55,7 +56,7 @@ def cpu_profile(args) -> int:
         import dino.models.ms_deform_attn as msda
 
         core = msda.ms_deform_attn_core
-        msda.ms_deform_attn_core = lambda *a: core(*a, use_canvas=True)
+        msda.ms_deform_attn_core = lambda *a: core(*a, impl="canvas")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -100,7 +101,7 @@ def gpu_profile(args) -> int:
     device = torch.device("cuda")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     adapter = OurDino(OUR_CONFIGS[args.config], device)
-    opt = torch.optim.AdamW(adapter.model.parameters(), lr=1e-4)
+    opt = adapter.optimizer()
     gen = torch.Generator().manual_seed(0)
     images, targets = make_batch(4, args.size, device, gen)
 
@@ -110,16 +111,26 @@ def gpu_profile(args) -> int:
     for _ in range(3):
         step()
     torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - t0) / args.steps * 1e3
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(args.steps):
             step()
         torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_ms = sum(e.device_time_total for e in kernels) / 1e3 / args.steps
     table = prof.key_averages()
     print(table.table(sort_by="cuda_time_total", row_limit=args.rows))
     print(table.table(sort_by="cpu_time_total", row_limit=args.rows))
     syncs = [e for e in table if "synchronize" in e.key.lower() or e.key in ("aten::item", "aten::_local_scalar_dense", "aten::nonzero")]
     for e in syncs:
         print(f"host waits: {e.key} x{e.count // args.steps}/step, {e.cpu_time_total / args.steps / 1e3:.1f} ms/step")
+    print(json.dumps({"profile": args.config, "dtype": args.dtype, "msda": default_impl(device),
+                      "wall_ms_per_step": round(wall_ms, 1), "gpu_kernel_ms_per_step": round(busy_ms, 1),
+                      "kernels_per_step": len(kernels) // args.steps, "gpu_busy_fraction": round(busy_ms / wall_ms, 3)}))
     return 0
 
 

@@ -1,18 +1,19 @@
-"""Multi-scale deformable attention (Zhu et al., Deformable DETR), pure PyTorch.
+"""Multi-scale deformable attention (Zhu et al., Deformable DETR).
 
 Each query looks at only ``n_points`` sampled locations per head and feature level,
 placed around its reference point by learned offsets, and mixes them with learned
-weights (softmax over levels x points). Sampling is bilinear via ``F.grid_sample``,
-so no custom CUDA kernel is needed and it runs on CPU too.
+weights (softmax over levels x points). Three implementations of the sampling, the same
+values up to rounding (``ms_deform_attn_core``):
 
-On GPUs all levels are sampled by ONE ``grid_sample`` call: the level maps are stacked into a
-single zero-separated canvas (``CanvasLayout``) and every sampling location is mapped
-into it by a per-level affine transform. A point outside its own level is clamped into
-the zero band around that level, where it reads exactly zero, as the per-level
-zero-padded sampling would. One call instead of one per level removes most of the
-small kernel launches that bound an eager training step on the GPU. On the CPU one
-call per level is faster (measured 1.5x on a ResNet-18-sized encoder layer), so the
-CPU keeps the per-level loop; both give the same values up to rounding.
+* ``fused`` (GPUs, the default there): Triton kernels that gather, weight and sum in
+  registers, forward and backward (``ms_deform_attn_triton``).
+* ``canvas`` (GPUs without Triton): ONE ``F.grid_sample`` over all levels. The level maps
+  are stacked into a single zero-separated canvas (``CanvasLayout``) and every sampling
+  location is mapped into it by a per-level affine transform. A point outside its own
+  level is clamped into the zero band around that level, where it reads exactly zero,
+  as the per-level zero-padded sampling would.
+* ``per_level`` (the CPU): one ``grid_sample`` per level, faster there than the canvas
+  (measured 1.5x on a ResNet-18-sized encoder layer).
 
 Shapes used throughout:
   ``S = sum(H_l * W_l)`` flattened memory tokens, ``Lq`` queries, ``L`` levels,
@@ -27,6 +28,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from dino.models import ms_deform_attn_triton
 
 # Zero rows between two levels in the canvas. Two, so that a point clamped half a pixel
 # beyond its level's one-pixel border band touches only zeros on both bilinear rows.
@@ -161,12 +164,24 @@ def sample_per_level(value: Tensor, spatial_shapes: list[tuple[int, int]], sampl
     return out.view(batch, n_heads * head_dim, n_queries).transpose(1, 2)
 
 
+IMPLEMENTATIONS = ("fused", "canvas", "per_level")
+
+
+def default_impl(device: torch.device) -> str:
+    """The fastest available path: the fused Triton kernels on GPUs
+    (``ms_deform_attn_triton``; ``DINO_MSDA_IMPL=pytorch`` turns them off), else the
+    canvas on GPUs and one call per level on the CPU."""
+    if ms_deform_attn_triton.available(device):
+        return "fused"
+    return "per_level" if device.type == "cpu" else "canvas"
+
+
 def ms_deform_attn_core(
     value: Tensor,
     spatial_shapes: list[tuple[int, int]],
     sampling_locations: Tensor,
     attention_weights: Tensor,
-    use_canvas: bool | None = None,
+    impl: str | None = None,
 ) -> Tensor:
     """Sample ``value`` bilinearly and take the weighted sum per head.
 
@@ -177,15 +192,20 @@ def ms_deform_attn_core(
             pixel centres at ``(i + 0.5) / W`` (``align_corners=False``). Outside the
             map samples read zero.
         attention_weights: ``[B, Lq, nH, L, P]``, normalised over ``L * P``.
-        use_canvas: one ``grid_sample`` over all levels (``sample_canvas``) or one per
-            level; default: the canvas on GPUs, per level on the CPU.
+        impl: ``fused`` (Triton kernels), ``canvas`` (one ``grid_sample`` over all
+            levels) or ``per_level``; default ``default_impl(value.device)``. All three
+            give the same values up to rounding.
     Returns:
         ``[B, Lq, nH * hd]``.
     """
-    if use_canvas is None:
-        use_canvas = value.device.type != "cpu"
-    if not use_canvas:
+    impl = impl or default_impl(value.device)
+    if impl == "fused":
+        return ms_deform_attn_triton.ms_deform_attn_fused(value, spatial_shapes, sampling_locations,
+                                                          attention_weights)
+    if impl == "per_level":
         return sample_per_level(value, spatial_shapes, sampling_locations, attention_weights)
+    if impl != "canvas":
+        raise ValueError(f"unknown deformable attention implementation {impl!r}; choose from {IMPLEMENTATIONS}")
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     layout = canvas_layout(spatial_shapes, value.device, dtype)
     grid = torch.addcmul(layout.shift, _cast(sampling_locations, dtype), layout.scale).clamp(layout.low, layout.high)

@@ -33,7 +33,7 @@ def test_canvas_sampler_equals_per_level_sampler_values_and_gradients(shapes, sp
     grads = []
     for canvas in (False, True):
         v, l, w = (t.clone().requires_grad_() for t in (value, loc, weights))
-        out = ms_deform_attn_core(v, shapes, l, w, use_canvas=canvas)
+        out = ms_deform_attn_core(v, shapes, l, w, impl="canvas" if canvas else "per_level")
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
         grads.append((out.detach(), v.grad, l.grad, w.grad))
     for a, b in zip(*grads):
@@ -55,7 +55,7 @@ def test_module_canvas_path_matches_per_level_path(monkeypatch):
         import dino.models.ms_deform_attn as msda
 
         original = msda.ms_deform_attn_core
-        monkeypatch.setattr(msda, "ms_deform_attn_core", lambda *a: original(*a, use_canvas=True))
+        monkeypatch.setattr(msda, "ms_deform_attn_core", lambda *a: original(*a, impl="canvas"))
         got = attn(query, ref, value, shapes, mask)
         monkeypatch.setattr(msda, "ms_deform_attn_core", original)
         assert torch.allclose(got, expected, atol=1e-12)
