@@ -81,7 +81,10 @@ if triton is not None:
         yf = tl.floor(y)
         return xf.to(tl.int32), yf.to(tl.int32), x - xf, y - yf, a
 
-    @triton.jit
+    # Token and query counts change with the image size and the denoising-query count;
+    # specialising on them (divisibility by 16) would recompile the kernels for each
+    # combination, ~30 s apiece on an H100 host.
+    @triton.jit(do_not_specialize=["n_tokens", "n_queries"])
     def _msda_fwd(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr, n_tokens, n_queries,
                   NH: tl.constexpr, HD: tl.constexpr, HD_P2: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                   BLOCK_Q: tl.constexpr):
@@ -96,7 +99,7 @@ if triton is not None:
         row = (b * n_queries + q).to(tl.int64) * NH + h  # [BLOCK_Q] index of (b, q, h)
         value_base = value_ptr + b.to(tl.int64) * n_tokens * NH * HD + h * HD
         acc = tl.zeros([BLOCK_Q, HD_P2], dtype=tl.float32)
-        for lvl in tl.static_range(L):
+        for lvl in range(L):  # a loop, not unrolled: 4x less code to compile
             height = tl.load(shapes_ptr + 2 * lvl)
             width = tl.load(shapes_ptr + 2 * lvl + 1)
             start = tl.load(starts_ptr + lvl)
@@ -113,7 +116,7 @@ if triton is not None:
         out_ptrs = out_ptr + row[:, None] * HD + channels[None, :]
         tl.store(out_ptrs, acc, mask=qmask[:, None] & cmask[None, :])
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_tokens", "n_queries"])
     def _msda_bwd(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, grad_out_ptr, grad_value_ptr,
                   grad_loc_ptr, grad_attn_ptr, n_tokens, n_queries, NH: tl.constexpr, HD: tl.constexpr,
                   HD_P2: tl.constexpr, L: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr):
@@ -131,7 +134,7 @@ if triton is not None:
         grad_value_base = grad_value_ptr + base
         g = tl.load(grad_out_ptr + row[:, None] * HD + channels[None, :], mask=qmask[:, None] & cmask[None, :],
                     other=0.0).to(tl.float32)  # [BLOCK_Q, HD]
-        for lvl in tl.static_range(L):
+        for lvl in range(L):  # a loop, not unrolled: 4x less code to compile
             height = tl.load(shapes_ptr + 2 * lvl)
             width = tl.load(shapes_ptr + 2 * lvl + 1)
             start = tl.load(starts_ptr + lvl)
