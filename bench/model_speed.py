@@ -10,22 +10,16 @@ Hugging Face models are included when ``transformers`` is importable (``--no-hf`
     python bench/model_speed.py --device cpu --size 256       # smoke check (fp32, 2 timed steps)
     python bench/model_speed.py --models dino_4scale_r50 --compile   # train.compile's path
 
-Measured 2026-11-25 on one NVIDIA H100 80GB HBM3 (device tool, torch 2.11.0+cu130,
-transformers 5.17), batch 4, 800x800, 10 timed steps after 3 warm-up, all rows in one run:
+Our rows use the trainer's defaults on the device: the fused Triton deformable attention
+(``DINO_MSDA_IMPL=pytorch`` for the canvas path; the row's ``msda`` key says which ran) and
+fused AdamW. Results, with the card and the command of each: ``bench/README.md``. Latest,
+one H100, batch 4, 800x800, 10 timed steps after 3 warm-up, HF in the same call:
 
-    model                          dtype     train img/s  infer img/s  train GiB  infer GiB
-    dino_4scale_r50 (ours)         fp32           14.18        49.54      15.98       1.69
-    dino_4scale_r50 (ours)         bf16           14.61        52.03      12.61       1.74
-    dino_tao_default_r50 (ours)    fp32            5.35        19.70      48.28       4.84
-    dino_tao_default_r50 (ours)    bf16            7.26        28.69      40.65       4.80
-    hf_deformable_detr_two_stage   fp32           18.98        56.30      11.23       3.54
-    hf_deformable_detr_two_stage   bf16           17.38        52.36      10.47       3.51
-
-Ours trains ~0.75-0.85x as fast as HF Deformable-DETR (it also runs ~200 denoising
-queries and 13 supervised prediction sets). A torch.profiler run (before the criterion was
-batched; that change took bf16 training from 11.0 to 14.6 img/s) showed the step bound by
-eager launch overhead: GPU kernels ~164 ms of a ~360 ms step, grid_sample's backward
-the largest GPU item (30% of kernel time).
+    model                          dtype     train img/s  infer img/s  train GiB
+    dino_4scale_r50 (ours)         fp32           21.00        89.51      10.79
+    dino_4scale_r50 (ours)         bf16           27.91       140.80       7.06
+    hf_deformable_detr_two_stage   fp32           18.85        57.70      11.23
+    hf_deformable_detr_two_stage   bf16           19.24        67.96      10.46
 """
 
 from __future__ import annotations
