@@ -74,3 +74,30 @@ def test_unknown_profile_lists_the_available_ones():
 def test_bad_devices_flag():
     with pytest.raises(ConfigError, match="--devices"):
         load_config_from_args(_args(devices="gpu0"), Console(file=open("/dev/null", "w")))
+
+
+def test_smoke_profile_searches_a_from_scratch_learning_rate_on_gpus_only():
+    """On GPUs the smoke study samples lr within 4e-5..4e-4 (1e-3, inside the curated
+    range, did not learn from random weights on an H100); the CPU variant keeps its own."""
+    import optuna
+    import yaml
+
+    from automl.search_space import SearchSpace, TrainSchema, load_space_overrides
+    from automl.search_space.locations import default_schema_path, default_template_path
+    from automl.study_runner import resolve_project_path
+
+    raw = read_profile("smoke")
+    gpu = build_run_config(raw, use_cpu_variant=False, where="smoke")
+    cpu = build_run_config(raw, use_cpu_variant=True, where="smoke")
+    assert Path(gpu.trainer.space).name == "smoke_gpu_space.yaml"
+    assert Path(cpu.trainer.space).name == "smoke_cpu_space.yaml"
+
+    template = yaml.safe_load(default_template_path().read_text())
+    space = SearchSpace.build(TrainSchema.load(default_schema_path()),
+                              overrides=load_space_overrides(resolve_project_path(gpu.trainer.space, None)),
+                              context=dict(gpu.fixed), template=template)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rates = [space.suggest(study.ask())["train.optim.lr"] for _ in range(200)]
+    assert 4e-5 <= min(rates) and max(rates) <= 4e-4
+    # log scale: about half the draws fall below the geometric middle (1.26e-4)
+    assert 0.4 < sum(r < 1.265e-4 for r in rates) / len(rates) < 0.6
