@@ -1,19 +1,36 @@
-"""COCO data for the trainer: dataset, augmentation, loaders, and the shape-set generator."""
+"""COCO data for the trainer: dataset, augmentation, loaders, and the shape-set generator.
 
-from dino.data.coco import CocoDetection, DataError, load_image
-from dino.data.loader import build_dataset, check_batch, collate, train_loader, val_loader
-from dino.data.synth import DatasetPaths, SplitPaths, generate_dataset
+The names below load on first use (PEP 562), so ``dino.data.synth`` (numpy and Pillow
+only) is imported without torch: ``automl dataset synth`` and the orchestrator's data
+preparation need no deep-learning stack.
+"""
 
-__all__ = [
-    "CocoDetection",
-    "DataError",
-    "DatasetPaths",
-    "SplitPaths",
-    "build_dataset",
-    "check_batch",
-    "collate",
-    "generate_dataset",
-    "load_image",
-    "train_loader",
-    "val_loader",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CocoDetection": "dino.data.coco",
+    "DataError": "dino.data.coco",
+    "load_image": "dino.data.coco",
+    "build_dataset": "dino.data.loader",
+    "check_batch": "dino.data.loader",
+    "collate": "dino.data.loader",
+    "train_loader": "dino.data.loader",
+    "val_loader": "dino.data.loader",
+    "DatasetPaths": "dino.data.synth",
+    "SplitPaths": "dino.data.synth",
+    "generate_dataset": "dino.data.synth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dino.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

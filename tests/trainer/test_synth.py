@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -79,3 +81,19 @@ def test_bad_arguments():
         class_names(MAX_CLASSES + 1)
     with pytest.raises(ValueError, match="val_fraction"):
         generate_dataset("/tmp/unused-dir-x", 4, 2, 32, val_fraction=1.0)
+
+
+def test_generator_and_automl_dataset_synth_do_not_import_torch(tmp_path):
+    """Generating data needs numpy and Pillow only: the orchestrator's data preparation
+    (and its container image) must not pay for importing torch."""
+    code = (
+        "import sys\n"
+        "from automl.cli import main\n"
+        f"main(['dataset', 'synth', '--out', {str(tmp_path / 'set')!r}, '--num-images', '4', '--size', '48'])\n"
+        "from dino.data import generate_dataset\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "set" / "train" / "annotations.json").exists()
