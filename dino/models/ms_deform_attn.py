@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +177,66 @@ def default_impl(device: torch.device) -> str:
     return "per_level" if device.type == "cpu" else "canvas"
 
 
+# (device, value dtype, heads, head dim, levels, points) -> None if the fused kernels
+# passed their self-check there, else what went wrong
+_FUSED_VERDICTS: dict[tuple, str | None] = {}
+
+
+def check_fused(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
+                attention_weights: Tensor, fused=None, max_queries: int = 64) -> str | None:
+    """Run the fused kernels forward and backward on a slice of real inputs (the first
+    image, up to ``max_queries`` queries) beside ``sample_per_level`` in float32.
+
+    The slice keeps every compile-time constant of the real call, so this compiles exactly
+    the kernels the run needs, once, and checks them on this GPU. Returns None when values
+    and gradients agree (to 2 % of their scale: bf16 gradients are rounded), else what
+    went wrong: a compile or launch error, or the largest mismatch.
+    """
+    fused = fused or ms_deform_attn_triton.ms_deform_attn_fused
+    device_type = value.device.type
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+        value = value[:1].detach().clone()
+        locations = sampling_locations[:1, :max_queries].detach().float().clone()
+        weights = attention_weights[:1, :max_queries].detach().float().clone()
+        results = []
+        for name, fn, v in (("fused", fused, value), ("reference", sample_per_level, value.float())):
+            leaves = [t.clone().requires_grad_() for t in (v, locations, weights)]
+            try:
+                out = fn(leaves[0], spatial_shapes, leaves[1], leaves[2])
+                grad = torch.linspace(-1.0, 1.0, out.numel(), device=out.device).view(out.shape)
+                (out.float() * grad).sum().backward()
+            except Exception as exc:  # noqa: BLE001 - any compile/launch failure means "do not use"
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                return f"{name} path raised {type(exc).__name__}: {first_line}"[:300]
+            missing = [n for n, t in zip(("value", "locations", "weights"), leaves) if t.grad is None]
+            if missing:
+                return f"{name} path gave no gradient for {', '.join(missing)}"
+            results.append([out.detach().float()] + [t.grad.float() for t in leaves])
+    for what, got, expected in zip(("output", "grad value", "grad locations", "grad weights"), *results):
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        error = float((got - expected).abs().max()) if expected.numel() else 0.0
+        if not math.isfinite(error) or error > 0.02 * max(scale, 1e-3):
+            return f"{what} differs from grid_sample by {error:.3g} (scale {scale:.3g})"
+    return None
+
+
+@torch.compiler.disable
+def fused_usable(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
+                 attention_weights: Tensor) -> bool:
+    """Whether the default path may use the fused kernels for calls like this one: the
+    first such call runs ``check_fused``; a failure warns once and the run continues on
+    the ``canvas`` path (a GPU Triton cannot compile for, a broken toolchain)."""
+    key = (value.device, value.dtype, *value.shape[2:], *sampling_locations.shape[3:5])
+    if key not in _FUSED_VERDICTS:
+        problem = _FUSED_VERDICTS[key] = check_fused(value, spatial_shapes, sampling_locations, attention_weights)
+        if problem:
+            name = torch.cuda.get_device_name(value.device) if value.device.type == "cuda" else str(value.device)
+            warnings.warn(f"fused deformable attention failed its self-check on {name} ({problem}); using the "
+                          "PyTorch grid_sample path instead (set DINO_MSDA_IMPL=pytorch to skip the check)",
+                          RuntimeWarning, stacklevel=2)
+    return _FUSED_VERDICTS[key] is None
+
+
 def ms_deform_attn_core(
     value: Tensor,
     spatial_shapes: list[tuple[int, int]],
@@ -193,12 +254,16 @@ def ms_deform_attn_core(
             map samples read zero.
         attention_weights: ``[B, Lq, nH, L, P]``, normalised over ``L * P``.
         impl: ``fused`` (Triton kernels), ``canvas`` (one ``grid_sample`` over all
-            levels) or ``per_level``; default ``default_impl(value.device)``. All three
+            levels) or ``per_level``; default ``default_impl(value.device)``, with the
+            fused kernels only once they pass ``check_fused`` on this device. All three
             give the same values up to rounding.
     Returns:
         ``[B, Lq, nH * hd]``.
     """
-    impl = impl or default_impl(value.device)
+    if impl is None:
+        impl = default_impl(value.device)
+        if impl == "fused" and not fused_usable(value, spatial_shapes, sampling_locations, attention_weights):
+            impl = "canvas"
     if impl == "fused":
         return ms_deform_attn_triton.ms_deform_attn_fused(value, spatial_shapes, sampling_locations,
                                                           attention_weights)

@@ -62,13 +62,97 @@ def compared() -> list[dict]:
 
 @pytest.mark.parametrize("index", range(len(CASES)))
 def test_fused_kernels_match_grid_sample_values_and_gradients(compared, index):
-    case, result = CASES[index], compared[index]
+    case, result = CASES[index], compared["cases"][index]
     # bf16 values are rounded before both paths see them, so both sum the same numbers;
     # only the float32 accumulation order differs
     tolerance = 1e-5 if case["dtype"] == "float32" else 1e-4
     for name, r in result.items():
         assert r["nonzero"], f"{name} is all zero: the case tests nothing"
         assert r["max_err"] <= tolerance * max(1.0, r["scale"]), (name, r)
+
+
+def test_real_kernels_pass_their_self_check(compared):
+    assert compared["self_check"] is None
+
+
+def _small_inputs():
+    import torch
+
+    torch.manual_seed(1)
+    shapes = [(5, 4), (2, 3)]
+    value = torch.randn(2, 26, 2, 4)
+    loc = torch.rand(2, 10, 2, 2, 3, 2)
+    weights = torch.rand(2, 10, 2, 2, 3).softmax(-1)
+    return value, shapes, loc, weights
+
+
+def test_self_check_reports_a_kernel_that_raises_or_computes_wrong_values():
+    from dino.models.ms_deform_attn import check_fused, sample_per_level
+
+    value, shapes, loc, weights = _small_inputs()
+
+    def raises(*args):
+        raise RuntimeError("PTX .version 8.7 does not support .target sm_60\nmore")
+
+    def off_by_ten_percent(*args):
+        return sample_per_level(*args) * 1.1
+
+    def no_location_gradient(v, s, lo, w):
+        return sample_per_level(v, s, lo.detach(), w)
+
+    assert check_fused(value, shapes, loc, weights, fused=sample_per_level) is None
+    assert check_fused(value, shapes, loc, weights, fused=raises) == (
+        "fused path raised RuntimeError: PTX .version 8.7 does not support .target sm_60")
+    assert check_fused(value, shapes, loc, weights, fused=off_by_ten_percent).startswith("output differs")
+    # backward is checked too, not only forward
+    import torch
+
+    class DoubledValueGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            return v.view_as(v)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    def wrong_value_gradient(v, s, lo, w):
+        return sample_per_level(DoubledValueGradient.apply(v), s, lo, w)
+
+    assert check_fused(value, shapes, loc, weights, fused=wrong_value_gradient).startswith("grad value differs")
+    assert check_fused(value, shapes, loc, weights, fused=no_location_gradient) == (
+        "fused path gave no gradient for locations")
+
+
+def test_default_path_falls_back_to_grid_sample_with_one_warning(monkeypatch):
+    import warnings
+
+    import dino.models.ms_deform_attn as msda
+
+    value, shapes, loc, weights = _small_inputs()
+    monkeypatch.setattr(msda, "default_impl", lambda device: "fused")
+    monkeypatch.setattr(msda, "_FUSED_VERDICTS", {})
+    checks = []
+
+    def failing_check(*args):
+        checks.append(1)
+        return "fused path raised CompilationError: no ptxas"
+
+    monkeypatch.setattr(msda, "check_fused", failing_check)
+    expected = msda.ms_deform_attn_core(value, shapes, loc, weights, impl="canvas")
+    with pytest.warns(RuntimeWarning, match="failed its self-check on cpu .*no ptxas.*grid_sample"):
+        got = msda.ms_deform_attn_core(value, shapes, loc, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the verdict is kept: no second check, no second warning
+        again = msda.ms_deform_attn_core(value, shapes, loc, weights)
+    assert checks == [1]
+    assert torch_equal(got, expected) and torch_equal(again, expected)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
 
 
 def test_default_impl_is_fused_only_where_triton_runs():
@@ -90,6 +174,19 @@ def test_unknown_impl_is_an_error():
                             impl="cuda")
 
 
+def _self_check_verdict() -> str | None:
+    import torch
+
+    from dino.models.ms_deform_attn import check_fused
+
+    torch.manual_seed(0)
+    shapes = [(6, 7), (3, 4), (2, 2)]
+    value = torch.randn(2, sum(h * w for h, w in shapes), 2, 8).to(torch.bfloat16)
+    loc = torch.rand(2, 90, 2, 3, 4, 2) * 1.2 - 0.1
+    weights = torch.rand(2, 90, 2, 3, 4).softmax(-1)
+    return check_fused(value, shapes, loc, weights)
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    print(json.dumps([_compare(case) for case in CASES]))
+    print(json.dumps({"cases": [_compare(case) for case in CASES], "self_check": _self_check_verdict()}))
