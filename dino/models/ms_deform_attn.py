@@ -6,7 +6,8 @@ weights (softmax over levels x points). Three implementations of the sampling, t
 values up to rounding (``ms_deform_attn_core``):
 
 * ``fused`` (GPUs, the default there): Triton kernels that gather, weight and sum in
-  registers, forward and backward (``ms_deform_attn_triton``).
+  registers, forward and backward (``ms_deform_attn_triton``). The default path uses
+  them only after they pass ``check_fused`` on the device, else it falls back to the canvas.
 * ``canvas`` (GPUs without Triton): ONE ``F.grid_sample`` over all levels. The level maps
   are stacked into a single zero-separated canvas (``CanvasLayout``) and every sampling
   location is mapped into it by a per-level affine transform. A point outside its own
