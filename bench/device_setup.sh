@@ -6,3 +6,12 @@ export PYTHONPATH=/tmp/site:$PWD
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, optuna, pycocotools; print('torch', torch.__version__, 'optuna', optuna.__version__)"
+
+# speed_run LABEL CAP [model_speed.py args]: one model_speed.py run capped at CAP seconds,
+# its rows appended to $OUT/speed.jsonl and its log to $OUT/speed_log.txt
+speed_run() {
+  local label=$1 cap=$2; shift 2
+  echo "== $label"
+  timeout "$cap" python3 bench/model_speed.py --iters 10 --warmup 3 --out "$OUT/speed.jsonl" "$@" 2>&1 \
+    | grep -v Warning | tee -a "$OUT/speed_log.txt" | tail -5
+}

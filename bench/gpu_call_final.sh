@@ -7,14 +7,8 @@ set -uo pipefail
 source bench/device_setup.sh > $OUT/env.txt 2>&1; cat $OUT/env.txt
 mkdir -p /tmp/bin; printf '#!/bin/sh\nexec python3 -m dino "$@"\n' > /tmp/bin/dino; chmod +x /tmp/bin/dino
 export PATH=/tmp/bin:$PATH
-run() {  # label, cap in seconds, then model_speed.py arguments
-  local label=$1 cap=$2; shift 2
-  echo "== $label"
-  timeout $cap python3 bench/model_speed.py --iters 10 --warmup 3 --out $OUT/speed.jsonl "$@" 2>&1 \
-    | grep -v Warning | tee -a $OUT/speed_log.txt | tail -5
-}
-run hf_deformable_detr 70 --models hf_deformable_detr_two_stage --dtypes fp32,bf16
-run ours_fused 90 --models dino_4scale_r50 --dtypes fp32,bf16
+speed_run hf_deformable_detr 70 --models hf_deformable_detr_two_stage --dtypes fp32,bf16
+speed_run ours_fused 90 --models dino_4scale_r50 --dtypes fp32,bf16
 echo "== fp16 check"
 timeout 90 python3 bench/convergence.py --out /tmp/fp16 --n-train 200 --size 256 --epochs 2 \
   --set train.precision=fp16 > $OUT/fp16_check.jsonl 2>&1

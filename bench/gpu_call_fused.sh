@@ -9,15 +9,9 @@ source bench/device_setup.sh > $OUT/env.txt 2>&1; cat $OUT/env.txt
 echo "== msda kernels"
 timeout 150 python3 bench/msda_kernel_speed.py --iters 10 --out $OUT/msda.jsonl > $OUT/msda.txt 2>&1
 echo "exit $?"; tail -28 $OUT/msda.txt
-run() {  # label, cap in seconds, then model_speed.py arguments
-  local label=$1 cap=$2; shift 2
-  echo "== $label"
-  timeout $cap python3 bench/model_speed.py --iters 10 --warmup 3 --out $OUT/speed.jsonl "$@" 2>&1 \
-    | grep -v Warning | tee -a $OUT/speed_log.txt | tail -5
-}
-run hf_deformable_detr 80 --models hf_deformable_detr_two_stage --dtypes fp32,bf16
-run ours_fused 80 --models dino_4scale_r50 --dtypes fp32,bf16
-DINO_MSDA_IMPL=pytorch run ours_canvas 80 --models dino_4scale_r50 --dtypes fp32,bf16
+speed_run hf_deformable_detr 80 --models hf_deformable_detr_two_stage --dtypes fp32,bf16
+speed_run ours_fused 80 --models dino_4scale_r50 --dtypes fp32,bf16
+DINO_MSDA_IMPL=pytorch speed_run ours_canvas 80 --models dino_4scale_r50 --dtypes fp32,bf16
 for dt in bf16 fp32; do
   echo "== profile $dt"
   timeout 90 python3 bench/profile_train_step.py --dtype $dt --steps 3 --rows 30 > $OUT/profile_$dt.txt 2>&1

@@ -56,6 +56,24 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _tile(n_tokens, n_queries, NH: tl.constexpr, HD: tl.constexpr, HD_P2: tl.constexpr,
+              BLOCK_Q: tl.constexpr):
+        """This program's ``BLOCK_Q`` queries of one (image, head): the query and channel
+        masks, ``row`` (the flat index of each (b, q, h)) and the offset of (b, h) in value."""
+        b = tl.program_id(1) // NH
+        h = tl.program_id(1) % NH
+        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        channels = tl.arange(0, HD_P2)
+        row = (b * n_queries + q).to(tl.int64) * NH + h
+        base = b.to(tl.int64) * n_tokens * NH * HD + h * HD
+        return q < n_queries, channels, channels < HD, row, base
+
+    @triton.jit
+    def _level(shapes_ptr, starts_ptr, lvl):
+        """(H, W, first token) of level ``lvl``."""
+        return tl.load(shapes_ptr + 2 * lvl), tl.load(shapes_ptr + 2 * lvl + 1), tl.load(starts_ptr + lvl)
+
+    @triton.jit
     def _corner(value_base, start, tok_stride, x0, y0, dx: tl.constexpr, dy: tl.constexpr, width, height, qmask,
                 channels, cmask):
         """Token index, validity and ``[BLOCK_Q, HD]`` values of one bilinear corner."""
@@ -88,21 +106,11 @@ if triton is not None:
     def _msda_fwd(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr, n_tokens, n_queries,
                   NH: tl.constexpr, HD: tl.constexpr, HD_P2: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                   BLOCK_Q: tl.constexpr):
-        pid_q = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // NH
-        h = pid_bh % NH
-        q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        qmask = q < n_queries
-        channels = tl.arange(0, HD_P2)
-        cmask = channels < HD
-        row = (b * n_queries + q).to(tl.int64) * NH + h  # [BLOCK_Q] index of (b, q, h)
-        value_base = value_ptr + b.to(tl.int64) * n_tokens * NH * HD + h * HD
+        qmask, channels, cmask, row, base = _tile(n_tokens, n_queries, NH, HD, HD_P2, BLOCK_Q)
+        value_base = value_ptr + base
         acc = tl.zeros([BLOCK_Q, HD_P2], dtype=tl.float32)
         for lvl in range(L):  # a loop, not unrolled: 4x less code to compile
-            height = tl.load(shapes_ptr + 2 * lvl)
-            width = tl.load(shapes_ptr + 2 * lvl + 1)
-            start = tl.load(starts_ptr + lvl)
+            height, width, start = _level(shapes_ptr, starts_ptr, lvl)
             for p in tl.static_range(P):
                 offs = row * (L * P) + lvl * P + p
                 x0, y0, fx, fy, a = _point(loc_ptr, attn_ptr, offs, qmask, width, height)
@@ -120,24 +128,13 @@ if triton is not None:
     def _msda_bwd(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, grad_out_ptr, grad_value_ptr,
                   grad_loc_ptr, grad_attn_ptr, n_tokens, n_queries, NH: tl.constexpr, HD: tl.constexpr,
                   HD_P2: tl.constexpr, L: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr):
-        pid_q = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // NH
-        h = pid_bh % NH
-        q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        qmask = q < n_queries
-        channels = tl.arange(0, HD_P2)
-        cmask = channels < HD
-        row = (b * n_queries + q).to(tl.int64) * NH + h
-        base = b.to(tl.int64) * n_tokens * NH * HD + h * HD
+        qmask, channels, cmask, row, base = _tile(n_tokens, n_queries, NH, HD, HD_P2, BLOCK_Q)
         value_base = value_ptr + base
         grad_value_base = grad_value_ptr + base
         g = tl.load(grad_out_ptr + row[:, None] * HD + channels[None, :], mask=qmask[:, None] & cmask[None, :],
                     other=0.0).to(tl.float32)  # [BLOCK_Q, HD]
         for lvl in range(L):  # a loop, not unrolled: 4x less code to compile
-            height = tl.load(shapes_ptr + 2 * lvl)
-            width = tl.load(shapes_ptr + 2 * lvl + 1)
-            start = tl.load(starts_ptr + lvl)
+            height, width, start = _level(shapes_ptr, starts_ptr, lvl)
             for p in tl.static_range(P):
                 offs = row * (L * P) + lvl * P + p
                 x0, y0, fx, fy, a = _point(loc_ptr, attn_ptr, offs, qmask, width, height)
