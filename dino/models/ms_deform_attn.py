@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 
 import torch
@@ -181,6 +182,12 @@ def default_impl(device: torch.device) -> str:
 # (device, value dtype, heads, head dim, levels, points) -> None if the fused kernels
 # passed their self-check there, else what went wrong
 _FUSED_VERDICTS: dict[tuple, str | None] = {}
+_CHECK_SECONDS = [0.0]  # spent in first-use checks, kernel compiles included (self_check_seconds)
+
+
+def self_check_seconds() -> float:
+    """Seconds this process spent in ``check_fused`` so far (the kernels' compile included)."""
+    return _CHECK_SECONDS[0]
 
 # The self-check's tolerance, a fraction of the reference's largest magnitude. Both paths
 # sample the same (already rounded) values and accumulate in float32, so the output and
@@ -267,7 +274,9 @@ def fused_usable(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_
     the ``canvas`` path (a GPU Triton cannot compile for, a broken toolchain)."""
     key = (value.device, value.dtype, *value.shape[2:], *sampling_locations.shape[3:5])
     if key not in _FUSED_VERDICTS:
+        began = time.perf_counter()
         problem = _FUSED_VERDICTS[key] = check_fused(value, spatial_shapes, sampling_locations, attention_weights)
+        _CHECK_SECONDS[0] += time.perf_counter() - began
         if problem:
             name = torch.cuda.get_device_name(value.device) if value.device.type == "cuda" else str(value.device)
             warnings.warn(f"fused deformable attention failed its self-check on {name} ({problem}); using the "

@@ -3,8 +3,9 @@ and the first-use self-check that decides whether a run may use it.
 
 CI has no GPU, so the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``), which
 executes the very same kernel code on the CPU. The interpreter must be chosen before the
-kernels are defined, hence a subprocess running this file's ``__main__`` block. The GPU
-check (``bench/gpu_check.py``) runs the same cases compiled, on a GPU.
+kernels are defined, hence a subprocess running this file's ``__main__`` block. With
+``DINO_FUSED_TEST_DEVICE=cuda`` the subprocess runs the same cases compiled, on the GPU
+(``bench/gpu_check.py`` does that).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import subprocess
 import sys
 
 import pytest
+
+DEVICE = os.environ.get("DINO_FUSED_TEST_DEVICE", "cpu")  # cuda: the compiled kernels, no interpreter
 
 # shapes, (B, Lq, nH, hd, P), value dtype, spread of the locations around [0, 1]; "same"
 # puts every query of a head on one point (all programs add into the same value rows)
@@ -48,7 +51,7 @@ def _inputs(case: dict):
     else:
         loc = torch.rand(loc_shape) * spread - (spread - 1) / 2
     weights = torch.rand(batch, n_queries, n_heads, len(shapes), n_points).softmax(-1)
-    return value, shapes, loc, weights
+    return value.to(DEVICE), shapes, loc.to(DEVICE), weights.to(DEVICE)
 
 
 def _run_both(value, shapes, loc, weights):
@@ -61,9 +64,9 @@ def _run_both(value, shapes, loc, weights):
         v, lo, w = (t.clone().requires_grad_() for t in (value, loc, weights))
         # the reference samples the same (rounded) values in float32
         out = ms_deform_attn_core(v.float() if impl == "per_level" else v, shapes, lo, w, impl=impl)
-        grad_out = torch.linspace(-1, 1, out.numel()).view_as(out)
+        grad_out = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
         (out.float() * grad_out).sum().backward()
-        results[impl] = [out.detach().float(), v.grad.float(), lo.grad, w.grad]
+        results[impl] = [t.cpu() for t in (out.detach().float(), v.grad.float(), lo.grad, w.grad)]
     return results
 
 
@@ -111,10 +114,11 @@ def _module_default_path() -> dict:
         attn.sampling_offsets.weight.normal_(0, 0.02)
     query, value = torch.randn(2, 130, 256), torch.randn(2, tokens, 256)
     ref = torch.rand(2, 130, 4, 2)
+    attn, query, value, ref = (t.to(DEVICE) for t in (attn, query, value, ref))
     outs = {}
     for impl in (None, "per_level"):
         attn.impl = impl
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
             outs[impl] = attn(query, ref, value, shapes).float()
         outs[str(impl) + "_path"] = attention_paths(attn)
     return {"path": outs["None_path"], "reference_path": outs["per_level_path"],
@@ -122,7 +126,7 @@ def _module_default_path() -> dict:
             "scale": outs["per_level"].abs().max().item()}
 
 
-def _init_inputs():
+def _init_inputs(device: str = DEVICE):
     """What a freshly initialised encoder layer hands the core: reference points at pixel
     centres plus whole-pixel offsets, i.e. every sampling point on a bilinear kink."""
     import torch
@@ -148,7 +152,8 @@ def _init_inputs():
     msda.ms_deform_attn_core = capture
     try:
         attn.impl = "per_level"
-        attn(torch.randn(1, tokens, 64), ref, torch.randn(1, tokens, 64), shapes)
+        attn.to(device)(torch.randn(1, tokens, 64, device=device), ref.to(device), torch.randn(1, tokens, 64, device=device),
+                        shapes)
     finally:
         msda.ms_deform_attn_core = original
     return seen["value"], shapes, seen["locations"], seen["weights"]
@@ -161,11 +166,11 @@ def _self_checks() -> dict:
 
     torch.manual_seed(0)
     shapes = [(6, 7), (3, 4), (2, 2)]
-    value = torch.randn(2, sum(h * w for h, w in shapes), 2, 8).to(torch.bfloat16)
-    loc = torch.rand(2, 90, 2, 3, 4, 2) * 1.2 - 0.1
-    weights = torch.rand(2, 90, 2, 3, 4).softmax(-1)
+    value = torch.randn(2, sum(h * w for h, w in shapes), 2, 8).to(torch.bfloat16).to(DEVICE)
+    loc = (torch.rand(2, 90, 2, 3, 4, 2) * 1.2 - 0.1).to(DEVICE)
+    weights = torch.rand(2, 90, 2, 3, 4).softmax(-1).to(DEVICE)
     value0, shapes0, loc0, weights0 = _init_inputs()
-    pixel = loc0[..., 0] * torch.tensor([w for _, w in shapes0]).view(1, 1, 1, -1, 1) - 0.5
+    pixel = loc0[..., 0].cpu() * torch.tensor([w for _, w in shapes0]).view(1, 1, 1, -1, 1) - 0.5
     on_kink = ((pixel - pixel.round()).abs() < 1e-4).float().mean().item()
     return {"random": check_fused(value, shapes, loc, weights), "init": check_fused(value0, shapes0, loc0, weights0),
             "init_on_kink_fraction": on_kink}
@@ -180,6 +185,12 @@ def interpreter_results() -> dict:
 def compared() -> dict:
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
+    if DEVICE == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("DINO_FUSED_TEST_DEVICE=cuda but no GPU is visible")
+        env.pop("TRITON_INTERPRET")
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -315,7 +326,7 @@ def test_self_check_is_not_fooled_by_kinks_in_the_real_locations():
     whatever the real call's locations are."""
     from dino.models.ms_deform_attn import check_fused, sample_per_level
 
-    value, shapes, loc, weights = _init_inputs()
+    value, shapes, loc, weights = _init_inputs("cpu")
 
     def other_side(v, s, lo, w):
         return sample_per_level(v, s, lo + 1e-6, w)
@@ -416,5 +427,5 @@ def test_unknown_impl_is_an_error():
 
 
 if __name__ == "__main__":
-    assert os.environ.get("TRITON_INTERPRET") == "1"
+    assert os.environ.get("TRITON_INTERPRET") == "1" or DEVICE == "cuda"
     print(json.dumps(interpreter_results()))
