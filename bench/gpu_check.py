@@ -189,10 +189,10 @@ def _best_checkpoint(workspace: Path) -> tuple[Path | None, Path | None]:
     return (Path(ckpt) if ckpt else None), (spec if spec.exists() else None)
 
 
-def _export_cmd(spec: Path, checkpoint: Path, onnx: Path, batch: int) -> list[str]:
+def _export_cmd(spec: Path, checkpoint: Path, onnx: Path, batch: int, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "dino", "export", "-e", str(spec), f"export.checkpoint={checkpoint}",
             f"export.onnx_file={onnx}", f"export.results_dir={onnx.parent}", f"export.batch_size={batch}",
-            "export.input_height=320", "export.input_width=320"]
+            "export.input_height=320", "export.input_width=320", *overrides]
 
 
 def _verified(c: Check, name: str) -> tuple[bool, str]:
@@ -230,8 +230,8 @@ def section_smoke(c: Check, args) -> None:
         if train.returncode == 0 and r18_ckpt.exists():
             for batch, label in ((1, "fixed"), (-1, "dynamic")):
                 name = f"export_r18_{label}"
-                jobs.append((name, c.run(name, _export_cmd(spec, r18_ckpt, Path(args.workdir) / name / "m.onnx", batch),
-                                         240, background=True)))
+                cmd = _export_cmd(spec, r18_ckpt, Path(args.workdir) / name / "m.onnx", batch, "model.backbone=resnet_18")
+                jobs.append((name, c.run(name, cmd, 240, background=True)))
         else:
             c.add("smoke", "R18 trained on the GPU (bf16, 1 epoch)", False, c.log_tail("train_r18"))
     else:

@@ -110,7 +110,9 @@ def relative_errors(got: dict, expected: dict) -> dict[str, float]:
 
 def kink_agreement(impl: str, value, shapes, weights, grad_out, batch, n_queries, n_heads, n_points) -> dict:
     """Points on whole pixels (pixel centres + whole-pixel offsets, as at initialisation):
-    the fraction of location gradients equal to one of the two one-sided differences."""
+    the fraction of location gradients equal to one of the one-sided differences. A point
+    on a kink in both coordinates has four: right or left in x, with the cell above or
+    below in y (and the same for y)."""
     gen = torch.Generator().manual_seed(3)
     sizes = torch.tensor([(w, h) for h, w in shapes], dtype=torch.float64).view(-1, 1, 2)
     shape = (batch, n_queries, n_heads, len(shapes), n_points, 2)
@@ -119,19 +121,27 @@ def kink_agreement(impl: str, value, shapes, weights, grad_out, batch, n_queries
     got = run_path(impl, value, shapes, loc, weights, grad_out)["grad locations"].double()
     value64, weights64, grad64 = value.double(), weights.double(), grad_out.double()
     loc64 = loc.double()
-    here = per_point(value64, shapes, loc64, grad64)
-    sides = []
-    for axis in (0, 1):
+
+    def unit(axis: int, pixels: float) -> torch.Tensor:
         step = torch.zeros_like(loc64)
+        side = torch.tensor([w if axis == 0 else h for h, w in shapes], dtype=torch.float64, device=loc.device)
         step[..., axis] = 1.0
-        sz = torch.tensor([w if axis == 0 else h for h, w in shapes], dtype=torch.float64, device=loc.device)
-        h_loc = (H_STEP / sz).view(1, 1, 1, -1, 1, 1)
-        right = weights64 * (per_point(value64, shapes, loc64 + step * h_loc, grad64) - here) / h_loc[..., 0]
-        left = weights64 * (here - per_point(value64, shapes, loc64 - step * h_loc, grad64)) / h_loc[..., 0]
-        sides.append((right, left))
-    scale = max(float(t.abs().max()) for pair in sides for t in pair)
-    agree = torch.stack([torch.minimum((got[..., axis] - right).abs(), (got[..., axis] - left).abs())
-                         <= 1e-3 * max(scale, 1e-12) for axis, (right, left) in enumerate(sides)], -1)
+        return step * (pixels / side).view(1, 1, 1, -1, 1, 1)
+
+    candidates = []
+    for axis in (0, 1):
+        h = unit(axis, H_STEP)
+        h_loc = h[..., axis]
+        options = []
+        for other in (1e-4, -1e-4):  # which cell of the other coordinate
+            base = loc64 + unit(1 - axis, other)
+            here = per_point(value64, shapes, base, grad64)
+            options.append(weights64 * (per_point(value64, shapes, base + h, grad64) - here) / h_loc)
+            options.append(weights64 * (here - per_point(value64, shapes, base - h, grad64)) / h_loc)
+        candidates.append(torch.stack(options))
+    scale = max(float(c.abs().max()) for c in candidates)
+    agree = torch.stack([((got[..., axis] - c).abs().min(0).values <= 1e-3 * max(scale, 1e-12))
+                         for axis, c in enumerate(candidates)], -1)
     return {"kink_one_sided_fraction": round(float(agree.float().mean()), 6)}
 
 

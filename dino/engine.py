@@ -44,6 +44,15 @@ def to_device(images, masks, targets, device):
     return images, masks, targets
 
 
+FINITE_CHECK_EVERY = 20
+
+
+def _raise_if_nonfinite(nonfinite: torch.Tensor, first: int, last: int) -> None:
+    if int(nonfinite):
+        raise FloatingPointError(f"training loss became NaN/inf between steps {first} and {last} of the epoch; "
+                                 "lower train.optim.lr or use train.precision=fp32")
+
+
 def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.device, precision: str,
                     clip_grad_norm: float, log: Callable[[str], None] = print, log_every: int = 50,
                     startup=None) -> dict[str, float]:
@@ -53,6 +62,10 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.d
     model.train()
     criterion.train()
     total, steps, start, n = torch.zeros((), device=device), 0, time.time(), len(loader)
+    # Finite-loss check without a host sync per step (it stalled the launch queue every
+    # step on a GPU): non-finite steps are counted on the device and read every
+    # FINITE_CHECK_EVERY steps. (Non-finite outputs also stop the Hungarian matcher.)
+    nonfinite, checked = torch.zeros((), dtype=torch.int64, device=device), 0
     for images, masks, targets in loader:
         if startup is not None and steps == 0:
             startup.mark("first batch")
@@ -60,9 +73,10 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.d
         with autocast(device, precision):
             outputs = model(images, masks, targets)
         loss = criterion(to_fp32(outputs), targets)["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {steps + 1} of the epoch; "
-                                     "lower train.optim.lr or use train.precision=fp32")
+        nonfinite += (~torch.isfinite(loss)).to(torch.int64)
+        if (steps + 1) % FINITE_CHECK_EVERY == 0 or steps + 1 == n:
+            _raise_if_nonfinite(nonfinite, checked + 1, steps + 1)
+            checked = steps + 1
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip_grad_norm > 0:
@@ -87,21 +101,25 @@ def evaluate(model, criterion, postprocessor, loader, coco_gt: COCO, device: tor
              conf_threshold: float = 0.0, gather: Callable[[Any], list | None] | None = None) -> dict[str, Any] | None:
     """COCO bbox mAP of ``loader``'s images against ``coco_gt`` plus the mean loss.
 
-    Returns ``mAP`` (AP@[.5:.95]), ``mAP50``, ``loss``, ``stats`` (COCOeval's 12 numbers)
-    and ``detections`` (COCO result dicts). Labels are category ids (TAO convention).
+    Returns ``mAP`` (AP@[.5:.95]), ``mAP50``, ``loss``, ``stats`` (COCOeval's 12 numbers),
+    ``detections`` (COCO result dicts) and the seconds of the forward passes (``predict_s``)
+    and of the COCO evaluation (``coco_s``). Labels are category ids (TAO convention).
     Sharded (DDP): each rank's ``loader`` holds its share of the images and ``gather``
     brings every rank's ``(detections, loss_sum, count)`` to rank 0 (None elsewhere);
     rank 0 scores them all, the other ranks return None."""
+    began = time.perf_counter()
     detections, loss_sum, count = _predict(model, criterion, postprocessor, loader, device, precision, conf_threshold)
+    predict_s = time.perf_counter() - began
     if gather is not None:
         parts = gather((detections, loss_sum, count))
         if parts is None:
             return None
         detections = [det for part in parts for det in part[0]]
         loss_sum, count = sum(part[1] for part in parts), sum(part[2] for part in parts)
+    began = time.perf_counter()
     stats = coco_map(coco_gt, detections)
     return {"mAP": stats[0], "mAP50": stats[1], "loss": loss_sum / max(count, 1), "stats": stats,
-            "detections": detections}
+            "detections": detections, "predict_s": predict_s, "coco_s": time.perf_counter() - began}
 
 
 def _predict(model, criterion, postprocessor, loader, device: torch.device, precision: str,

@@ -263,7 +263,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
     startup.mark("optimizer and resume")
     status.write("Starting Training Loop.", status="STARTED")
     for epoch in range(start_epoch, t.num_epochs):
-        began = time.time()
+        began, timings = time.time(), {}
         say(f"Epoch {epoch}/{last}")
         loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size,
                               fixed_size=fixed_size)
@@ -284,6 +284,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                            val_ds.coco, device, t.precision,
                            gather=functools.partial(gather_to_main, ctx) if ctx.enabled else None)
             if res is not None:  # rank 0
+                timings = {"validation_s": round(res["predict_s"], 2), "coco_eval_s": round(res["coco_s"], 2)}
                 say(f"Validation mAP : {res['mAP']}")
                 say(f"Validation mAP50 : {res['mAP50']}")
                 status.kpi = {"val_mAP": str(res["mAP"]), "val_mAP50": str(res["mAP50"]), "val_loss": res["loss"]}
@@ -293,7 +294,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         eta = datetime.timedelta(seconds=elapsed * (last - epoch))
         status.write("Training loop in progress", epoch=epoch, max_epoch=last, step=step,
                      max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
-                     time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta))
+                     time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta), **timings)
         rng = gather_to_main(ctx, rank_rng_state(device)) if ctx.enabled else None  # every rank's stream
         if not ctx.is_main:
             continue

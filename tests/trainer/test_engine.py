@@ -38,3 +38,40 @@ def test_to_fp32_casts_nested_half_tensors_only():
                    "c": torch.ones(1, dtype=torch.int64), "d": None})
     assert out["a"].dtype == torch.float32 and out["b"][0].dtype == torch.float32
     assert out["c"].dtype == torch.int64 and out["d"] is None
+
+
+def _toy_epoch(losses: list[float]):
+    """train_one_epoch over len(losses) steps of a linear model whose loss is ``losses[i]``
+    times a differentiable term."""
+    from dino.engine import train_one_epoch
+
+    model = torch.nn.Linear(2, 1)
+    values = iter(losses)
+
+    class Criterion(torch.nn.Module):
+        def forward(self, outputs, targets):
+            return {"loss": outputs.sum() * 0 + next(values)}
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def forward(self, images, masks, targets):
+            return self.lin(images)
+
+    batches = [(torch.ones(1, 2), torch.zeros(1, 1, dtype=torch.bool), [{"labels": torch.zeros(0)}])] * len(losses)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return train_one_epoch(Model(), Criterion(), batches, opt, scaler, torch.device("cpu"), "fp32", 0.0, log_every=0)
+
+
+def test_a_non_finite_loss_stops_the_epoch_within_the_check_interval():
+    from dino.engine import FINITE_CHECK_EVERY
+
+    assert _toy_epoch([1.0] * 5)["steps"] == 5
+    with pytest.raises(FloatingPointError, match="NaN/inf between steps 1 and 5 of the epoch; lower train.optim.lr"):
+        _toy_epoch([1.0, 1.0, float("nan"), 1.0, 1.0])
+    n = FINITE_CHECK_EVERY + 3
+    with pytest.raises(FloatingPointError, match=f"between steps {FINITE_CHECK_EVERY + 1} and {n} "):
+        _toy_epoch([1.0] * (FINITE_CHECK_EVERY + 1) + [float("inf"), 1.0])
