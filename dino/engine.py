@@ -134,7 +134,9 @@ def coco_eval(coco_gt: COCO, detections: list[dict]) -> COCOeval | None:
     """The evaluated, accumulated and summarised bbox COCOeval of ``detections`` (pycocotools'
     printout silenced); None when there is nothing to score (no detection or no ground truth)."""
     known = set(coco_gt.getCatIds())
-    detections = [d for d in detections if d["category_id"] in known]  # logits for unused ids
+    # copies: loadRes adds id, area, iscrowd and a segmentation to the dicts it is given,
+    # which would otherwise end up in the caller's detections.json
+    detections = [dict(d) for d in detections if d["category_id"] in known]  # (logits for unused ids dropped)
     if not detections or not coco_gt.dataset.get("annotations"):
         return None
     with contextlib.redirect_stdout(io.StringIO()):
