@@ -141,7 +141,8 @@ def checkpoint_for(spec: Spec, task: str, given: str) -> str:
         return given
     found = latest_checkpoint(train_dir_of(spec))
     if not found:
-        raise SpecError(f"no checkpoint to {task}: set {task}.checkpoint=/path/model.pth "
+        doing = "run inference with" if task == "inference" else task
+        raise SpecError(f"no checkpoint to {doing}: set {task}.checkpoint=/path/model.pth "
                         f"(none found in {train_dir_of(spec)})")
     return found
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 AREA_ALL, MAX_DETS_100 = 0, -1  # indices into COCOeval's area ranges and maxDets (1, 10, 100)
@@ -54,6 +55,17 @@ def per_class_ap(ev: COCOeval) -> list[ClassAP]:
             ap=_mean(p), ap50=_mean(p[t50]), ap75=_mean(p[t75]),
             ar100=_mean(recall[:, k, AREA_ALL, MAX_DETS_100]),
         ))
+    return rows
+
+
+def rows_without_detections(coco_gt: COCO) -> list[ClassAP]:
+    """The table when nothing was detected (COCOeval is not run): AP 0 where there is ground truth."""
+    rows = []
+    for cat_id in sorted(coco_gt.getCatIds()):
+        cat = coco_gt.cats[cat_id]
+        n_gt = len(coco_gt.getAnnIds(catIds=[cat_id], iscrowd=False))
+        zero = 0.0 if n_gt else None
+        rows.append(ClassAP(int(cat_id), str(cat.get("name", cat_id)), n_gt, 0, zero, zero, zero, zero))
     return rows
 
 

@@ -17,7 +17,7 @@ import os
 import sys
 
 from dino.checkpoint import checkpoint_for, load_trained, task_dir_of
-from dino.class_ap import format_table, mean_ap, per_class_ap
+from dino.class_ap import format_table, mean_ap, per_class_ap, rows_without_detections
 from dino.config import DatasetConfig, Spec
 from dino.data import build_dataset, val_loader
 from dino.engine import evaluate
@@ -70,9 +70,8 @@ def _evaluate(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
                    device, precision, conf_threshold=e.conf_threshold)
     log(f"Test mAP : {res['mAP']}")
     log(f"Test mAP50 : {res['mAP50']}")
-    rows = per_class_ap(res["coco_eval"]) if res["coco_eval"] is not None else []
-    if rows:
-        log(f"Per-class AP ({where}, {len(ds)} images):\n{format_table(rows)}")
+    rows = per_class_ap(res["coco_eval"]) if res["coco_eval"] is not None else rows_without_detections(ds.coco)
+    log(f"Per-class AP ({where}, {len(ds)} images):\n{format_table(rows)}")
     out_dir = eval_dir_of(spec)
     metrics = {**dict(zip(COCO_STAT_NAMES, res["stats"])), "loss": res["loss"], "checkpoint": ckpt_path,
                "num_images": len(ds), "split": where}

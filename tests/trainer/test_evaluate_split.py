@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dino.class_ap import format_table, mean_ap, per_class_ap
+from dino.class_ap import format_table, mean_ap, per_class_ap, rows_without_detections
 from dino.data.coco import coco_index
 from dino.engine import coco_eval
 
@@ -99,6 +99,18 @@ def test_per_class_numbers_on_hand_made_detections():
     assert mean_ap(list(rows.values())) == pytest.approx(ev.stats[0], abs=1e-12)
     assert mean_ap(list(rows.values())) == pytest.approx((rows["cat"].ap + rows["dog"].ap) / 2)
     assert re.search(r"^\s+3\s+emu(\s+-){4}\s+0\s+1$", format_table(list(rows.values())), re.M)
+
+
+def test_no_detections_still_lists_every_class():
+    gt = coco_index({
+        "images": [{"id": 1, "width": 100, "height": 100, "file_name": "1.png"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    })
+    assert coco_eval(gt, []) is None
+    rows = rows_without_detections(gt)
+    assert [(r.name, r.ap, r.num_gt, r.num_det) for r in rows] == [("cat", None, 0, 0), ("dog", 0.0, 1, 0)]
+    assert mean_ap(rows) == 0.0
 
 
 def test_test_split_given_as_tao_writes_it(trained_shapes, tmp_path):

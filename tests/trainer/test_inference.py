@@ -202,7 +202,7 @@ def test_bad_input_exits_2_before_the_model_is_built(trained_shapes, tmp_path, c
 def test_no_checkpoint_is_bad_input(trained_shapes, tmp_path, capsys, monkeypatch):
     code, err, _ = bad_run(trained_shapes, tmp_path, capsys, monkeypatch, f"results_dir={tmp_path / 'fresh'}",
                            image_dir(trained_shapes["data"].val.image_dir))
-    assert code == 2 and "no checkpoint to inference: set inference.checkpoint=" in err
+    assert code == 2 and "no checkpoint to run inference with: set inference.checkpoint=" in err
 
 
 def test_tao_inference_template_loads(tmp_path):
