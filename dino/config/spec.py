@@ -1,9 +1,10 @@
-"""The TAO DINO train/evaluate spec as typed dataclasses (all sections but ``model``, ``export``, ``inference``).
+"""The TAO DINO spec as typed dataclasses (all sections but ``model``, ``export`` and ``inference``).
 
 Field names, nesting and defaults follow TAO's ``spec_template_train.yaml``,
-``spec_template_evaluate.yaml`` and ``spec_template_inference.yaml`` so a TAO spec loads unchanged. Fields marked "ours" are
-not in TAO. Which fields the trainer accepts but does not act on is listed in
-:data:`IGNORED_FIELDS` / :data:`IGNORED_SECTIONS`; the loader reports those once.
+``spec_template_evaluate.yaml`` and ``spec_template_inference.yaml`` so a TAO spec loads
+unchanged. Fields marked "ours" are not in TAO. Which fields the trainer accepts but does
+not act on is listed in :data:`IGNORED_FIELDS` / :data:`IGNORED_SECTIONS`; the loader
+reports those once.
 """
 
 from __future__ import annotations
