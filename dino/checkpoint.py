@@ -141,6 +141,32 @@ def checkpoint_for(spec: Spec, task: str, given: str) -> str:
         return given
     found = latest_checkpoint(train_dir_of(spec))
     if not found:
-        raise SpecError(f"no checkpoint to {task}: set {task}.checkpoint=/path/model.pth "
+        doing = "run inference with" if task == "inference" else task
+        raise SpecError(f"no checkpoint to {doing}: set {task}.checkpoint=/path/model.pth "
                         f"(none found in {train_dir_of(spec)})")
     return found
+
+
+def load_trained(spec: Spec, path: str, task: str):
+    """``(model, criterion, postprocessor)`` of the spec's model with the weights of the
+    checkpoint at ``path``, in eval mode on the CPU. A checkpoint that is not one, or does
+    not fit the spec's model, is a SpecError (bad input) saying what to change."""
+    from dino.models import build_dino
+
+    try:
+        model, criterion, post = build_dino(spec.model, spec.dataset.num_classes)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError as exc:
+        raise SpecError(f"{task}.checkpoint: {exc}") from None
+    try:
+        model.load_state_dict(model_state(ckpt))
+    except RuntimeError as exc:
+        hint = ""
+        if ckpt.get("num_classes") not in (None, spec.dataset.num_classes):
+            hint = f"; it was trained with dataset.num_classes={ckpt['num_classes']}"
+        raise SpecError(f"checkpoint {path} does not fit this spec's model{hint}; use the spec it was trained "
+                        f"with ({str(exc).splitlines()[0]})") from None
+    return model.eval(), criterion.eval(), post

@@ -1,4 +1,4 @@
-"""``dino`` command line: ``train``, ``evaluate``, ``export`` (TAO style) and ``synth`` (dataset generator).
+"""``dino`` command line: ``train``, ``evaluate``, ``inference``, ``export`` (TAO style) and ``synth`` (dataset generator).
 
 ``dino train -e spec.yaml [key.sub=value ...]``. Exit codes: 0 success, 1 failure while
 running, 2 bad input (spec, data, paths; reported before any training step), 128+N when
@@ -68,6 +68,10 @@ def _run_task(task: str, args: argparse.Namespace) -> int:
             from dino.evaluate import run_evaluation
 
             run_evaluation(spec, ignored, status)
+        elif task == "inference":
+            from dino.inference import run_inference
+
+            run_inference(spec, ignored, status)
         else:
             from dino.export import run_export
 
@@ -75,8 +79,8 @@ def _run_task(task: str, args: argparse.Namespace) -> int:
     except (SpecError, DataError) as exc:
         return _fail(status, str(exc), EXIT_BAD_INPUT)
     except Interrupted as exc:
-        return _fail(status, f"{task.capitalize()} {exc}; rerun the same command to resume from the latest checkpoint",
-                     128 + exc.signum)
+        again = "resume from the latest checkpoint" if task == "train" else "start it again"
+        return _fail(status, f"{task.capitalize()} {exc}; rerun the same command to {again}", 128 + exc.signum)
     except KeyboardInterrupt:
         return _fail(status, f"{task.capitalize()} interrupted", 130)
     except WorkerFailed as exc:  # a DDP rank's error; the rank printed its traceback
@@ -121,7 +125,8 @@ def _synth(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dino", description="The bundled DINO trainer (TAO-compatible CLI).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for task, text in (("train", "train a DINO model"), ("evaluate", "COCO mAP of a checkpoint"),
+    for task, text in (("train", "train a DINO model"), ("evaluate", "COCO mAP of a checkpoint, overall and per class"),
+                       ("inference", "a checkpoint's detections on images: COCO results JSON and drawn images"),
                        ("export", "write an ONNX file from a checkpoint")):
         p = sub.add_parser(task, help=text, description=f"{text}. Overrides are dotted key=value, values in YAML.")
         p.add_argument("-e", "--experiment_spec", "--experiment-spec", required=True, help="spec YAML (TAO DINO format)")

@@ -102,8 +102,10 @@ def evaluate(model, criterion, postprocessor, loader, coco_gt: COCO, device: tor
     """COCO bbox mAP of ``loader``'s images against ``coco_gt`` plus the mean loss.
 
     Returns ``mAP`` (AP@[.5:.95]), ``mAP50``, ``loss``, ``stats`` (COCOeval's 12 numbers),
-    ``detections`` (COCO result dicts) and the seconds of the forward passes (``predict_s``)
-    and of the COCO evaluation (``coco_s``). Labels are category ids (TAO convention).
+    ``detections`` (COCO result dicts), ``coco_eval`` (the accumulated COCOeval, for
+    per-class numbers; None without detections or ground truth) and the seconds of the
+    forward passes (``predict_s``) and of the COCO evaluation (``coco_s``). Labels are
+    category ids (TAO convention).
     Sharded (DDP): each rank's ``loader`` holds its share of the images and ``gather``
     brings every rank's ``(detections, loss_sum, count)`` to rank 0 (None elsewhere);
     rank 0 scores them all, the other ranks return None."""
@@ -117,9 +119,10 @@ def evaluate(model, criterion, postprocessor, loader, coco_gt: COCO, device: tor
         detections = [det for part in parts for det in part[0]]
         loss_sum, count = sum(part[1] for part in parts), sum(part[2] for part in parts)
     began = time.perf_counter()
-    stats = coco_map(coco_gt, detections)
+    ev = coco_eval(coco_gt, detections)
+    stats = coco_stats(ev)
     return {"mAP": stats[0], "mAP50": stats[1], "loss": loss_sum / max(count, 1), "stats": stats,
-            "detections": detections, "predict_s": predict_s, "coco_s": time.perf_counter() - began}
+            "detections": detections, "coco_eval": ev, "predict_s": predict_s, "coco_s": time.perf_counter() - began}
 
 
 def _predict(model, criterion, postprocessor, loader, device: torch.device, precision: str,
@@ -137,25 +140,47 @@ def _predict(model, criterion, postprocessor, loader, device: torch.device, prec
         count += len(targets)
         sizes = torch.stack([t["orig_size"] for t in targets])
         for t, res in zip(targets, postprocessor(outputs, sizes)):
-            keep = res["scores"] > conf_threshold
-            xyxy = res["boxes"][keep]
-            xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1).tolist()
-            for box, score, label in zip(xywh, res["scores"][keep].tolist(), res["labels"][keep].tolist()):
-                detections.append({"image_id": int(t["image_id"]), "category_id": int(label),
-                                   "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
+            detections.extend(coco_results(int(t["image_id"]), res, conf_threshold))
     return detections, loss_sum, count
 
 
-def coco_map(coco_gt: COCO, detections: list[dict]) -> list[float]:
-    """COCOeval bbox stats (12 values; -1 where undefined mapped to 0), pycocotools' printout silenced."""
+def coco_results(image_id: int, result: dict[str, torch.Tensor], conf_threshold: float = 0.0) -> list[dict]:
+    """One image's post-processed ``result`` (``scores [k]``, ``labels [k]``, ``boxes [k, 4]``
+    xyxy pixels) as COCO result dicts (``bbox`` x, y, w, h), those scoring above
+    ``conf_threshold``; rounded as evaluation and ``dino inference`` both write them."""
+    keep = result["scores"] > conf_threshold
+    xyxy = result["boxes"][keep]
+    xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1).tolist()
+    return [{"image_id": image_id, "category_id": int(label), "bbox": [round(v, 2) for v in box],
+             "score": round(score, 5)}
+            for box, score, label in zip(xywh, result["scores"][keep].tolist(), result["labels"][keep].tolist())]
+
+
+def coco_eval(coco_gt: COCO, detections: list[dict]) -> COCOeval | None:
+    """The evaluated, accumulated and summarised bbox COCOeval of ``detections`` (pycocotools'
+    printout silenced); None when there is nothing to score (no detection or no ground truth)."""
     known = set(coco_gt.getCatIds())
-    detections = [d for d in detections if d["category_id"] in known]  # logits for unused ids
+    # copies: loadRes adds id, area, iscrowd and a segmentation to the dicts it is given,
+    # which would otherwise end up in the caller's detections.json
+    detections = [dict(d) for d in detections if d["category_id"] in known]  # (logits for unused ids dropped)
     if not detections or not coco_gt.dataset.get("annotations"):
-        return [0.0] * 12
+        return None
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(detections)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return ev
+
+
+def coco_stats(ev: COCOeval | None) -> list[float]:
+    """COCOeval's 12 bbox stats, -1 (undefined) mapped to 0; all 0 without an evaluation."""
+    if ev is None:
+        return [0.0] * 12
     return [0.0 if (math.isnan(s) or s < 0) else float(s) for s in ev.stats]
+
+
+def coco_map(coco_gt: COCO, detections: list[dict]) -> list[float]:
+    """COCOeval bbox stats (12 values; -1 where undefined mapped to 0)."""
+    return coco_stats(coco_eval(coco_gt, detections))

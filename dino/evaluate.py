@@ -1,17 +1,24 @@
-"""``dino evaluate``: COCO mAP of a checkpoint on ``dataset.test_data_sources`` (or, when
-that is unset, ``val_data_sources``). Writes ``<eval dir>/status.json`` (kpi ``test_mAP``,
-``test_mAP50`` as strings, ``test_loss``), ``metrics.json`` (all 12 COCOeval numbers)
-and ``detections.json`` (COCO results), and prints ``Test mAP : <v>`` / ``Test mAP50 : <v>``.
+"""``dino evaluate``: COCO mAP of a checkpoint on one split, overall and per class.
+
+The split is ``dataset.test_data_sources`` (TAO's evaluate spec) when any of its sources
+is set, else ``val_data_sources``. Writes ``<eval dir>/status.json`` (kpi ``test_mAP``,
+``test_mAP50`` as strings, ``test_loss``, as TAO names them), ``metrics.json`` (all 12
+COCOeval numbers), ``per_class_ap.json`` (:mod:`dino.class_ap`) and ``detections.json``
+(COCO results), and prints ``Test mAP : <v>`` / ``Test mAP50 : <v>`` and the per-class table.
+Images are batched and resized exactly as in training's validation, so the last epoch's
+``val_mAP`` is reproduced on the val split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 
-from dino.checkpoint import checkpoint_for, load_checkpoint, model_state, task_dir_of
-from dino.config import Spec, SpecError
+from dino.checkpoint import checkpoint_for, load_trained, task_dir_of
+from dino.class_ap import format_table, mean_ap, per_class_ap, rows_without_detections
+from dino.config import DatasetConfig, Spec
 from dino.data import build_dataset, val_loader
 from dino.engine import evaluate
 from dino.status_log import StatusLog
@@ -29,37 +36,31 @@ def checkpoint_to_evaluate(spec: Spec) -> str:
     return checkpoint_for(spec, "evaluate", spec.evaluate.checkpoint)
 
 
+def split_of(d: DatasetConfig) -> str:
+    """The spec field of the split to score: the test sources when any is set (a half-set
+    one then fails with its missing part named), else the validation sources."""
+    if any(s.json_file or s.image_dir for s in d.test_data_sources):
+        return "test_data_sources"
+    return "val_data_sources"
+
+
 def run_evaluation(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
     with SignalGuard():
         return _evaluate(spec, ignored, status)
 
 
 def _evaluate(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
-    from dino.models import build_dino
-
     d, e = spec.dataset, spec.evaluate
     if ignored:
         text = "Ignored spec fields (accepted, not used by this trainer): " + "; ".join(ignored)
         log(text, file=sys.stderr)
         status.write(text, verbosity="WARNING")
     ckpt_path = checkpoint_to_evaluate(spec)
-    use_test = any(s.json_file for s in d.test_data_sources)
-    where = "dataset.test_data_sources" if use_test else "dataset.val_data_sources"
-    ds = build_dataset(d.test_data_sources if use_test else d.val_data_sources, d, False, where)
+    split = split_of(d)
+    where = f"dataset.{split}"
+    ds = build_dataset(getattr(d, split), d, False, where)
     device = select_device(e.gpu_ids, "evaluate.gpu_ids")
-    try:
-        model, criterion, post = build_dino(spec.model, d.num_classes)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
-    ckpt = load_checkpoint(ckpt_path)
-    try:
-        model.load_state_dict(model_state(ckpt))
-    except RuntimeError as exc:
-        hint = ""
-        if ckpt.get("num_classes") not in (None, d.num_classes):
-            hint = f"; it was trained with dataset.num_classes={ckpt['num_classes']}"
-        raise SpecError(f"checkpoint {ckpt_path} does not fit this spec's model{hint} "
-                        f"({str(exc).splitlines()[0]})") from None
+    model, criterion, post = load_trained(spec, ckpt_path, "evaluate")
     model.to(device)
     criterion.to(device)
     status.write(f"Evaluating {ckpt_path} on {len(ds)} images of {where}")
@@ -69,13 +70,21 @@ def _evaluate(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
                    device, precision, conf_threshold=e.conf_threshold)
     log(f"Test mAP : {res['mAP']}")
     log(f"Test mAP50 : {res['mAP50']}")
+    rows = per_class_ap(res["coco_eval"]) if res["coco_eval"] is not None else rows_without_detections(ds.coco)
+    log(f"Per-class AP ({where}, {len(ds)} images):\n{format_table(rows)}")
     out_dir = eval_dir_of(spec)
     metrics = {**dict(zip(COCO_STAT_NAMES, res["stats"])), "loss": res["loss"], "checkpoint": ckpt_path,
-               "num_images": len(ds)}
-    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
-    with open(os.path.join(out_dir, "detections.json"), "w", encoding="utf-8") as f:
-        json.dump(res["detections"], f)
+               "num_images": len(ds), "split": where}
+    _write_json(os.path.join(out_dir, "metrics.json"), metrics, indent=2)
+    per_class = {"split": where, "checkpoint": ckpt_path, "mAP": res["mAP"], "mean_of_classes": mean_ap(rows),
+                 "classes": [dataclasses.asdict(r) for r in rows]}
+    _write_json(os.path.join(out_dir, "per_class_ap.json"), per_class, indent=2)
+    _write_json(os.path.join(out_dir, "detections.json"), res["detections"])
     status.kpi = {"test_mAP": str(res["mAP"]), "test_mAP50": str(res["mAP50"]), "test_loss": res["loss"]}
     status.write("Test metrics generated.")
-    return metrics
+    return {**metrics, "per_class": rows}
+
+
+def _write_json(path: str, data, indent: int | None = None) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=indent)

@@ -1,5 +1,6 @@
 """Typed experiment spec (TAO DINO format): parse once with :func:`load_spec`."""
 
+from dino.config.inference_config import InferenceConfig
 from dino.config.loader import SpecError, known_paths, load_spec, parse_override, read_yaml
 from dino.config.model import ModelConfig
 from dino.config.spec import (
@@ -25,6 +26,7 @@ __all__ = [
     "DatasetConfig",
     "EvaluateConfig",
     "InferDataSource",
+    "InferenceConfig",
     "ModelConfig",
     "OptimConfig",
     "Spec",

@@ -83,9 +83,10 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "dataset.train_data_sources": {"description": "Training sources: each an image_dir and a COCO json_file."},
     "dataset.val_data_sources": {"description": "Validation sources: each an image_dir and a COCO json_file."},
     "dataset.test_data_sources": {"description": "Sources for dino evaluate."},
-    "dataset.infer_data_sources": {"description": "Sources for inference."},
-    "dataset.infer_data_sources.image_dir": {"description": "Image folders for inference."},
-    "dataset.infer_data_sources.classmap": {"description": "Text file of class names."},
+    "dataset.infer_data_sources": {"description": "Images for dino inference."},
+    "dataset.infer_data_sources.image_dir": {"description": "Image folders for dino inference (the image files directly inside each)."},
+    "dataset.infer_data_sources.classmap": {"description": "Text file of class names: line i names category id i + 1."},
+    "dataset.infer_data_sources.json_file": {"description": "Ours: a COCO file listing the images (relative to the one image_dir); its image ids and category names are used."},
     "dataset.quant_calibration_data_sources": {"description": "Calibration data for quantization."},
     "dataset.quant_calibration_data_sources.image_dir": {"description": "Calibration images."},
     "dataset.quant_calibration_data_sources.json_file": {"description": "Calibration annotations."},
@@ -176,6 +177,21 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "evaluate.results_dir": {"description": "Evaluation outputs; empty: <results_dir>/evaluate."},
     "evaluate.batch_size": {"minimum": -1, "maximum": INF, "math_cond": "!= 0", "description": "Evaluation batch size; -1: dataset.batch_size."},
     "evaluate.conf_threshold": {"minimum": 0.0, "maximum": 1.0, "description": "Detections scoring below are dropped before COCO evaluation."},
+    # -------------------------------------------------------------- inference
+    "inference": {"description": "Settings of dino inference: predictions JSON and drawn images."},
+    "inference.num_gpus": {"minimum": 1, "maximum": INF, "description": "GPUs for inference; one process runs on gpu_ids[0]."},
+    "inference.gpu_ids": {"description": "Device indices for inference (the first is used)."},
+    "inference.num_nodes": {"minimum": 1, "maximum": INF, "description": "Machines for inference."},
+    "inference.checkpoint": {"description": "Checkpoint to run; empty or ???: the latest of <results_dir>/train."},
+    "inference.trt_engine": {"description": "TensorRT engine to run."},
+    "inference.results_dir": {"description": "Inference outputs; empty: <results_dir>/inference."},
+    "inference.batch_size": {"minimum": -1, "maximum": INF, "math_cond": "!= 0", "description": "Images per batch; -1: dataset.batch_size."},
+    "inference.conf_threshold": {"minimum": 0.0, "maximum": 1.0, "description": "Detections scoring below are neither written nor drawn."},
+    "inference.is_internal": {"description": "TAO's internal folder layout for drawn images."},
+    "inference.input_width": {"minimum": 32, "maximum": INF, "description": "TAO's input width."},
+    "inference.input_height": {"minimum": 32, "maximum": INF, "description": "TAO's input height."},
+    "inference.outline_width": {"minimum": 1, "maximum": INF, "description": "Box outline width in pixels of the drawn images."},
+    "inference.color_map": {"description": "Class name -> colour of its boxes (a PIL colour name or #rrggbb)."},
 }  # fmt: skip
 
 # What AutoML may tune (a space file picks from these or adds others). Resource settings
@@ -207,7 +223,7 @@ _DISABLED = [
     "dataset.augmentation.input_std", "dataset.augmentation.train_random_resize",
     "dataset.augmentation.test_random_resize", "train.gpu_ids", "train.freeze", "train.cudnn",
     "train.optim.lr_steps", "train.optim.momentum", "train.optim.lr_step_size", "evaluate", "export",
-    "train.compile",
+    "inference", "train.compile",
 ]  # fmt: skip
 AUTOML_DISABLED_PARAMETERS = _DISABLED + list(IGNORED_SECTIONS) + list(IGNORED_FIELDS)
 
@@ -258,6 +274,9 @@ def _node(path: str, tp: Any, default: Any) -> dict[str, Any]:
         node["properties"] = _properties(tp, path + ".")
     elif typing.get_origin(tp) is list:
         node["type"] = "list"
+        node["default"] = default
+    elif typing.get_origin(tp) is dict:
+        node["type"] = "collection"
         node["default"] = default
     else:
         node["type"] = {bool: "bool", int: "int", float: "float", str: "string"}[tp]

@@ -141,6 +141,13 @@ def _coerce(tp: Any, value: Any, dotted: str, where: str) -> Any:
         if not isinstance(value, list):
             raise SpecError(f"{where}: {dotted} must be a list, got {value!r}")
         return [_coerce(item_tp, v, f"{dotted}[{i}]", where) for i, v in enumerate(value)]
+    if typing.get_origin(tp) is dict:  # e.g. inference.color_map: {name: colour}
+        key_tp, value_tp = typing.get_args(tp)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: {dotted} must be a mapping (key: value), got {value!r}")
+        return {_coerce(key_tp, k, dotted, where): _coerce(value_tp, v, f"{dotted}.{k}", where) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value

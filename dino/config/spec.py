@@ -1,9 +1,10 @@
-"""The TAO DINO train/evaluate spec as typed dataclasses (all sections but ``model`` and ``export``).
+"""The TAO DINO spec as typed dataclasses (all sections but ``model``, ``export`` and ``inference``).
 
-Field names, nesting and defaults follow TAO's ``spec_template_train.yaml`` and
-``spec_template_evaluate.yaml`` so a TAO spec loads unchanged. Fields marked "ours" are
-not in TAO. Which fields the trainer accepts but does not act on is listed in
-:data:`IGNORED_FIELDS` / :data:`IGNORED_SECTIONS`; the loader reports those once.
+Field names, nesting and defaults follow TAO's ``spec_template_train.yaml``,
+``spec_template_evaluate.yaml`` and ``spec_template_inference.yaml`` so a TAO spec loads
+unchanged. Fields marked "ours" are not in TAO. Which fields the trainer accepts but does
+not act on is listed in :data:`IGNORED_FIELDS` / :data:`IGNORED_SECTIONS`; the loader
+reports those once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from dino.config.export_config import ExportConfig
+from dino.config.inference_config import InferenceConfig
 from dino.config.model import ModelConfig
 
 
@@ -24,8 +26,14 @@ class DataSource:
 
 @dataclasses.dataclass
 class InferDataSource:
+    """``dino inference``'s images: every image file directly inside each ``image_dir``
+    (TAO); ``classmap`` a text file, line i the name of category id i + 1 (TAO).
+    ``json_file`` (ours): a COCO file naming the images instead (relative to the one
+    ``image_dir``); its image ids and category names are then used."""
+
     image_dir: list[str] = dataclasses.field(default_factory=lambda: [""])
     classmap: str = ""
+    json_file: str = ""
 
 
 @dataclasses.dataclass
@@ -143,6 +151,7 @@ class Spec:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
 
 
 # Whole top-level sections of TAO specs this trainer accepts without reading.
@@ -150,7 +159,6 @@ IGNORED_SECTIONS: tuple[str, ...] = (
     "wandb",
     "quantize",
     "distill",
-    "inference",
     "gen_trt_engine",
 )
 
@@ -160,7 +168,6 @@ IGNORED_FIELDS: dict[str, str] = {
     "encryption_key": "checkpoints are not encrypted",
     "dataset.train_sampler": "the default (uniform shuffling) sampler is always used",
     "dataset.dataset_type": "images are read from disk",
-    "dataset.infer_data_sources": "no inference command",
     "dataset.quant_calibration_data_sources": "no quantization",
     "dataset.eval_class_ids": "COCO mAP is over all categories",
     "dataset.augmentation.fixed_random_crop": "not implemented",
@@ -178,4 +185,9 @@ IGNORED_FIELDS: dict[str, str] = {
     "export.gpu_id": "the graph is traced on the CPU",
     "export.on_cpu": "the exported graph runs on any device",
     "export.serialize_nvdsinfer": "no DeepStream config is written",
+    "inference.num_nodes": "single node",
+    "inference.trt_engine": "no TensorRT",
+    "inference.is_internal": "drawn images keep the input's file names",
+    "inference.input_width": "images are resized as in validation (dataset.augmentation.test_random_resize)",
+    "inference.input_height": "images are resized as in validation (dataset.augmentation.test_random_resize)",
 }
