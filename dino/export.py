@@ -29,7 +29,7 @@ from dino.checkpoint import checkpoint_for, load_checkpoint, model_state, task_d
 from dino.config import Spec, SpecError
 from dino.config.export_config import UNSET, ExportConfig
 from dino.status_log import StatusLog
-from dino.train import SignalGuard, log
+from dino.runtime import SignalGuard, log
 
 INPUT_NAME = "inputs"
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")
