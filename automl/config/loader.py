@@ -84,6 +84,8 @@ def build_run_config(raw: dict[str, Any], *, use_cpu_variant: bool, where: str) 
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
+    except ConfigError as exc:  # a plugin refused its options (automl.plugins)
+        raise ConfigError(f"invalid run config ({where}):\n  " + str(exc).replace("\n", "\n  ")) from None
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:

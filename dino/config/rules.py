@@ -61,6 +61,7 @@ class SpecRule:
     code: str
     fields: tuple[str, ...]
     summary: str  # the rule in words, for failure diagnoses and docs
+    fix: str  # what to change when a job failed on it
     check: Callable[[Lookup], Violation | None]
 
 
@@ -119,8 +120,8 @@ def _feature_levels(v: Lookup) -> Violation | None:
     if levels < stages:
         return Violation(
             "interm_levels_mismatch", Severity.ERROR,
-            f"model.num_feature_levels is {levels} but model.return_interm_indices lists {stages} "
-            f"backbone stages {indices}: each stage needs a feature level",
+            f"model.num_feature_levels is {levels} but must be at least the {stages} backbone stages "
+            f"{indices} of model.return_interm_indices: each stage needs a feature level",
             f"set model.num_feature_levels to {stages}, or list {levels} stages in model.return_interm_indices",
             LEVEL_FIELDS, "model.num_feature_levels", stages,
         )  # fmt: skip
@@ -183,12 +184,28 @@ def _gpu_ids(v: Lookup) -> Violation | None:
 # ----------------------------------------------------------------------------- the rules
 
 RULES: tuple[SpecRule, ...] = (
-    SpecRule("num_select", NUM_SELECT_FIELDS,
-             "model.num_select must be below model.num_queries x dataset.num_classes", _num_select),
-    SpecRule("feature_levels", LEVEL_FIELDS,
-             "model.num_feature_levels must be at least len(model.return_interm_indices)", _feature_levels),
-    SpecRule("gpu_ids", GPU_FIELDS,
-             "train.gpu_ids must list train.num_gpus distinct device ids, numbered from 0", _gpu_ids),
+    SpecRule(
+        "num_select", NUM_SELECT_FIELDS,
+        "model.num_select must be below model.num_queries x dataset.num_classes (top-k post-processing)",
+        "Set model.num_select < model.num_queries * dataset.num_classes (TAO's defaults: num_select 300, "
+        "num_queries 300); the search space caps a tuned num_select accordingly.",
+        _num_select,
+    ),
+    SpecRule(
+        "feature_levels", LEVEL_FIELDS,
+        "model.num_feature_levels must be at least len(model.return_interm_indices) (one level per "
+        "backbone stage; NVIDIA's TAO container wants exactly that many)",
+        "Give model.num_feature_levels at least one level per stage of model.return_interm_indices "
+        "(exactly as many for TAO's container): DINO-4scale uses [1, 2, 3, 4] with 4.",
+        _feature_levels,
+    ),
+    SpecRule(
+        "gpu_ids", GPU_FIELDS,
+        "train.gpu_ids must list train.num_gpus distinct device ids, counted from 0 among the visible devices",
+        "List train.num_gpus device ids in train.gpu_ids, numbered 0..n-1 inside the job (CUDA_VISIBLE_DEVICES "
+        "renumbers them); check the devices given to the launcher.",
+        _gpu_ids,
+    ),
 )  # fmt: skip
 RULES_BY_CODE = {rule.code: rule for rule in RULES}
 

@@ -10,7 +10,7 @@ import urllib.request
 import optuna
 import pytest
 
-from automl.dashboard import DashboardServer, is_loopback
+from automl.ui.dashboard import DashboardServer, is_loopback
 from automl.errors import UserError
 
 

@@ -265,7 +265,7 @@ def test_reap_skips_jobs_this_launcher_is_watching(tmp_path, launcher):
 def test_monitor_sees_epochs_of_a_running_job_and_stop_ends_it(tmp_path, launcher):
     """The objective's loop in miniature: a job writing status.json as it trains is
     watched while it runs and stopped after its second epoch (a pruning decision)."""
-    from automl.monitor import TrialMonitor
+    from automl.observe.monitor import TrialMonitor
     from metric_extractors import TaoStatusExtractor
 
     code = """

@@ -13,8 +13,8 @@ import yaml
 from optuna.trial import TrialState
 
 from automl.config import build_run_config
-from automl.recovery import recover_study
-from automl.study_runner import open_study
+from automl.study.recovery import recover_study
+from automl.study.runner import open_study
 
 from orchestrator_utils import scripted_config
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from automl.scheduler import NightlyScheduler, next_run, nightly_args, parse_daily_at
+from automl.study.schedule import NightlyScheduler, next_run, nightly_args, parse_daily_at
 
 
 def test_next_run_is_strictly_in_the_future():
