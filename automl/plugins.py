@@ -22,7 +22,7 @@ import difflib
 import importlib
 import inspect
 import typing
-from typing import Any, Callable, Collection, Generic, Mapping, TypeVar
+from typing import Any, Callable, Collection, Generic, Literal, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -71,7 +71,7 @@ def import_target(target: str) -> Any:
 
 def _signature_model(factory: Callable[..., Any], supplied: Collection[str] = ()) -> type[BaseModel]:
     """A pydantic model of ``factory``'s named parameters except the ``supplied`` ones."""
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # a builtin without a signature: anything goes
@@ -82,7 +82,7 @@ def _signature_model(factory: Callable[..., Any], supplied: Collection[str] = ()
     except Exception:  # annotations that do not resolve here: validate names only
         hints = {}
     fields: dict[str, Any] = {}
-    extra = "forbid"
+    extra: Literal["forbid", "allow"] = "forbid"
     for param in signature.parameters.values():
         if param.kind is param.VAR_KEYWORD:
             extra = "allow"
@@ -91,8 +91,8 @@ def _signature_model(factory: Callable[..., Any], supplied: Collection[str] = ()
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (hints.get(param.name, Any), default)
     name = f"{getattr(factory, '__name__', 'Plugin')}Options"
-    return create_model(name, __config__=ConfigDict(extra=extra, arbitrary_types_allowed=True),  # type: ignore[call-overload]
-                        **fields)
+    config = ConfigDict(extra=extra, arbitrary_types_allowed=True)
+    return create_model(name, __config__=config, **fields)
 
 
 def options_model(target: Any, supplied: Collection[str] = ()) -> type[BaseModel]:
@@ -133,9 +133,11 @@ class PluginFamily(Generic[T]):
     kept by reference: a name registered there later is found too.
     """
 
-    def __init__(self, kind: str, builtins: dict[str, str], where: str, supplied: Collection[str] = ()) -> None:
+    def __init__(self, kind: str, builtins: dict[str, str], where: str, options_where: str,
+                 supplied: Collection[str] = ()) -> None:
         self.kind = kind  # "pruner", "metric extractor"
         self.where = where  # the config key naming the plugin: "pruner.name"
+        self.options_where = options_where  # where its options are: "pruner", "launcher.options"
         self.supplied = tuple(supplied)  # constructor parameters the orchestrator passes itself
         self._targets = builtins
 
@@ -170,13 +172,13 @@ class PluginFamily(Generic[T]):
     def validate(self, name: str, options: Mapping[str, Any], where: str | None = None) -> BaseModel:
         """``options`` checked by plugin ``name``; ``where`` is their place in the config."""
         model = self.options_model(name)
+        where = where or self.options_where
         if not isinstance(options, Mapping):
-            raise ConfigError(f"{where or self.where}: {self.kind} options must be a mapping, got {options!r}")
+            raise ConfigError(f"{where}: {self.kind} options must be a mapping, got {options!r}")
         try:
             return model.model_validate(dict(options))
         except ValidationError as exc:
-            what = f"{self.kind} {name!r}"
-            raise ConfigError(describe_validation_error(exc, where or self.where, what, model)) from None
+            raise ConfigError(describe_validation_error(exc, where, f"{self.kind} {name!r}", model)) from None
 
     def build(self, name: str, options: BaseModel | Mapping[str, Any] | None = None, **context: Any) -> T:
         """A new plugin object from validated (or raw) ``options``; ``context`` fills the

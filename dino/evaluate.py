@@ -14,8 +14,8 @@ from dino.checkpoint import checkpoint_for, load_checkpoint, model_state, task_d
 from dino.config import Spec, SpecError
 from dino.data import build_dataset, val_loader
 from dino.engine import evaluate
-from dino.status_log import StatusLog
 from dino.runtime import SignalGuard, log, select_device
+from dino.status_log import StatusLog
 
 COCO_STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
                    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")

@@ -52,11 +52,10 @@ class SignalGuard:
             self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
-        return False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received:
@@ -81,12 +80,11 @@ class _CriticalBlock:
     def __enter__(self) -> None:
         self._guard._depth += 1
 
-    def __exit__(self, exc_type: object, *rest: object) -> bool:
+    def __exit__(self, exc_type: object, *rest: object) -> None:
         guard = self._guard
         guard._depth -= 1
         if not guard._depth and guard._pending is not None and exc_type is None:
             raise Interrupted(guard._pending)
-        return False
 
 
 def select_device(gpu_ids: list[int], field: str) -> torch.device:

@@ -23,8 +23,16 @@ import time
 
 import torch
 
-from dino.checkpoint import (latest_checkpoint, load_checkpoint, load_weights, model_state, rng_state, save_checkpoint,
-                             set_rng_state, train_dir_of)
+from dino.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    train_dir_of,
+)
 from dino.config import Spec, SpecError
 from dino.data import build_dataset, check_batch, train_loader, val_loader
 from dino.ddp_launch import launch
@@ -50,6 +58,7 @@ from dino.engine import evaluate, train_one_epoch
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
 from dino.runtime import Interrupted, SignalGuard, log, select_device
 from dino.status_log import StatusLog
+
 
 def build_model(spec: Spec, device: torch.device, status: StatusLog):
     """Model, criterion, post-processor with pretrained weights (if any) loaded; spec

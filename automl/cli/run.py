@@ -112,8 +112,8 @@ def load_config_from_args(args: argparse.Namespace, console: Console):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from automl.ui.progress import ProgressBoard
     from automl.study.runner import run_study
+    from automl.ui.progress import ProgressBoard
 
     console = Console()
     if not console.is_terminal:  # logs and pipes: one event per line, no wrapping at 80

@@ -42,9 +42,9 @@ class _PluginChoice(_Strict):
     options: SerializeAsAny[BaseModel]
 
     @classmethod
-    def _choose(cls, name: Any, options: Any, where: str) -> dict[str, Any]:
+    def _choose(cls, name: Any, options: Any) -> dict[str, Any]:
         name = cls.default if name is None else name
-        return {"name": name, "options": cls.family.validate(name, options or {}, where=where)}
+        return {"name": name, "options": cls.family.validate(name, options or {})}
 
 
 class _FlatPluginChoice(_PluginChoice):
@@ -57,7 +57,7 @@ class _FlatPluginChoice(_PluginChoice):
             return data
         options = dict(data)
         name = options.pop("name", None)
-        return cls._choose(name, options, cls.family.where.rpartition(".")[0])
+        return cls._choose(name, options)
 
 
 class SamplerSettings(_FlatPluginChoice):
@@ -89,12 +89,12 @@ class MetricSettings(_Strict):
             return data
         data = dict(data)
         name = data.get("extractor", "tao_status")
-        options = EXTRACTORS.validate(name, data.get("extractor_options") or {}, where="metric.extractor_options")
+        options = EXTRACTORS.validate(name, data.get("extractor_options") or {})
         get_extractor(name, options)  # built once now: a bad pattern fails here, not in a trial
         data["extractor_options"] = options
         return data
 
-    def resolved_direction(self) -> str:
+    def resolved_direction(self) -> Literal["maximize", "minimize"]:
         if self.direction:
             return self.direction
         low = self.name.lower()
@@ -123,7 +123,7 @@ class LauncherSettings(_PluginChoice):
         if not isinstance(data, Mapping) or isinstance(data.get("options"), BaseModel):
             return data
         data = dict(data)
-        data.update(cls._choose(data.get("name"), data.get("options"), "launcher.options"))
+        data.update(cls._choose(data.get("name"), data.get("options")))
         return data
 
 
@@ -157,7 +157,7 @@ class DataSettings(_Strict):
     preflight_sample: int = Field(500, ge=1)  # images opened by preflight on large sets
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSettings":
+    def _one_source(self) -> DataSettings:
         if self.train is None and self.synth is None:
             raise ValueError("set data.train (folder, archive or s3:// URI) or data.synth")
         if self.train is not None and self.synth is not None:

@@ -63,7 +63,7 @@ class SpecFacts:
                 raise ConfigError(f"{self.SPEC_KEYS[f.name]} must be an integer, got {value!r}")
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> "SpecFacts":
+    def from_spec(cls, spec: Mapping[str, Any]) -> SpecFacts:
         """Read the values from a TAO DINO train spec (nested dict); absent keys stay None."""
         values: dict[str, Any] = {}
         for name, dotted in cls.SPEC_KEYS.items():
@@ -81,7 +81,7 @@ class SpecFacts:
                 return list(value) if isinstance(value, tuple) else value
         return None
 
-    def replace(self, **overrides: Any) -> "SpecFacts":
+    def replace(self, **overrides: Any) -> SpecFacts:
         """A copy with the non-None ``overrides`` applied (CLI flags over a spec file)."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update({k: v for k, v in overrides.items() if v is not None})

@@ -46,7 +46,7 @@ def generate_synth(cfg: RunConfig, synth: SynthSettings, emit: Observer) -> tupl
         if not (out / ".complete").exists():
             emit(Note(f"generating {synth.num_images} images of {synth.num_classes} shape classes in {out}"))
             generate_dataset(
-                out_dir=out, num_images=synth.num_images, num_classes=synth.num_classes,
+                out_dir=str(out), num_images=synth.num_images, num_classes=synth.num_classes,
                 image_size=synth.image_size, seed=synth.seed, val_fraction=synth.val_fraction, archive=False,
             )
             (out / ".complete").write_text("ok\n")
@@ -66,6 +66,8 @@ def max_category_id(split: StagedSplit) -> int:
 
 def prepare_data(cfg: RunConfig, template: dict[str, Any], emit: Observer) -> PreparedData:
     cache = (cfg.data.cache_dir or cfg.workspace / "cache").resolve()
+    train_src: str | Path | None
+    val_src: str | Path | None
     if cfg.data.synth is not None:
         train_src, val_src = generate_synth(cfg, cfg.data.synth, emit)
     else:
@@ -90,11 +92,11 @@ def prepare_data(cfg: RunConfig, template: dict[str, Any], emit: Observer) -> Pr
         num_classes=int(value("dataset.num_classes")),
         batch_size=int(value("dataset.batch_size")),
         num_gpus=cfg.trainer.num_gpus,
-        gpu_ids=tuple(range(cfg.trainer.num_gpus)),
+        gpu_ids=tuple(range(cfg.trainer.num_gpus)),  # what each trial's spec sets
         num_queries=int(value("model.num_queries")),
         num_select=int(value("model.num_select")),
         num_feature_levels=int(value("model.num_feature_levels")),
-        return_interm_indices=list(value("model.return_interm_indices")),
+        return_interm_indices=tuple(value("model.return_interm_indices")),
     )
     findings = preflight(train, None if staged.val_is_train else val, facts, sample_limit=cfg.data.preflight_sample)
     if findings:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from automl.datasets import s3
 from automl.datasets.locks import file_lock
 from automl.datasets.progress import byte_progress
-from automl.datasets.safe_extract import safe_parts, safe_extract
+from automl.datasets.safe_extract import safe_extract, safe_parts
 from automl.datasets.sources import (
     ANNOTATIONS_NAME,
     ARCHIVE_SUFFIXES,
@@ -78,7 +78,7 @@ class StagedSplit:
     def as_spec_source(self) -> dict[str, str]:
         return {"image_dir": str(self.image_dir), "json_file": str(self.json_file)}
 
-    def same_files(self, other: "StagedSplit | None") -> bool:
+    def same_files(self, other: StagedSplit | None) -> bool:
         return other is not None and (self.image_dir, self.json_file) == (other.image_dir, other.json_file)
 
 
@@ -310,7 +310,7 @@ class _Stager:
 
 
 def stage(
-    source: "DataSource | str | Path",
+    source: DataSource | str | Path,
     cache_dir: Path | str | None = None,
     *,
     client: Any = None,
@@ -326,8 +326,8 @@ def stage(
 
 
 def stage_sources(
-    train: "DataSource | str | Path",
-    val: "DataSource | str | Path | None",
+    train: DataSource | str | Path,
+    val: DataSource | str | Path | None,
     cache_dir: Path | str | None = None,
     *,
     client: Any = None,

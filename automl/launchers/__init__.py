@@ -18,6 +18,7 @@ LAUNCHERS: PluginFamily[Launcher] = PluginFamily(
         "docker": "automl.launchers.docker:DockerLauncher",
     },
     where="launcher.name",
+    options_where="launcher.options",
     supplied=("client",),
 )
 

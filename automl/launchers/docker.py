@@ -26,12 +26,13 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-import docker
 import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
+import docker
 from automl.errors import UserError
+from automl.launchers.base import JobResult, JobSpec, wait_by_polling
 from automl.launchers.records import (
     JOB_RECORD,
     LiveJobs,
@@ -42,7 +43,6 @@ from automl.launchers.records import (
     worker_id,
     write_record,
 )
-from automl.launchers.base import JobResult, JobSpec, wait_by_polling
 
 DEFAULT_IMAGE = "dino-automl/trainer:latest"
 LABEL_STUDY = "automl.study"

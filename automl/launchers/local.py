@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from automl.launchers import _procfs
-from automl.launchers.records import JOB_RECORD, LiveJobs, current_worker, now, read_record, record_result, write_record
 from automl.launchers.base import JobResult, JobSpec, wait_by_polling
+from automl.launchers.records import JOB_RECORD, LiveJobs, current_worker, now, read_record, record_result, write_record
+
 
 def default_registry_dir() -> Path:
     """``$AUTOML_LOCAL_JOBS_DIR``, else ``$XDG_STATE_HOME/automl/local-jobs``."""

@@ -27,7 +27,7 @@ JOB_RECORD = "job.json"
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclasses.dataclass(frozen=True)

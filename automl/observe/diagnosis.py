@@ -206,8 +206,8 @@ def _match(sig: Signature, text: str) -> tuple[re.Match[str], str] | None:
     """The last match of any of ``sig``'s patterns, tried in order."""
     for pattern in sig.patterns:
         last = None
-        for last in pattern.finditer(text):
-            pass
+        for match in pattern.finditer(text):
+            last = match
         if last is not None:
             return last, _evidence_line(text, last.start(), last.end())
     return None

@@ -18,7 +18,9 @@ from automl.plugins import PluginFamily
 from metric_extractors import SOURCES, MetricExtractor
 from metric_extractors.registry import EXTRACTORS as _NAMES
 
-EXTRACTORS: PluginFamily[MetricExtractor] = PluginFamily("metric extractor", _NAMES, where="metric.extractor")
+EXTRACTORS: PluginFamily[MetricExtractor] = PluginFamily(
+    "metric extractor", _NAMES, where="metric.extractor", options_where="metric.extractor_options"
+)
 
 
 def available_extractors() -> list[str]:

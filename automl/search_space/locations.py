@@ -21,12 +21,12 @@ PACKAGE = "search_spaces"
 def search_spaces_dir() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
-        path = Path(override).expanduser()
-        if not path.is_dir():
+        chosen = Path(override).expanduser()
+        if not chosen.is_dir():
             raise ConfigError(f"{ENV_VAR}={override} is not a directory")
-        return path
+        return chosen
     try:
-        path = Path(str(resources.files(PACKAGE)))
+        path: Path | None = Path(str(resources.files(PACKAGE)))
     except ModuleNotFoundError:
         path = None
     if path is None or not (path / "dino").is_dir():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -82,7 +82,7 @@ class TrialsSummary:
     best: int | None
 
 
-Event = Union[Note, Findings, StudyStarted, TrialEvent, TrialFinished, StudyStopped, TrialsSummary]
+Event = Note | Findings | StudyStarted | TrialEvent | TrialFinished | StudyStopped | TrialsSummary
 Observer = Callable[[Event], None]
 
 

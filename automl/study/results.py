@@ -40,6 +40,13 @@ class StudyOutcome:
         return 0 if self.best_trial is not None else 1
 
 
+def trial_value(trial: FrozenTrial) -> float:
+    """The value of a COMPLETE trial (which always has one)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} ({trial.state.name}) has no value")
+    return trial.value
+
+
 def has_complete(study: optuna.Study) -> bool:
     return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
@@ -72,7 +79,7 @@ def apply_retention(study: optuna.Study, keep_best: int | None, maximize: bool) 
         return []
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
-                      key=lambda t: t.value, reverse=maximize)
+                      key=trial_value, reverse=maximize)
     keep = {t.number for t in complete[:keep_best]}
     removed: list[Path] = []
     for t in finished:

@@ -35,7 +35,7 @@ def plan_slots(devices: str | Sequence[int], num_gpus: int, cpu_parallel: int) -
     """Group devices into slots of ``num_gpus``; ``[()] * cpu_parallel`` on the CPU."""
     if devices == "cpu":
         return [()] * cpu_parallel
-    gpus = detect_gpus() if devices == "auto" else list(devices)
+    gpus = detect_gpus() if devices == "auto" else [int(d) for d in devices]
     if not gpus:
         return [()] * cpu_parallel
     if len(gpus) < num_gpus:

@@ -23,10 +23,12 @@ from matplotlib.ticker import MaxNLocator
 from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
 from automl.config.storage import redact_url
 from automl.errors import UserError
 from automl.optuna_private import trial_id
 from automl.study import attrs
+from automl.study.results import trial_value
 from automl.ui.artifacts import ArtifactRecorder
 
 BEST_TABLE_SIZE = 5
@@ -103,7 +105,7 @@ def write_report(
         maximize = study.direction == StudyDirection.MAXIMIZE
         metric = (study.metric_names or [study.user_attrs.get(attrs.STUDY_METRIC) or "objective"])[0]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
+        ranked = sorted(complete, key=trial_value, reverse=maximize)
         best = ranked[0] if ranked else None
 
         figures: dict[str, str] = {}  # title -> file name
@@ -146,9 +148,10 @@ def _plot_history(trials: list[FrozenTrial], maximize: bool, metric: str, path: 
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if done:
         xs = [t.number for t in done]
-        ys = [t.value for t in done]
+        ys = [trial_value(t) for t in done]
         ax.scatter(xs, ys, color=_STATE_COLORS[TrialState.COMPLETE], label="complete", zorder=3)
-        best_so_far, best = [], None
+        best_so_far: list[float] = []
+        best: float | None = None
         for y in ys:
             best = y if best is None or (y > best if maximize else y < best) else best
             best_so_far.append(best)

@@ -21,6 +21,7 @@ import pytest
 
 from automl.ui.artifacts import ArtifactRecorder
 from automl.ui.dashboard import CHROMIUM, CHROMIUM_ARGS  # the same browser the screenshot command drives
+
 STUDY_NAME = "dino-smoke-test"
 # per-epoch val_mAP50 of the completed trials (trial number -> curve)
 COMPLETE_CURVES = {

@@ -10,6 +10,7 @@ from automl.datasets import Finding, Severity, SpecFacts, StagedSplit, load_spec
 from automl.errors import ConfigError
 
 from reference_files import TAO_TEMPLATE as TEMPLATE
+
 GOOD = SpecFacts(
     num_classes=4,
     batch_size=2,

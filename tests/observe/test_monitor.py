@@ -8,7 +8,7 @@ import time
 import pytest
 
 from automl.observe.monitor import LogTail, TrialMonitor, read_status_lines, read_tail_text
-from metric_extractors import EpochMetrics, RegexExtractor, TaoStatusExtractor
+from metric_extractors import RegexExtractor, TaoStatusExtractor
 
 GiB = 1 << 30
 

@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from automl.cli.run import load_config_from_args
-from automl.config import RunConfig, available_profiles, build_run_config, read_profile
+from automl.config import available_profiles, build_run_config, read_profile
 from automl.config.run_config import MetricSettings
 from automl.errors import ConfigError
 

@@ -1,7 +1,6 @@
 """Nightly scheduling: when runs happen and what each night runs (real subprocesses)."""
 
 import datetime as dt
-import sys
 
 import pytest
 

@@ -7,6 +7,7 @@ import pytest
 from automl.errors import ConfigError
 from automl.search_space import load_spec_template, render_spec, validate_spec, write_spec
 from automl.search_space.dotted import format_path, parse_path, set_path
+
 from space_schemas import TAO_DIR
 
 

@@ -10,6 +10,7 @@ import yaml
 from dino.config import Spec, SpecError, known_paths, load_spec
 
 from reference_files import TAO_DIR as REFERENCE
+
 TRAIN_TEMPLATE = REFERENCE / "spec_template_train.yaml"
 
 

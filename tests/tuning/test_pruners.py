@@ -2,8 +2,8 @@
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
 from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 
 from automl.config import build_run_config
 from automl.config.run_config import PrunerSettings

@@ -26,6 +26,7 @@ PRUNERS: PluginFamily[BasePruner] = PluginFamily(
         "none": f"{_SETTINGS}:NoPruning",
     },
     where="pruner.name",
+    options_where="pruner",
 )
 
 __all__ = ["PRUNERS", "BestSoFarPercentilePruner", "best_so_far"]

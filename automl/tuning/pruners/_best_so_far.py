@@ -56,7 +56,7 @@ class BestSoFarPercentilePruner(BasePruner):
         self._n_min_trials = n_min_trials
         self._include_pruned = include_pruned
 
-    def prune(self, study: "optuna.study.Study", trial: FrozenTrial) -> bool:
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None or len(trial.intermediate_values) < self._warmup_epochs:
             return False

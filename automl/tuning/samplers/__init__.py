@@ -22,6 +22,7 @@ SAMPLERS: PluginFamily[BaseSampler] = PluginFamily(
         "cmaes": "automl.tuning.samplers._optuna:CmaEs",
     },
     where="sampler.name",
+    options_where="sampler",
 )
 
 __all__ = ["SAMPLERS", "PerTrialSeedSampler"]

@@ -28,7 +28,7 @@ class SamplerOptions(PluginSettings):
 class _ModelBased(SamplerOptions):
     n_startup_trials: int | None = Field(None, ge=0)  # random trials before the model; None: Optuna's
 
-    def _startup(self) -> dict[str, int]:
+    def _startup(self) -> dict[str, Any]:
         return {} if self.n_startup_trials is None else {"n_startup_trials": self.n_startup_trials}
 
 

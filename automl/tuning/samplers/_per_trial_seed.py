@@ -7,7 +7,7 @@ seed) no longer draw identical points, since trial numbers are unique across the
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import optuna
@@ -60,7 +60,7 @@ class PerTrialSeedSampler(BaseSampler):
         return self._base.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: list[float] | None) -> None:
+                    values: Sequence[float] | None) -> None:
         self._base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
