@@ -8,6 +8,7 @@ outside the study's caught exceptions and aborted the whole run at the first tri
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -85,23 +86,15 @@ def test_every_reader_judges_a_spec_alike(name, schema, template):
 
 
 def test_the_models_builder_builds_the_extra_strided_level():
-    import torch
-
     from dino.models import build_dino
 
     spec, _ = load_spec(None, ["model.backbone=resnet_tiny", "model.hidden_dim=32", "model.nheads=4",
                                "model.num_feature_levels=4", "model.return_interm_indices=[2,3,4]"])
     model, _, _ = build_dino(spec.model, 3)
     assert len(model.input_proj) == 4
+    assert tuple(model.level_embed.shape) == (4, 32)
     with pytest.raises(ValueError, match="num_feature_levels is 2 but must be at least the 3 backbone stages"):
-        build_dino(dataclass_replace(spec.model, num_feature_levels=2), 3)
-    assert torch.is_tensor(model.level_embed)
-
-
-def dataclass_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
+        build_dino(dataclasses.replace(spec.model, num_feature_levels=2), 3)
 
 
 def test_the_ddp_launcher_reads_the_same_gpu_rule():
