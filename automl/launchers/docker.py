@@ -26,11 +26,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import docker
 import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-import docker
 from automl.errors import UserError
 from automl.launchers.base import JobResult, JobSpec, wait_by_polling
 from automl.launchers.records import (

@@ -12,10 +12,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import docker
 import docker.errors
 import pytest
 
-import docker
 from automl.launchers.docker import LABEL_STUDY, DockerLauncher
 
 REPO = Path(__file__).resolve().parents[2]
