@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dino.config.model import ModelConfig  # noqa: E402
 from dino.models import build_dino  # noqa: E402
-from dino.models.ms_deform_attn import default_impl  # noqa: E402
+from dino.models.ms_deform_attn import attention_paths  # noqa: E402
 
 NUM_OBJECTS, NUM_CLASSES = 8, 4  # foreground classes; our DINO gets num_classes = 5 (TAO ids 1..4)
 
@@ -63,13 +63,20 @@ def make_batch(batch: int, size: int, device: torch.device, gen: torch.Generator
 class OurDino:
     """Adapter: ``loss(images, targets)`` and ``infer(images)`` for our model."""
 
-    def __init__(self, cfg: ModelConfig, device: torch.device, compile: bool = False):
+    def __init__(self, cfg: ModelConfig, device: torch.device, compile: bool = False,
+                 graphs_dtype: torch.dtype | None | bool = False):
         self.model, self.criterion, self.post = build_dino(cfg, NUM_CLASSES + 1)
         self.model.to(device)
         if compile:  # what train.compile does: backbone body, encoder and decoder layers
             from dino.models.compiled import compile_hot_modules
 
             compile_hot_modules(self.model)
+        self.graphed_inference = None
+        if graphs_dtype is not False:  # CUDA graphs: encode in training, the whole forward at inference
+            from dino.models.cuda_graphs import GraphedEncode, GraphedInference
+
+            GraphedEncode(self.model, graphs_dtype).install()
+            self.graphed_inference = GraphedInference(self.model, graphs_dtype)
         self.masks = None
 
     def _masks(self, images):
@@ -86,7 +93,8 @@ class OurDino:
         return self.criterion(self.model(images, self._masks(images), targets), targets)["loss"]
 
     def infer(self, images):
-        out = self.model(images, self._masks(images))
+        run = self.graphed_inference or self.model
+        out = run(images, self._masks(images))
         sizes = torch.tensor([images.shape[2:]] * images.shape[0], device=images.device)
         return self.post(out, sizes)
 
@@ -132,12 +140,14 @@ def _sync(device: torch.device) -> None:
 
 def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.device) -> dict:
     torch.manual_seed(0)
-    adapter = adapter_factory()
+    adapter = adapter_factory(dtype)
     module = adapter.model
     opt = adapter.optimizer()
     gen = torch.Generator().manual_seed(0)
     images, targets = make_batch(args.batch, args.size, device, gen)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    # CUDA graphs cannot reuse autocast's weight cache across the capture boundary
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32,
+                              cache_enabled=not getattr(args, "cuda_graphs", False))
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -180,8 +190,9 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
         "infer_peak_gib": None if infer_peak is None else round(infer_peak, 2),
         "last_loss": round(float(loss.detach()), 4),
     }
-    if isinstance(adapter, OurDino):
-        result["msda"] = default_impl(device)
+    if isinstance(adapter, OurDino):  # the path that ran, read from the model after the timed steps
+        result["msda"] = attention_paths(module)
+        result["cuda_graphs"] = adapter.graphed_inference is not None
     del adapter, module, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(OUR_CONFIGS) + ",hf_deformable_detr_two_stage,hf_rt_detr_r50")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--out", help="also append the JSON lines to this file")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="our models with CUDA graphs (dino.models.cuda_graphs; rows named <model>+graphs)")
     parser.add_argument("--compile", action="store_true",
                         help="our models with train.compile's torch.compile wrapping (rows named <model>+compile; "
                              "compile time falls in the warm-up steps)")
@@ -239,14 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(header), flush=True)
     rows = []
     for name in names:
+        suffix = ""
         if name in OUR_CONFIGS:
-            factory = lambda name=name: OurDino(OUR_CONFIGS[name], device, args.compile)  # noqa: E731
+            suffix = ("+compile" if args.compile else "") + ("+graphs" if args.cuda_graphs else "")
+            factory = lambda dtype, name=name: OurDino(  # noqa: E731
+                OUR_CONFIGS[name], device, args.compile,
+                graphs_dtype=(None if dtype == torch.float32 else dtype) if args.cuda_graphs else False)
         else:
-            factory = lambda name=name: HfModel(name, device)  # noqa: E731
+            factory = lambda dtype, name=name: HfModel(name, device)  # noqa: E731
         for dtype in chosen:
             try:
-                row = bench(name + ("+compile" if args.compile and name in OUR_CONFIGS else ""), factory, args, dtype,
-                            device)
+                row = bench(name + suffix, factory, args, dtype, device)
             except Exception as exc:  # one failing configuration (OOM, missing package) must not hide the rest
                 row = {"model": name, "dtype": str(dtype).removeprefix("torch."), "error": repr(exc)[:300]}
                 if device.type == "cuda":
@@ -257,13 +273,13 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps({**header, **row}) + "\n")
 
-    print(f"\n{'model':<30} {'dtype':<9} {'train img/s':>11} {'infer img/s':>11} {'train GiB':>9} {'infer GiB':>9}")
+    print(f"\n{'model':<36} {'dtype':<9} {'train img/s':>11} {'infer img/s':>11} {'train GiB':>9} {'infer GiB':>9}  path")
     for r in rows:
         if "error" in r:
-            print(f"{r['model']:<30} {r['dtype']:<9} error: {r['error'][:60]}")
+            print(f"{r['model']:<36} {r['dtype']:<9} error: {r['error'][:60]}")
         else:
-            print(f"{r['model']:<30} {r['dtype']:<9} {r['train_img_s']:>11} {r['infer_img_s']:>11} "
-                  f"{str(r['train_peak_gib']):>9} {str(r['infer_peak_gib']):>9}")
+            print(f"{r['model']:<36} {r['dtype']:<9} {r['train_img_s']:>11} {r['infer_img_s']:>11} "
+                  f"{str(r['train_peak_gib']):>9} {str(r['infer_peak_gib']):>9}  {','.join(r.get('msda', [])) or '-'}")
     print(f"device: {header['device']}, batch {args.batch}, {args.size}x{args.size}")
     return 1 if any("error" in r for r in rows) else 0
 

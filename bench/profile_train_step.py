@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_speed import OUR_CONFIGS, OurDino, make_batch  # noqa: E402
 
 from dino.config.model import ModelConfig  # noqa: E402
-from dino.models.ms_deform_attn import default_impl  # noqa: E402
+from dino.models.ms_deform_attn import attention_paths, force_impl  # noqa: E402
 
 CPU_CONFIG = ModelConfig(backbone="resnet_18", return_interm_indices=[2, 3, 4], num_feature_levels=4)
 
@@ -52,15 +52,12 @@ def _phase_op_counts(prof) -> dict[str, int]:
 
 
 def cpu_profile(args) -> int:
-    if args.gpu_sampler:  # count the ops of the GPU's one-call canvas sampler on the CPU
-        import dino.models.ms_deform_attn as msda
-
-        core = msda.ms_deform_attn_core
-        msda.ms_deform_attn_core = lambda *a: core(*a, impl="canvas")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     adapter = OurDino(CPU_CONFIG, device)
+    if args.gpu_sampler:  # count the ops of the GPU's one-call canvas sampler on the CPU
+        force_impl(adapter.model, "canvas")
     opt = torch.optim.AdamW(adapter.model.parameters(), lr=1e-4, fused=True)  # as the trainer on CUDA
     images, targets = make_batch(2, args.size, device, torch.Generator().manual_seed(0))
 
@@ -130,7 +127,7 @@ def gpu_profile(args) -> int:
     syncs = [e for e in table if "synchronize" in e.key.lower() or e.key in ("aten::item", "aten::_local_scalar_dense", "aten::nonzero")]
     for e in syncs:
         print(f"host waits: {e.key} x{e.count // args.steps}/step, {e.cpu_time_total / args.steps / 1e3:.1f} ms/step")
-    print(json.dumps({"profile": args.config, "dtype": args.dtype, "msda": default_impl(device),
+    print(json.dumps({"profile": args.config, "dtype": args.dtype, "msda": attention_paths(adapter.model),
                       "wall_ms_per_step": round(wall_ms, 1), "gpu_kernel_ms_per_step": round(busy_ms, 1),
                       "kernels_per_step": len(kernels) // args.steps, "gpu_busy_fraction_of_unprofiled_wall": round(busy_ms / wall_ms, 3)}))
     return 0

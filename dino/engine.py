@@ -45,13 +45,17 @@ def to_device(images, masks, targets, device):
 
 
 def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.device, precision: str,
-                    clip_grad_norm: float, log: Callable[[str], None] = print, log_every: int = 50) -> dict[str, float]:
+                    clip_grad_norm: float, log: Callable[[str], None] = print, log_every: int = 50,
+                    startup=None) -> dict[str, float]:
     """Train over ``loader`` once. Returns ``train_loss`` (mean weighted total), ``steps``,
-    ``time_per_step`` (s). A non-finite loss stops the run: continuing would only waste GPU time."""
+    ``time_per_step`` (s). A non-finite loss stops the run: continuing would only waste GPU time.
+    ``startup`` (a ``dino.startup.StartupClock``) gets the first batch and the first step marked."""
     model.train()
     criterion.train()
     total, steps, start, n = torch.zeros((), device=device), 0, time.time(), len(loader)
     for images, masks, targets in loader:
+        if startup is not None and steps == 0:
+            startup.mark("first batch")
         images, masks, targets = to_device(images, masks, targets, device)
         with autocast(device, precision):
             outputs = model(images, masks, targets)
@@ -68,6 +72,10 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.d
         scaler.update()
         total += loss.detach()
         steps += 1
+        if startup is not None and steps == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            startup.mark("first step")
         if log_every and (steps % log_every == 0 or steps == n):
             log(f"  step {steps}/{n}  loss {total.item() / steps:.4f}  lr {optimizer.param_groups[-1]['lr']:.3g}")
     return {"train_loss": total.item() / max(steps, 1), "steps": steps,

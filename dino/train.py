@@ -55,8 +55,10 @@ from dino.distributed import (
     wrap_ddp,
 )
 from dino.engine import evaluate, train_one_epoch
+from dino.models.ms_deform_attn import self_check_seconds
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
 from dino.runtime import Interrupted, SignalGuard, log, select_device
+from dino.startup import StartupClock
 from dino.status_log import StatusLog
 
 
@@ -141,10 +143,14 @@ def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard
 def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, device: torch.device, train_dir: str,
          say) -> None:
     t, d = spec.train, spec.dataset
+    startup = StartupClock()
+    startup.mark("imports and spec")
     train_ds = build_dataset(d.train_data_sources, d, True, "dataset.train_data_sources")
     check_batch(train_ds, d.batch_size, ctx.world_size, "dataset.train_data_sources")
     val_ds = build_dataset(d.val_data_sources, d, False, "dataset.val_data_sources")
+    startup.mark("datasets")
     model, criterion, post, backbone_random = build_model(spec, device, status)
+    startup.mark("model")
     model, synced = convert_sync_bn(model, ctx, device)
     if synced:
         status.write("Trainable batch norms synchronised across processes (SyncBatchNorm)")
@@ -197,6 +203,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
     pin = d.pin_memory and device.type == "cuda"
     steps_per_epoch = len(train_ds) // ctx.world_size // d.batch_size  # per rank: each sees 1/world of the data
     last = t.num_epochs - 1
+    startup.mark("optimizer and resume")
     status.write("Starting Training Loop.", status="STARTED")
     for epoch in range(start_epoch, t.num_epochs):
         began = time.time()
@@ -204,7 +211,11 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size,
                               fixed_size=fixed_size)
         stats = train_one_epoch(net, criterion, loader, optimizer, scaler, device, t.precision, t.clip_grad_norm,
-                                log=say)
+                                log=say, startup=startup if epoch == start_epoch else None)
+        if epoch == start_epoch:
+            phases = {**startup.phases(), "of which attention self-check": round(self_check_seconds(), 2)}
+            say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s")
+            status.write(f"Start-up: {startup.summary()}", startup=phases)
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)
         scheduler.step()
         step += stats["steps"]

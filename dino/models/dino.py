@@ -103,8 +103,18 @@ class DINO(nn.Module):
             ``interm_outputs``: the selected encoder proposals;
             ``dn_outputs`` (list per layer) and ``dn_meta`` when denoising ran.
         """
+        return self.decode(*self.encode(images, masks), targets)
+
+    def encode(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor, list[tuple[int, int]]]:
+        """Backbone and encoder: ``memory [B, S, C]``, ``mask [B, S]`` (True on padding),
+        ``valid_ratios [B, L, 2]`` and the ``L`` level shapes. Static in shape for a given
+        input size (no host sync), so it can be captured as one CUDA graph."""
         src, pos, mask, shapes, valid_ratios = self._multiscale_inputs(images, masks)
-        memory = self.encoder(src, pos, shapes, valid_ratios, mask)
+        return self.encoder(src, pos, shapes, valid_ratios, mask), mask, valid_ratios, shapes
+
+    def decode(self, memory: Tensor, mask: Tensor, valid_ratios: Tensor, shapes: list[tuple[int, int]],
+               targets: list[dict[str, Tensor]] | None = None) -> dict:
+        """Query selection, denoising and decoder on ``encode``'s outputs: ``forward``'s dict."""
         queries = self.query_selection(memory, mask, shapes, valid_ratios)
         tgt, ref_logits = queries["tgt"], queries["ref_logits"]
 

@@ -12,9 +12,14 @@ and attention weights per point in registers.
 
 Semantics are ``F.grid_sample(mode="bilinear", padding_mode="zeros",
 align_corners=False)`` per level: location (x, y) in [0, 1] of a level's padded map is
-pixel ``(x * W - 0.5, y * H - 0.5)``; corners outside the map read zero. Gradients of
-the locations follow the bilinear weights (the floor is treated as constant), exactly
-as grid_sample's.
+pixel ``(x * W - 0.5, y * H - 0.5)``; corners outside the map read zero; a NaN or
+infinite location gives NaN (its sample and its location and weight gradients), as
+grid_sample does on the CPU, and never reads or writes memory. Gradients of the
+locations follow the bilinear weights (the floor is treated as constant), exactly as
+grid_sample's. At a whole pixel position (a kink of the bilinear interpolation) the
+location gradient is one of the two one-sided derivatives, and which one depends on how
+``x * W - 0.5`` rounds: the fused path and grid_sample may legitimately pick different
+sides there, which is why ``check_fused`` keeps its points away from kinks.
 
 One program handles ``BLOCK_Q`` queries of one (image, head): a ``[BLOCK_Q, hd]`` tile
 whose rows are contiguous ``hd``-channel runs of ``value`` (coalesced gathers).
@@ -88,16 +93,23 @@ if triton is not None:
 
     @triton.jit
     def _point(loc_ptr, attn_ptr, offs, qmask, width, height):
-        """Pixel-space corner origin, fractions and attention weight of one point per query."""
-        x = tl.load(loc_ptr + offs * 2, mask=qmask, other=-4.0) * width - 0.5
-        y = tl.load(loc_ptr + offs * 2 + 1, mask=qmask, other=-4.0) * height - 0.5
+        """Pixel-space corner origin, fractions, attention weight and ``poison`` of one
+        point per query. ``poison`` is NaN where the location is NaN or infinite (else 0):
+        added to the sample and to the location and weight gradients it makes them NaN,
+        as grid_sample's are, while no corner of such a point is read or written."""
+        lx = tl.load(loc_ptr + offs * 2, mask=qmask, other=-1.0)
+        ly = tl.load(loc_ptr + offs * 2 + 1, mask=qmask, other=-1.0)
+        finite = (tl.abs(lx) < float("inf")) & (tl.abs(ly) < float("inf"))  # False for NaN too
+        poison = tl.where(finite, 0.0, float("nan"))
+        x = tl.where(finite, lx, -1.0) * width - 0.5
+        y = tl.where(finite, ly, -1.0) * height - 0.5
         # far outside reads zero anyway; the clamp keeps the int conversion defined
         x = tl.minimum(tl.maximum(x, -4.0), width + 4.0)
         y = tl.minimum(tl.maximum(y, -4.0), height + 4.0)
         a = tl.load(attn_ptr + offs, mask=qmask, other=0.0)
         xf = tl.floor(x)
         yf = tl.floor(y)
-        return xf.to(tl.int32), yf.to(tl.int32), x - xf, y - yf, a
+        return xf.to(tl.int32), yf.to(tl.int32), x - xf, y - yf, a, poison
 
     # Token and query counts change with the image size and the denoising-query count;
     # specialising on them (divisibility by 16) would recompile the kernels for each
@@ -113,14 +125,14 @@ if triton is not None:
             height, width, start = _level(shapes_ptr, starts_ptr, lvl)
             for p in tl.static_range(P):
                 offs = row * (L * P) + lvl * P + p
-                x0, y0, fx, fy, a = _point(loc_ptr, attn_ptr, offs, qmask, width, height)
+                x0, y0, fx, fy, a, poison = _point(loc_ptr, attn_ptr, offs, qmask, width, height)
                 _, _, v00 = _corner(value_base, start, NH * HD, x0, y0, 0, 0, width, height, qmask, channels, cmask)
                 _, _, v10 = _corner(value_base, start, NH * HD, x0, y0, 1, 0, width, height, qmask, channels, cmask)
                 _, _, v01 = _corner(value_base, start, NH * HD, x0, y0, 0, 1, width, height, qmask, channels, cmask)
                 _, _, v11 = _corner(value_base, start, NH * HD, x0, y0, 1, 1, width, height, qmask, channels, cmask)
                 top = v00 + (v10 - v00) * fx[:, None]
                 bottom = v01 + (v11 - v01) * fx[:, None]
-                acc += (top + (bottom - top) * fy[:, None]) * a[:, None]
+                acc += (top + (bottom - top) * fy[:, None] + poison[:, None]) * a[:, None]
         out_ptrs = out_ptr + row[:, None] * HD + channels[None, :]
         tl.store(out_ptrs, acc, mask=qmask[:, None] & cmask[None, :])
 
@@ -137,7 +149,7 @@ if triton is not None:
             height, width, start = _level(shapes_ptr, starts_ptr, lvl)
             for p in tl.static_range(P):
                 offs = row * (L * P) + lvl * P + p
-                x0, y0, fx, fy, a = _point(loc_ptr, attn_ptr, offs, qmask, width, height)
+                x0, y0, fx, fy, a, poison = _point(loc_ptr, attn_ptr, offs, qmask, width, height)
                 t00, m00, v00 = _corner(value_base, start, NH * HD, x0, y0, 0, 0, width, height, qmask, channels, cmask)
                 t10, m10, v10 = _corner(value_base, start, NH * HD, x0, y0, 1, 0, width, height, qmask, channels, cmask)
                 t01, m01, v01 = _corner(value_base, start, NH * HD, x0, y0, 0, 1, width, height, qmask, channels, cmask)
@@ -150,11 +162,11 @@ if triton is not None:
                 gx = 1.0 - fx
                 gy = 1.0 - fy
                 bilinear = gx * gy * s00 + fx * gy * s10 + gx * fy * s01 + fx * fy * s11
-                tl.store(grad_attn_ptr + offs, bilinear, mask=qmask)
+                tl.store(grad_attn_ptr + offs, bilinear + poison, mask=qmask)
                 d_fx = gy * (s10 - s00) + fy * (s11 - s01)
                 d_fy = gx * (s01 - s00) + fx * (s11 - s10)
-                tl.store(grad_loc_ptr + offs * 2, a * d_fx * width, mask=qmask)
-                tl.store(grad_loc_ptr + offs * 2 + 1, a * d_fy * height, mask=qmask)
+                tl.store(grad_loc_ptr + offs * 2, (a * d_fx + poison) * width, mask=qmask)
+                tl.store(grad_loc_ptr + offs * 2 + 1, (a * d_fy + poison) * height, mask=qmask)
                 # scatter grad * weight into each corner's value row
                 ga = g * a[:, None]
                 tl.atomic_add(grad_value_base + t00[:, None] * (NH * HD) + channels[None, :],

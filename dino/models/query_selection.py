@@ -70,6 +70,14 @@ class QuerySelection(nn.Module):
         if self.tgt_embed is not None:
             nn.init.normal_(self.tgt_embed.weight)
 
+    def rank(self, scores: Tensor) -> Tensor:
+        """``scores [B, S]`` (-inf where not selectable) -> ``[B, Q]`` indices of the
+        ``num_queries`` best, best first. Proposals whose scores differ by rounding may
+        come out in either order, and each rank seeds a different decoder query: outputs
+        per query are not continuous in the input (``dino.export`` pins this choice when
+        it compares ONNX Runtime with PyTorch)."""
+        return scores.topk(self.num_queries, dim=1).indices
+
     def forward(self, memory: Tensor, padding_mask: Tensor, spatial_shapes: list[tuple[int, int]],
                 valid_ratios: Tensor) -> dict[str, Tensor]:
         """Args:
@@ -91,7 +99,7 @@ class QuerySelection(nn.Module):
         tokens = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid[..., None], 0.0)))
         logits = self.enc_out_class_embed(tokens)  # [B, S, K]
         scores = logits.max(-1).values.float().masked_fill(~valid, float("-inf"))
-        topk = scores.topk(self.num_queries, dim=1).indices  # [B, Q]
+        topk = self.rank(scores)  # [B, Q]
 
         def take(x: Tensor) -> Tensor:
             return x.gather(1, topk[..., None].expand(-1, -1, x.shape[-1]))

@@ -52,12 +52,11 @@ def test_module_canvas_path_matches_per_level_path(monkeypatch):
     mask[1, :10] = True
     for ref in (torch.rand(2, 7, 3, 2, dtype=torch.float64), torch.rand(2, 7, 3, 4, dtype=torch.float64)):
         expected = attn(query, ref, value, shapes, mask)
-        import dino.models.ms_deform_attn as msda
-
-        original = msda.ms_deform_attn_core
-        monkeypatch.setattr(msda, "ms_deform_attn_core", lambda *a: original(*a, impl="canvas"))
+        assert attn.last_impl == "per_level"  # the CPU default
+        attn.impl = "canvas"
         got = attn(query, ref, value, shapes, mask)
-        monkeypatch.setattr(msda, "ms_deform_attn_core", original)
+        attn.impl = None
+        assert attn.last_impl == "canvas"
         assert torch.allclose(got, expected, atol=1e-12)
 
 
