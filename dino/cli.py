@@ -45,8 +45,9 @@ def _status_path(task: str, spec_path: str, overrides: list[str]) -> str | None:
 
 
 def _run_task(task: str, args: argparse.Namespace) -> int:
-    from dino.distributed import NullStatusLog, WorkerFailed, is_secondary_rank
-    from dino.train import Interrupted
+    from dino.ddp_launch import WorkerFailed
+    from dino.distributed import NullStatusLog, is_secondary_rank
+    from dino.runtime import Interrupted
 
     path = _status_path(task, args.experiment_spec, args.overrides)
     try:  # under torchrun, rank 0 alone writes status lines

@@ -1,16 +1,10 @@
-"""Multi-GPU training: one process per device, DistributedDataParallel, rank 0 speaks.
+"""Multi-GPU training, seen from one rank: where it stands, its device, the collectives.
 
-``dino train`` with ``train.num_gpus`` N > 1 becomes a small launcher (the parent): it
-hosts the rendezvous store, starts N workers (``python -m dino.distributed <job dir>``)
-in its own process group, forwards SIGTERM / SIGINT to them, stops the others when one
-fails, and turns the ranks' outcome into one exit code and one SUCCESS / FAILURE line.
-So an orchestrator still sees one process (group) to signal and one exit status.
-
-A worker is the ordinary trainer plus a process group: rank r trains on
-``cuda:<gpu_ids[r]>`` with NCCL, or on the CPU with gloo when no GPU is visible (a
-fallback for tests). Only rank 0 writes status lines, stdout metrics and checkpoints.
-A process started by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set) is a worker
-already: it joins through ``env://`` and nothing is spawned.
+Rank r trains on ``cuda:<gpu_ids[r]>`` with NCCL, or on the CPU with gloo when no GPU is
+visible (a fallback for tests). Only rank 0 writes status lines, stdout metrics and
+checkpoints. A process started by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set) is a
+rank already; ``dino train`` with ``train.num_gpus`` > 1 starts its ranks itself through
+:mod:`dino.ddp_launch`.
 """
 
 from __future__ import annotations
@@ -18,29 +12,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
-import pickle
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import traceback
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from dino.config import Spec, SpecError
-from dino.status_log import StatusLog, read_status
+from dino.config import SpecError
+from dino.config.rules import check_gpu_ids
+from dino.status_log import StatusLog
 
-# Seconds the workers get between SIGTERM and SIGKILL (after a signal, or after one rank
-# failed): below the launchers' 10 s, so the parent still writes its FAILURE line.
-GRACE_S = float(os.environ.get("DINO_DDP_GRACE_S", "7"))
 # Collectives wait this long: rank 0 alone runs COCOeval and writes checkpoints while the
 # others wait in the next step's all-reduce. Dead peers are caught by the parent, not this.
 PG_TIMEOUT = datetime.timedelta(minutes=float(os.environ.get("DINO_DDP_TIMEOUT_MIN", "60")))
@@ -107,9 +90,9 @@ def rank_status(status: StatusLog, ctx: DistContext) -> StatusLog:
 def plan_devices(num_gpus: int, gpu_ids: list[int]) -> tuple[str, list[str]]:
     """Backend and one device per rank: ``nccl`` on ``cuda:<gpu_ids[r]>``, or ``gloo`` on
     CPU processes when no GPU is visible. Raises SpecError when the ids do not fit."""
-    if len(gpu_ids) != num_gpus or len(set(gpu_ids)) != len(gpu_ids) or min(gpu_ids) < 0:
-        raise SpecError(f"train.num_gpus is {num_gpus} but train.gpu_ids is {gpu_ids}: list {num_gpus} distinct "
-                        f"device ids (e.g. train.gpu_ids={list(range(num_gpus))}), one per process")
+    violation = check_gpu_ids(num_gpus, gpu_ids)
+    if violation is not None and violation.is_error:
+        raise SpecError(str(violation))
     if not torch.cuda.is_available():
         return "gloo", ["cpu"] * num_gpus
     count = torch.cuda.device_count()
@@ -240,216 +223,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------- the parent (launcher)
-
-@dataclasses.dataclass
-class WorkerJob:
-    """What the parent hands each worker (pickled into the job folder)."""
-
-    spec: Spec
-    ignored: list[str]
-    status_path: str
-    parent_pid: int
-
-
-class WorkerFailed(RuntimeError):
-    """A rank failed while training; the message names the rank and its error."""
-
-
-@dataclasses.dataclass
-class _RankEnd:
-    rank: int
-    code: int  # the worker's exit code (negative: killed by that signal)
-    message: str
-    at: float  # when the rank reported (or was seen to exit)
-
-
-def launch(spec: Spec, ignored: list[str], status: StatusLog, log=print) -> None:
-    """Run ``spec`` on ``train.num_gpus`` worker processes and wait for them.
-
-    Returns when every rank finished; raises SpecError (a rank found bad input, exit 2),
-    ``dino.train.Interrupted`` (a signal reached the parent or a rank) or WorkerFailed.
-    """
-    from dino.train import Interrupted
-
-    n = spec.train.num_gpus
-    backend, devices = plan_devices(n, spec.train.gpu_ids)
-    where = ", ".join(devices) if backend == "nccl" else "CPU processes (no CUDA device visible)"
-    note = (f"Distributed training: {n} processes, {backend} on {where}; dataset.batch_size "
-            f"{spec.dataset.batch_size} per process (global batch {spec.dataset.batch_size * n})")
-    log(note, flush=True)
-    status.write(note)
-    sys.stdout.flush()
-    sys.stderr.flush()
-
-    job_dir = tempfile.mkdtemp(prefix="dino-ddp-")
-    procs: list[subprocess.Popen] = []
-    try:
-        with open(os.path.join(job_dir, "job.pkl"), "wb") as f:
-            pickle.dump(WorkerJob(spec, ignored, status.path, os.getpid()), f)
-        store = dist.TCPStore("127.0.0.1", 0, n, is_master=True, wait_for_workers=False, timeout=PG_TIMEOUT)
-        with _CatchSignals() as received:  # from before the first worker starts: none is left behind
-            procs = _start_workers(job_dir, n, store.port)
-            ends = _supervise(procs, job_dir, received)
-        del store
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(job_dir, ignore_errors=True)
-    status.kpi = _last_kpi(status.path)
-    failed = [e for e in ends if e.code != 0]
-    if received and failed:
-        raise Interrupted(received[0])
-    if not failed:
-        return
-    first = min(failed, key=lambda e: e.at)
-    if first.code == 2:
-        raise SpecError(first.message)
-    if first.code > 128 and first.code - 128 in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        raise Interrupted(first.code - 128)
-    raise WorkerFailed(f"rank {first.rank}: {first.message}")
-
-
-def _start_workers(job_dir: str, n: int, port: int) -> list[subprocess.Popen]:
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    # one process per device: split the cores instead of every rank taking all of them
-    env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // n)))
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
-               TORCHELASTIC_USE_AGENT_STORE="True")  # the parent hosts the store, every rank is a client
-    procs = []
-    for rank in range(n):
-        env_r = dict(env, RANK=str(rank), LOCAL_RANK=str(rank))
-        procs.append(subprocess.Popen([sys.executable, "-m", "dino.distributed", job_dir], env=env_r))
-    return procs
-
-
-class _CatchSignals:
-    """SIGTERM / SIGINT recorded in a list (the one ``with`` yields) instead of ending the parent."""
-
-    def __enter__(self) -> list[int]:
-        self.received: list[int] = []
-        self._old = {s: signal.signal(s, lambda signum, _frame: self.received.append(signum))
-                     for s in (signal.SIGTERM, signal.SIGINT)}
-        return self.received
-
-    def __exit__(self, *exc) -> bool:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        return False
-
-
-def _supervise(procs: list[subprocess.Popen], job_dir: str, received: list[int]) -> list[_RankEnd]:
-    """Wait for the workers. A signal to the parent is forwarded; a rank that fails gets the
-    others SIGTERMed; whatever still runs ``GRACE_S`` later is SIGKILLed. Returns how each
-    rank ended."""
-    seen: dict[int, float] = {}
-    forwarded, stopping, deadline = False, False, None
-    while True:
-        now = time.monotonic()
-        for rank, p in enumerate(procs):
-            if rank not in seen and p.poll() is not None:
-                seen[rank] = time.time()
-        if received and not forwarded:
-            _signal_all(procs, received[0])
-            forwarded, deadline = True, deadline or now + GRACE_S
-        if not stopping and any(procs[r].returncode != 0 for r in seen):
-            _signal_all(procs, signal.SIGTERM)
-            stopping, deadline = True, deadline or now + GRACE_S
-        if len(seen) == len(procs):
-            break
-        if deadline is not None and now > deadline:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        time.sleep(0.05)
-    return [_rank_end(job_dir, r, p.returncode, seen[r]) for r, p in enumerate(procs)]
-
-
-def _signal_all(procs: list[subprocess.Popen], signum: int) -> None:
-    for p in procs:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signum)
-
-
-def _rank_end(job_dir: str, rank: int, code: int, exited_at: float) -> _RankEnd:
-    try:
-        with open(os.path.join(job_dir, f"rank{rank}.json"), encoding="utf-8") as f:
-            report = json.load(f)
-        return _RankEnd(rank, code, report["message"], report["at"])
-    except (OSError, ValueError, KeyError):
-        pass
-    if code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-        return _RankEnd(rank, 128 - code, f"worker process killed by {name}{hint}", exited_at)
-    return _RankEnd(rank, code, f"worker process exited with code {code}", exited_at)
-
-
-def _last_kpi(path: str) -> dict[str, Any]:
-    """The kpi the ranks left in status.json, so the parent's last line repeats it (TAO)."""
-    with contextlib.suppress(OSError):
-        for line in reversed(read_status(path)):
-            if isinstance(line.get("kpi"), dict):
-                return dict(line["kpi"])
-    return {}
-
-
-# ---------------------------------------------------------------- a worker
-
-def worker_main(job_dir: str) -> None:
-    """One rank: train, then leave a report (exit code + message) for the parent."""
-    from dino.data.coco import DataError
-    from dino.train import Interrupted, run_training
-
-    with open(os.path.join(job_dir, "job.pkl"), "rb") as f:
-        job: WorkerJob = pickle.load(f)
-    _die_with_parent(job.parent_pid)
-    ctx = context_from_env() or SINGLE
-    code, message = 0, ""
-    try:
-        run_training(job.spec, job.ignored, StatusLog(job.status_path) if ctx.is_main else NullStatusLog())
-    except (SpecError, DataError) as exc:
-        code, message = 2, str(exc)
-    except Interrupted as exc:
-        code, message = 128 + exc.signum, str(exc)
-    except KeyboardInterrupt:
-        code, message = 130, "interrupted"
-    except BaseException as exc:  # reported to the parent, which fails the run
-        print(f"[rank {ctx.rank}] training failed:", file=sys.stderr, flush=True)
-        traceback.print_exc()
-        code, message = 1, f"{type(exc).__name__}: {exc}"
-    if code == 2:
-        print(f"[rank {ctx.rank}] error: {message}", file=sys.stderr, flush=True)
-    report = os.path.join(job_dir, f"rank{ctx.rank}.json")
-    with contextlib.suppress(OSError):
-        with open(report + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"code": code, "message": message, "at": time.time()}, f)
-        os.replace(report + ".tmp", report)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # no interpreter teardown: slow under load, and after a failure a peer may be gone
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL this worker if the parent dies without stopping it (Linux); no orphans
-    keep a GPU after ``kill -9`` of the launcher."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-if __name__ == "__main__":
-    from dino.distributed import worker_main as _main  # the importable module, not this __main__ copy
-
-    _main(sys.argv[1])

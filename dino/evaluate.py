@@ -21,8 +21,8 @@ from dino.class_ap import format_table, mean_ap, per_class_ap, rows_without_dete
 from dino.config import DatasetConfig, Spec
 from dino.data import build_dataset, val_loader
 from dino.engine import evaluate
+from dino.runtime import SignalGuard, log, select_device
 from dino.status_log import StatusLog
-from dino.train import SignalGuard, log, select_device
 
 COCO_STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
                    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")

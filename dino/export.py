@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from dino.checkpoint import checkpoint_for, load_checkpoint, model_state, task_dir_of
 from dino.config import Spec, SpecError
 from dino.config.export_config import UNSET, ExportConfig
+from dino.runtime import SignalGuard, log
 from dino.status_log import StatusLog
-from dino.train import SignalGuard, log
 
 INPUT_NAME = "inputs"
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")

@@ -7,7 +7,8 @@ restarted with the same command continues where it stopped. SIGTERM ends the run
 the current step (a checkpoint being written is finished first) with a FAILURE line.
 
 With ``train.num_gpus`` > 1 the process launches one worker per device
-(:mod:`dino.distributed`); each worker runs this same loop as one DDP rank: its share of
+(:mod:`dino.ddp_launch`); each worker runs this same loop as one DDP rank
+(:mod:`dino.distributed`): its share of
 every epoch (DistributedSampler), its shard of the validation set, rank 0 alone writing.
 """
 
@@ -17,16 +18,24 @@ import dataclasses
 import datetime
 import functools
 import os
-import signal
 import sys
 import time
 
 import torch
 
-from dino.checkpoint import (latest_checkpoint, load_checkpoint, load_weights, model_state, rng_state, save_checkpoint,
-                             set_rng_state, train_dir_of)
+from dino.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    train_dir_of,
+)
 from dino.config import Spec, SpecError
 from dino.data import build_dataset, check_batch, train_loader, val_loader
+from dino.ddp_launch import launch
 from dino.distributed import (
     RANK_SEED_STRIDE,
     SINGLE,
@@ -36,7 +45,6 @@ from dino.distributed import (
     context_from_env,
     convert_sync_bn,
     gather_to_main,
-    launch,
     process_group,
     rank_gpu_ids,
     rank_rng_state,
@@ -49,74 +57,9 @@ from dino.distributed import (
 from dino.engine import evaluate, train_one_epoch
 from dino.models.ms_deform_attn import self_check_seconds
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
+from dino.runtime import Interrupted, SignalGuard, log, select_device
 from dino.startup import StartupClock
 from dino.status_log import StatusLog
-
-log = functools.partial(print, flush=True)
-
-
-class Interrupted(Exception):
-    """A termination signal arrived; ``signum`` says which."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-class SignalGuard:
-    """Turns SIGTERM / SIGINT into :class:`Interrupted` in the main thread, except inside
-    ``critical()`` blocks (checkpoint writes), where it is raised when the block ends."""
-
-    def __init__(self):
-        self._depth, self._pending, self._old = 0, None, {}
-        self.received: int | None = None  # the first signal seen
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-    def _handle(self, signum, frame):
-        if self.received:  # the stop is under way; a repeat (e.g. group + forwarded) changes nothing
-            return
-        self.received = signum
-        if self._depth:
-            self._pending = signum
-        else:
-            raise Interrupted(signum)
-
-    def critical(self):
-        guard = self
-
-        class _Block:
-            def __enter__(self):
-                guard._depth += 1
-
-            def __exit__(self, *exc):
-                guard._depth -= 1
-                if not guard._depth and guard._pending is not None and exc[0] is None:
-                    raise Interrupted(guard._pending)
-                return False
-
-        return _Block()
-
-
-def select_device(gpu_ids: list[int], field: str) -> torch.device:
-    """``cuda:<gpu_ids[0]>`` among the visible devices (CUDA_VISIBLE_DEVICES applies), else CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    index, count = (gpu_ids[0] if gpu_ids else 0), torch.cuda.device_count()
-    if index >= count:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
-        raise SpecError(f"{field} {gpu_ids}: device {index} is not visible ({count} visible, "
-                        f"CUDA_VISIBLE_DEVICES={visible}); gpu ids count from 0 among the visible devices")
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
 
 
 def build_model(spec: Spec, device: torch.device, status: StatusLog):
@@ -180,7 +123,7 @@ def _quiet(*_args, **_kwargs) -> None:
 
 
 def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard, ctx: DistContext) -> None:
-    t, d = spec.train, spec.dataset
+    t = spec.train
     say = log if ctx.is_main else _quiet
     train_dir = train_dir_of(spec)
     if ignored:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Mapping, Sequence
 
-from automl.errors import ConfigError
-from metric_extractors.base import EpochMetrics, LineExtractor, same_value
+from metric_extractors.base import EpochMetrics, ExtractorOptionError, LineExtractor, same_value
 
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 
@@ -34,11 +33,11 @@ DEFAULT_EPOCH_PATTERN = r"^\s*Epoch\b\s*:?\s*\[?\s*(?P<epoch>\d+)"
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
     if not isinstance(pattern, str):
-        raise ConfigError(f"{where}: a pattern must be a string, got {type(pattern).__name__}")
+        raise ExtractorOptionError(f"{where}: a pattern must be a string, got {type(pattern).__name__}")
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(
+        raise ExtractorOptionError(
             f"{where}: {pattern!r} is not a valid regular expression ({exc}). "
             "Use Python `re` syntax, with named groups such as (?P<value>[0-9.]+)."
         ) from None
@@ -65,7 +64,7 @@ class RegexExtractor(LineExtractor):
     ) -> None:
         super().__init__()
         if source not in ("stdout", "status"):
-            raise ConfigError(
+            raise ExtractorOptionError(
                 f"metric extractor 'regex': source must be 'stdout' or 'status', got {source!r}"
             )
         self.source = source
@@ -79,12 +78,12 @@ class RegexExtractor(LineExtractor):
             else [(metric, p) for p in patterns]
         )
         if not named:
-            raise ConfigError("metric extractor 'regex': 'patterns' is empty; give at least one")
+            raise ExtractorOptionError("metric extractor 'regex': 'patterns' is empty; give at least one")
         self._patterns: list[tuple[str, re.Pattern[str]]] = []
         for metric_name, pattern in named:
             compiled = _compile(pattern, f"metric extractor 'regex', pattern for {metric_name!r}")
             if not set(compiled.groupindex) - {"epoch"}:
-                raise ConfigError(
+                raise ExtractorOptionError(
                     f"metric extractor 'regex': pattern {pattern!r} has no named group for a "
                     "value; capture it as (?P<value>...) or (?P<metric_name>...)"
                 )
@@ -93,7 +92,7 @@ class RegexExtractor(LineExtractor):
         if epoch_pattern is not None:
             self._epoch_pattern = _compile(epoch_pattern, "metric extractor 'regex', epoch_pattern")
             if "epoch" not in self._epoch_pattern.groupindex:
-                raise ConfigError(
+                raise ExtractorOptionError(
                     f"metric extractor 'regex': epoch_pattern {epoch_pattern!r} needs a group "
                     "(?P<epoch>...)"
                 )

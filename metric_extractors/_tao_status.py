@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Sequence
 
 from metric_extractors.base import EpochMetrics, LineExtractor, same_value
 
@@ -66,8 +66,8 @@ class TaoStatusExtractor(LineExtractor):
 
     def __init__(
         self,
-        sections: Iterable[str] = ("kpi",),
-        top_level_keys: Iterable[str] = ("train_loss", "val_loss"),
+        sections: Sequence[str] = ("kpi",),
+        top_level_keys: Sequence[str] = ("train_loss", "val_loss"),
     ) -> None:
         super().__init__()
         self.sections = tuple(sections)

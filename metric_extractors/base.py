@@ -9,10 +9,14 @@ can hand it whatever ``read()`` returned. It knows nothing about Optuna or launc
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal
 
 Source = Literal["status", "stdout"]
 SOURCES: tuple[str, ...] = ("status", "stdout")  # status: <results_dir>/train/status.json
+
+
+class ExtractorOptionError(ValueError):
+    """An extractor's options cannot work; the message says which and how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,18 +31,34 @@ class EpochMetrics:
     values: dict[str, float]
 
 
-@runtime_checkable
-class MetricExtractor(Protocol):
-    """What the monitor needs from an extractor (user extractors implement this)."""
+class MetricExtractor:
+    """Base of every extractor (user extractors subclass it, or :class:`LineExtractor`).
 
-    name: str
-    source: str  # "status" or "stdout"
+    ``feed`` is the one method to write. The two hooks have defaults here, so the
+    monitor calls them on any extractor without probing for them.
+    """
+
+    name: ClassVar[str] = "extractor"
+    source: str = "stdout"  # which file: "status" (train/status.json) or "stdout" (the job's log)
 
     def feed(self, data: bytes) -> list[EpochMetrics]:
         """Consume newly appended bytes; return metrics completed by them."""
+        raise NotImplementedError(f"{type(self).__name__} must define feed(data)")
+
+    def flush(self) -> list[EpochMetrics]:
+        """The writer has exited: return what an unterminated last line completes."""
+        return []
+
+    def restart(self) -> list[EpochMetrics]:
+        """The file was truncated or replaced, and reading starts again at its first byte.
+
+        The default ends a partial line (as if a newline had been written) so that it is
+        not glued to the new content; :class:`LineExtractor` drops it instead.
+        """
+        return self.feed(b"\n")
 
 
-class LineExtractor:
+class LineExtractor(MetricExtractor):
     """Base for line-oriented extractors: splits chunks into complete lines.
 
     Subclasses implement :meth:`parse_line`. Lines end at ``\\n`` (``\\r\\n`` and a lone
@@ -48,7 +68,6 @@ class LineExtractor:
     """
 
     name: ClassVar[str] = "line"
-    source: str = "stdout"
     split_on_cr: ClassVar[bool] = False
     max_line_bytes: ClassVar[int] = 1 << 20
 
@@ -75,9 +94,10 @@ class LineExtractor:
         rest, self._partial = self._partial, b""
         return self._parse_block(rest) if rest.strip() else []
 
-    def discard_partial(self) -> None:
-        """Forget an unterminated line (its file was truncated or replaced)."""
+    def restart(self) -> list[EpochMetrics]:
+        """Forget an unterminated line: it belonged to the old content."""
         self._partial = b""
+        return []
 
     def _parse_block(self, block: bytes) -> list[EpochMetrics]:
         text = block.decode("utf-8", errors="replace")

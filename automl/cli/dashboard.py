@@ -1,73 +1,27 @@
 """``automl dashboard`` (optuna-dashboard on the study) and ``automl report`` (HTML report).
 
-Both read an existing study storage: ``--storage``, else ``$AUTOML_STORAGE``, else
-``sqlite:///<workspace>/study.db``, the same order ``automl run`` uses. A missing SQLite
-file is refused rather than silently created, so a mistyped ``--workspace`` is reported
-instead of showing an empty dashboard.
+Both read an existing study storage, chosen as every command chooses it
+(:mod:`automl.config.storage`): a missing SQLite file is refused rather than silently
+created, so a mistyped ``--workspace`` is reported instead of showing an empty dashboard.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import sqlalchemy.exc
-from sqlalchemy.engine import make_url
 
-from automl.errors import UserError
+from automl.config.storage import DEFAULT_WORKSPACE, existing_storage_url, storage_error
 
-DEFAULT_WORKSPACE = Path("automl_workspace")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-def default_storage_url(workspace: Path) -> str:
-    """The study storage ``automl run`` uses in ``workspace``."""
-    return f"sqlite:///{(Path(workspace) / 'study.db').resolve()}"
-
-
-def existing_storage_url(storage: str | None, workspace: Path) -> str:
-    """``storage`` (else $AUTOML_STORAGE, else the workspace default), checked to exist."""
-    storage = storage or os.environ.get("AUTOML_STORAGE") or None
-    url = storage or default_storage_url(workspace)
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError as exc:
-        raise UserError(
-            f"--storage {url!r} is not a database URL: use e.g. "
-            "sqlite:///automl_workspace/study.db or postgresql://user:pass@host:5432/optuna"
-        ) from exc
-    if parsed.drivername.startswith("sqlite"):
-        db = parsed.database
-        if not db or db == ":memory:":
-            raise UserError(
-                f"--storage {url!r} is an in-memory SQLite database, which no other process "
-                "can read: point it at the study's file, e.g. sqlite:///<workspace>/study.db"
-            )
-        if not Path(db).is_file():
-            hint = "pass --storage" if storage else "pass --workspace or --storage"
-            raise UserError(
-                f"no study database at {Path(db).resolve()}: `automl run` creates it when a "
-                f"study starts; {hint} to point at an existing one"
-            )
-    return url
-
-
-def _connection_error(url: str, exc: Exception) -> UserError:
-    from automl.report import redact_url
-
-    reason = getattr(exc, "orig", None) or exc
-    return UserError(
-        f"cannot open the study storage {redact_url(url)}: {reason}. Check the URL, that the "
-        "database server is up, and the credentials"
-    )
-
-
 def _run_dashboard(args: argparse.Namespace) -> int:
-    from automl.dashboard import DashboardServer, capture_screenshot, is_loopback
-    from automl.report import resolve_study_name
+    from automl.ui.dashboard import DashboardServer, capture_screenshot, is_loopback
+    from automl.ui.report import resolve_study_name
 
     url = existing_storage_url(args.storage, args.workspace)
     host = args.host or DEFAULT_HOST
@@ -87,7 +41,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
             print(f"screenshot of study {name!r}: {path}")
             return 0
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise _connection_error(url, exc) from exc
+        raise storage_error(url, exc) from exc
     if not is_loopback(host):
         print(
             f"warning: serving on {host}: optuna-dashboard has no authentication; anyone who "
@@ -103,7 +57,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from automl.report import default_report_dir, resolve_study_name, write_report
+    from automl.ui.report import default_report_dir, resolve_study_name, write_report
 
     url = existing_storage_url(args.storage, args.workspace)
     try:
@@ -112,7 +66,7 @@ def _run_report(args: argparse.Namespace) -> int:
         artifacts = args.workspace / "artifacts"
         path = write_report(url, name, out, artifacts if artifacts.is_dir() else None)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise _connection_error(url, exc) from exc
+        raise storage_error(url, exc) from exc
     print(f"report of study {name!r}: {path}")
     return 0
 

@@ -97,7 +97,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from automl.datasets import SpecFacts, has_errors, load_spec_facts, preflight, render_findings, stage_sources
+    from automl.datasets import SpecFacts, has_errors, load_spec_facts, preflight, stage_sources
+    from automl.ui.findings import render_findings
 
     facts = load_spec_facts(args.spec) if args.spec else SpecFacts()
     facts = facts.replace(

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import yaml
 from rich.console import Console
 
 from automl.config import build_run_config, read_config_file, read_profile
 from automl.config.loader import deep_merge
+from automl.config.storage import DEFAULT_WORKSPACE, existing_storage_url, redact_url, storage_error, storage_from_env
 from automl.errors import ConfigError, UserError
-from automl.slots import detect_gpus
+from automl.study.attrs import STUDY_METRIC, TrialAttrs
+from automl.study.slots import detect_gpus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, func, helptext in (("status", cmd_status, "trials of a study in the storage"),
                                  ("best", cmd_best, "the best trial: value, params, spec, checkpoint")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--storage", help="RDB URL (default sqlite:///<workspace>/study.db)")
-        p.add_argument("--workspace", type=Path, default=Path("automl_workspace"))
+        p.add_argument("--storage", help="RDB URL (default $AUTOML_STORAGE, else sqlite:///<workspace>/study.db)")
+        p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE)
         p.add_argument("--study", help="study name (default: the only study in the storage)")
         if name == "best":
             p.add_argument("--json", action="store_true", help="print JSON")
@@ -65,7 +67,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
     if args.study_name:
         over.setdefault("study", {})["name"] = args.study_name
-    storage = args.storage or os.environ.get("AUTOML_STORAGE")
+    storage = storage_from_env(args.storage)
     if storage:
         over.setdefault("study", {})["storage"] = storage
     if args.n_trials is not None:
@@ -110,8 +112,8 @@ def load_config_from_args(args: argparse.Namespace, console: Console):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from automl.progress import ProgressBoard
-    from automl.study_runner import run_study
+    from automl.study.runner import run_study
+    from automl.ui.progress import ProgressBoard
 
     console = Console()
     if not console.is_terminal:  # logs and pipes: one event per line, no wrapping at 80
@@ -124,27 +126,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _open_study(args: argparse.Namespace) -> optuna.Study:
-    storage = args.storage or os.environ.get("AUTOML_STORAGE") or f"sqlite:///{(args.workspace / 'study.db').resolve()}"
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
-        raise UserError(f"no study database at {storage}; run `automl run` first or pass --storage")
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    url = existing_storage_url(args.storage, args.workspace)
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise storage_error(url, exc) from exc
     name = args.study
     if name is None:
         if len(names) != 1:
-            raise UserError(f"the storage holds {len(names)} studies; pick one with --study: {', '.join(names)}")
+            raise UserError(f"the storage {redact_url(url)} holds {len(names)} studies; pick one with --study: "
+                            f"{', '.join(names) or 'none'}")
         name = names[0]
     elif name not in names:
-        raise UserError(f"no study {name!r} in {storage}; studies there: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=storage)
+        raise UserError(f"no study {name!r} in {redact_url(url)}; studies there: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=url)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from automl.study_results import trials_table
+    from automl.study.results import has_complete
+    from automl.ui.tables import trials_table
 
     study = _open_study(args)
     console = Console()
-    metric = study.user_attrs.get("metric", "value")
-    console.print(trials_table(study, metric))
+    metric = study.user_attrs.get(STUDY_METRIC, "value")
+    best = study.best_trial.number if has_complete(study) else None
+    console.print(trials_table(study.study_name, study.get_trials(deepcopy=False), metric, best))
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
@@ -153,18 +159,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from automl.trial_paths import latest_checkpoint
+    from automl.study.trial_paths import latest_checkpoint
 
     study = _open_study(args)
     try:
         best = study.best_trial
     except ValueError:
         raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
-    results_dir = best.user_attrs.get("results_dir")
-    ckpt = latest_checkpoint(Path(results_dir)) if results_dir else None
+    recorded = TrialAttrs.of(best)
+    ckpt = latest_checkpoint(Path(recorded.results_dir)) if recorded.results_dir else None
     info = {
         "study": study.study_name, "trial": best.number, "value": best.value, "params": best.params,
-        "spec": best.user_attrs.get("spec_path"), "results_dir": results_dir,
+        "spec": recorded.spec_path, "results_dir": recorded.results_dir,
         "checkpoint": str(ckpt) if ckpt else None,
     }
     if args.json:

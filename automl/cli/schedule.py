@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from automl.errors import ConfigError
-from automl.scheduler import NightlyScheduler, parse_daily_at
+from automl.study.schedule import NightlyScheduler, parse_daily_at
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,6 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     rest = [a for a in args.automl_args if a != "--"] if args.automl_args[:1] == ["--"] else args.automl_args
     if not rest:
         raise ConfigError("give the command to schedule after --, e.g. -- run --config study.yaml")
-    scheduler = NightlyScheduler(at, rest, study_suffix=args.study_suffix)
+    scheduler = NightlyScheduler(at, rest, study_suffix=args.study_suffix, log=lambda line: print(line, flush=True))
     codes = scheduler.run_forever(max_runs=args.max_runs)
     return 0 if all(c == 0 for c in codes) else 1

@@ -55,12 +55,27 @@ def _parse_yaml(text: str, where: str) -> dict[str, Any]:
     return data
 
 
+# sections whose ``name`` (or ``extractor``) picks a plugin, and the key of its options
+_PLUGIN_KEYS = {"sampler": ("name", None), "pruner": ("name", None), "launcher": ("name", "options"),
+                "metric": ("extractor", "extractor_options")}
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` wins; nested mappings merge, everything else is replaced."""
+    """``over`` wins; nested mappings merge, everything else is replaced. A section of
+    ``over`` that picks another plugin (``pruner: {name: none}`` over a median pruner)
+    drops the options of the plugin below, which the new one would refuse."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+            below = out[key]
+            if key in _PLUGIN_KEYS:
+                name_key, options_key = _PLUGIN_KEYS[key]
+                if name_key in value and value[name_key] != below.get(name_key):
+                    if options_key is None:  # options beside the name: the section is replaced
+                        below = {}
+                    else:
+                        below = {k: v for k, v in below.items() if k != options_key}
+            out[key] = deep_merge(below, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -84,6 +99,8 @@ def build_run_config(raw: dict[str, Any], *, use_cpu_variant: bool, where: str) 
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
+    except ConfigError as exc:  # a plugin refused its options (automl.plugins)
+        raise ConfigError(f"invalid run config ({where}):\n  " + str(exc).replace("\n", "\n  ")) from None
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:

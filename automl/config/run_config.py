@@ -6,9 +6,15 @@ Everything below ``automl.cli`` receives a :class:`RunConfig`, never a raw dict.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from automl.config.storage import DEFAULT_WORKSPACE, resolve_storage_url
+from automl.launchers import LAUNCHERS
+from automl.observe.extractors import EXTRACTORS, get_extractor
+from automl.plugins import PluginFamily
+from automl.tuning import PRUNERS, SAMPLERS
 
 # Metric names whose larger values are better; anything ending in "loss" is minimised.
 _MAXIMIZED_PREFIXES = ("val_map", "map", "ap", "val_ap", "accuracy", "val_acc", "f1", "recall", "precision")
@@ -26,14 +32,69 @@ class StudySettings(_Strict):
     max_retry: int = Field(3, ge=0)  # how often a stale or interrupted trial is retried
 
 
+class _PluginChoice(_Strict):
+    """A plugin picked by ``name``, with its options validated by that plugin's own model
+    (:mod:`automl.plugins`): a key the plugin does not take is an error naming it."""
+
+    family: ClassVar[PluginFamily[Any]]
+    default: ClassVar[str]
+    name: str
+    options: SerializeAsAny[BaseModel]
+
+    @classmethod
+    def _choose(cls, name: Any, options: Any) -> dict[str, Any]:
+        name = cls.default if name is None else name
+        return {"name": name, "options": cls.family.validate(name, options or {})}
+
+
+class _FlatPluginChoice(_PluginChoice):
+    """``{name: X, <X's options>...}``: the keys beside ``name`` are the plugin's options."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or isinstance(data.get("options"), BaseModel):
+            return data
+        options = dict(data)
+        name = options.pop("name", None)
+        return cls._choose(name, options)
+
+
+class SamplerSettings(_FlatPluginChoice):
+    """``sampler: {name: tpe, seed: 0, n_startup_trials: 4}``; see :mod:`automl.tuning.samplers`."""
+
+    family: ClassVar[PluginFamily[Any]] = SAMPLERS
+    default: ClassVar[str] = "tpe"
+
+
+class PrunerSettings(_FlatPluginChoice):
+    """``pruner: {name: median, warmup_epochs: 2, startup_trials: 1}``; see
+    :mod:`automl.tuning.pruners` (each pruner's settings model lists what it takes)."""
+
+    family: ClassVar[PluginFamily[Any]] = PRUNERS
+    default: ClassVar[str] = "median"
+
+
 class MetricSettings(_Strict):
     name: str = "val_mAP50"
     direction: Literal["maximize", "minimize"] | None = None  # inferred from the name
-    extractor: str = "tao_status"  # registry name or dotted path of a user extractor
-    extractor_options: dict[str, Any] = Field(default_factory=dict)
+    extractor: str = "tao_status"  # registry name or module:attr of a user extractor
+    extractor_options: SerializeAsAny[BaseModel]  # validated by the extractor
     aggregate: Literal["best", "last"] = "best"  # which epoch's value is the trial's value
 
-    def resolved_direction(self) -> str:
+    @model_validator(mode="before")
+    @classmethod
+    def _extractor_options(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or isinstance(data.get("extractor_options"), BaseModel):
+            return data
+        data = dict(data)
+        name = data.get("extractor", "tao_status")
+        options = EXTRACTORS.validate(name, data.get("extractor_options") or {})
+        get_extractor(name, options)  # built once now: a bad pattern fails here, not in a trial
+        data["extractor_options"] = options
+        return data
+
+    def resolved_direction(self) -> Literal["maximize", "minimize"]:
         if self.direction:
             return self.direction
         low = self.name.lower()
@@ -47,37 +108,23 @@ class MetricSettings(_Strict):
         )
 
 
-class SamplerSettings(_Strict):
-    name: Literal["tpe", "gp", "random", "cmaes"] = "tpe"
-    seed: int | None = None
-    n_startup_trials: int | None = Field(None, ge=0)  # random trials before the model kicks in
-    options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
+class LauncherSettings(_PluginChoice):
+    """``launcher: {name: docker, options: {image: ..., shm_size: 16g}}``: how jobs start;
+    ``options`` are checked by the launcher (:mod:`automl.launchers`)."""
 
-
-class PrunerSettings(_Strict):
-    """Epoch-level pruning. Defaults come from measured curves: epoch 1 is noise and
-    single curves dip by 0.1-0.3 between epochs, so nothing is pruned before
-    ``warmup_epochs`` validations and a trial is judged by its best value so far."""
-
-    name: Literal[
-        "median", "percentile", "successive_halving", "hyperband", "patient", "threshold", "none"
-    ] = "median"
-    warmup_epochs: int = Field(2, ge=0)  # validations reported before any pruning decision
-    startup_trials: int = Field(1, ge=0)  # finished trials needed before pruning others
-    percentile: float = Field(50.0, gt=0, lt=100)
-    patience: int = Field(2, ge=0)  # for "patient": epochs without improvement tolerated
-    min_delta: float = 0.0
-    lower: float | None = None  # for "threshold"
-    upper: float | None = None
-    reduction_factor: int = Field(3, ge=2)  # successive halving / hyperband
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class LauncherSettings(_Strict):
-    name: str = "local"  # local | docker
+    family: ClassVar[PluginFamily[Any]] = LAUNCHERS
+    default: ClassVar[str] = "local"
     grace_period: float = Field(10.0, ge=0)  # SIGTERM -> SIGKILL, seconds
     poll_interval: float = Field(1.0, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)  # e.g. docker image, shm_size
+
+    @model_validator(mode="before")
+    @classmethod
+    def _launcher_options(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or isinstance(data.get("options"), BaseModel):
+            return data
+        data = dict(data)
+        data.update(cls._choose(data.get("name"), data.get("options")))
+        return data
 
 
 class TrainerSettings(_Strict):
@@ -110,7 +157,7 @@ class DataSettings(_Strict):
     preflight_sample: int = Field(500, ge=1)  # images opened by preflight on large sets
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSettings":
+    def _one_source(self) -> DataSettings:
         if self.train is None and self.synth is None:
             raise ValueError("set data.train (folder, archive or s3:// URI) or data.synth")
         if self.train is not None and self.synth is not None:
@@ -137,10 +184,10 @@ class ExportSettings(_Strict):
 
 class RunConfig(_Strict):
     study: StudySettings = StudySettings()
-    metric: MetricSettings = MetricSettings()
-    sampler: SamplerSettings = SamplerSettings()
-    pruner: PrunerSettings = PrunerSettings()
-    launcher: LauncherSettings = LauncherSettings()
+    metric: MetricSettings = Field(default_factory=lambda: MetricSettings.model_validate({}))
+    sampler: SamplerSettings = Field(default_factory=lambda: SamplerSettings.model_validate({}))
+    pruner: PrunerSettings = Field(default_factory=lambda: PrunerSettings.model_validate({}))
+    launcher: LauncherSettings = Field(default_factory=lambda: LauncherSettings.model_validate({}))
     trainer: TrainerSettings = TrainerSettings()
     data: DataSettings
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted spec path -> value, every trial
@@ -149,7 +196,7 @@ class RunConfig(_Strict):
     export: ExportSettings = ExportSettings()
     devices: Literal["auto", "cpu"] | list[int] = "auto"
     cpu_parallel: int = Field(1, ge=1)  # concurrent trials when running on the CPU
-    workspace: Path = Path("automl_workspace")
+    workspace: Path = DEFAULT_WORKSPACE
 
     @field_validator("metric")
     @classmethod
@@ -159,7 +206,8 @@ class RunConfig(_Strict):
 
     @property
     def storage_url(self) -> str:
-        return self.study.storage or f"sqlite:///{(self.workspace / 'study.db').resolve()}"
+        """The URL to open (it may hold a password: show it with ``redact_url``)."""
+        return resolve_storage_url(self.study.storage, self.workspace)
 
     @property
     def study_dir(self) -> Path:

@@ -6,7 +6,7 @@
     findings = preflight(both.train, both.val, SpecFacts(...))  # val == train -> a warning
 """
 
-from automl.datasets.findings import Finding, Severity, has_errors, render_findings
+from automl.datasets.findings import Finding, Severity, has_errors
 from automl.datasets.preflight import SpecFacts, check_spec, load_spec_facts, preflight
 from automl.datasets.s3 import make_client as make_s3_client
 from automl.datasets.safe_extract import UnsafeArchiveError, safe_extract
@@ -32,7 +32,6 @@ __all__ = [
     "make_s3_client",
     "parse_source",
     "preflight",
-    "render_findings",
     "safe_extract",
     "stage",
     "stage_sources",

@@ -82,29 +82,3 @@ class FindingGroup:
             fix=self.fix,
             code=self.code,
         )
-
-
-def render_findings(findings: list[Finding], console: Any = None, title: str = "Preflight") -> None:
-    """Print findings as a rich table (errors first); a one-line note when there are none."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(stderr=False)
-    if not findings:
-        console.print(f"[green]{title}: no problems found.[/green]")
-        return
-    table = Table(title=title, show_lines=True)
-    table.add_column("severity", no_wrap=True)
-    table.add_column("what")
-    table.add_column("where", overflow="fold")
-    table.add_column("fix")
-    ordered = sorted(findings, key=lambda f: 0 if f.is_error else 1)
-    for f in ordered:
-        style = "bold red" if f.is_error else "yellow"
-        fix = f.fix
-        if f.setting is not None and f.suggested_value is not None:
-            fix += f"\nuse: {f.setting} = {f.suggested_value!r}"
-        table.add_row(f"[{style}]{f.severity.value}[/{style}]", f.what, f.where, fix)
-    console.print(table)
-    errors = sum(f.is_error for f in findings)
-    console.print(f"{errors} error(s), {len(findings) - errors} warning(s).")

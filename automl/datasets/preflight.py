@@ -2,9 +2,8 @@
 
 Each check mirrors a known DINO/TAO failure: ``num_classes < max(category_id) + 1`` is a
 CUDA device-side assert mid-epoch; a dataset smaller than ``batch_size * num_gpus`` gives
-zero batches; ``num_select >= num_queries * num_classes`` fails top-k at the first
-validation; ``return_interm_indices`` must have ``num_feature_levels`` entries; with
-several GPUs ``gpu_ids`` must list as many devices. Data checks open the files the
+zero batches. The spec's cross-field rules (``num_select``, feature levels, ``gpu_ids``)
+are the trainer's own, read from :mod:`dino.config.rules`. Data checks open the files the
 trainer will open: every image is looked up, and all of them (small sets) or a seeded
 sample (large sets) are decoded with PIL.
 """
@@ -21,6 +20,7 @@ from automl.datasets.coco import CocoSet, read_coco
 from automl.datasets.findings import Finding, FindingGroup, Severity
 from automl.datasets.staging import StagedSplit
 from automl.errors import ConfigError
+from dino.config.rules import check_rules
 
 # a box may overhang the image by this many pixels before it is reported (rounding)
 BORDER_TOLERANCE_PX = 1.0
@@ -63,7 +63,7 @@ class SpecFacts:
                 raise ConfigError(f"{self.SPEC_KEYS[f.name]} must be an integer, got {value!r}")
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> "SpecFacts":
+    def from_spec(cls, spec: Mapping[str, Any]) -> SpecFacts:
         """Read the values from a TAO DINO train spec (nested dict); absent keys stay None."""
         values: dict[str, Any] = {}
         for name, dotted in cls.SPEC_KEYS.items():
@@ -73,7 +73,15 @@ class SpecFacts:
             values[name] = node
         return cls(**values)
 
-    def replace(self, **overrides: Any) -> "SpecFacts":
+    def lookup(self, dotted: str) -> Any:
+        """The value of spec field ``dotted`` (None when unknown), as :mod:`dino.config.rules` reads it."""
+        for name, key in self.SPEC_KEYS.items():
+            if key == dotted:
+                value = getattr(self, name)
+                return list(value) if isinstance(value, tuple) else value
+        return None
+
+    def replace(self, **overrides: Any) -> SpecFacts:
         """A copy with the non-None ``overrides`` applied (CLI flags over a spec file)."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update({k: v for k, v in overrides.items() if v is not None})
@@ -88,68 +96,17 @@ def _is_int(value: Any) -> bool:
 
 
 def check_spec(facts: SpecFacts) -> list[Finding]:
-    """Checks of the spec alone (no data needed)."""
+    """Checks of the spec alone (no data needed): positive counts, then the cross-field
+    rules the trainer applies too (:mod:`dino.config.rules`), with their severity."""
     out: list[Finding] = []
     keys = SpecFacts.SPEC_KEYS
     for name in ("batch_size", "num_gpus", "num_queries", "num_classes", "num_feature_levels"):
         value = getattr(facts, name)
         if value is not None and value < 1:
             out.append(Finding(Severity.ERROR, f"{keys[name]} is {value}; it must be at least 1", keys[name], f"set {keys[name]} to a positive integer", code="spec_value_invalid"))
-    nq, ns, nc = facts.num_queries, facts.num_select, facts.num_classes
-    if nq is not None and ns is not None and nc is not None and nq >= 1 and nc >= 1 and ns >= nq * nc:
-        cap = min(nq, nq * nc - 1)
-        out.append(
-            Finding(
-                Severity.ERROR,
-                f"model.num_select is {ns} but must be below num_queries * num_classes = {nq} * {nc} = {nq * nc} (top-k over query scores fails at validation)",
-                "model.num_select",
-                f"lower model.num_select to at most {cap}",
-                suggested_value=cap,
-                setting="model.num_select",
-                code="num_select_too_large",
-            )
-        )
-    levels, indices = facts.num_feature_levels, facts.return_interm_indices
-    if levels is not None and indices is not None and len(indices) > levels:
-        out.append(
-            Finding(
-                Severity.ERROR,
-                f"model.return_interm_indices has {len(indices)} entries {list(indices)} but model.num_feature_levels is {levels}",
-                "model.return_interm_indices / model.num_feature_levels",
-                f"set model.num_feature_levels to {len(indices)}, or list {levels} backbone stages in model.return_interm_indices",
-                suggested_value=len(indices),
-                setting="model.num_feature_levels",
-                code="interm_levels_mismatch",
-            )
-        )
-    elif levels is not None and indices is not None and len(indices) < levels:
-        # the DINO paper's 4-scale setup (stages 2-4 + one strided level): the bundled
-        # trainer builds it, NVIDIA's TAO container rejects it
-        out.append(
-            Finding(
-                Severity.WARNING,
-                f"model.num_feature_levels {levels} exceeds the {len(indices)} backbone stages {list(indices)}: "
-                f"the bundled trainer adds {levels - len(indices)} strided level(s); NVIDIA's TAO container requires them equal",
-                "model.return_interm_indices / model.num_feature_levels",
-                f"for TAO's container set model.num_feature_levels to {len(indices)} or list {levels} stages",
-                suggested_value=len(indices),
-                setting="model.num_feature_levels",
-                code="interm_levels_extra",
-            )
-        )
-    gpus, ids = facts.num_gpus, facts.gpu_ids
-    if gpus is not None and ids is not None and gpus >= 1 and len(ids) != gpus:
-        out.append(
-            Finding(
-                Severity.ERROR,
-                f"train.num_gpus is {gpus} but train.gpu_ids lists {len(ids)} device(s) {list(ids)}",
-                "train.gpu_ids / train.num_gpus",
-                f"list {gpus} device id(s) in train.gpu_ids, or set train.num_gpus to {len(ids)}",
-                suggested_value=list(range(gpus)),
-                setting="train.gpu_ids",
-                code="gpu_ids_mismatch",
-            )
-        )
+    for v in check_rules(facts.lookup):
+        out.append(Finding(Severity(v.severity.value), v.message, " / ".join(v.fields), v.fix,
+                           suggested_value=v.suggested_value, setting=v.setting, code=v.code))
     return out
 
 

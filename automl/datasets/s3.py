@@ -59,7 +59,7 @@ def endpoint_of(client: Any) -> str:
 @contextlib.contextmanager
 def s3_errors(what: str) -> Iterator[None]:
     """Translate botocore failures during ``what`` into a DatasetError with a fix."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, EndpointConnectionError
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
     try:
         yield

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from automl.errors import DatasetError
 
@@ -88,10 +87,10 @@ class S3Archive:
         return f"s3://{self.bucket}/{self.key}"
 
 
-DataSource = Union[LocalFolder, LocalArchive, S3Prefix, S3Archive]
+DataSource = LocalFolder | LocalArchive | S3Prefix | S3Archive
 
 
-def parse_source(text: "str | Path | DataSource") -> DataSource:
+def parse_source(text: str | Path | DataSource) -> DataSource:
     """Parse a user-written source; raises DatasetError saying what is wrong and the fix.
 
     Local paths must exist (so a typo fails here, not in a trial); S3 URIs are checked

@@ -19,8 +19,6 @@ worker leaves at most a work folder, which the next builder removes.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,11 +29,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from automl.datasets import s3
+from automl.datasets.locks import file_lock
 from automl.datasets.progress import byte_progress
-from automl.datasets.safe_extract import safe_parts, safe_extract
+from automl.datasets.safe_extract import safe_extract, safe_parts
 from automl.datasets.sources import (
     ANNOTATIONS_NAME,
     ARCHIVE_SUFFIXES,
@@ -79,7 +78,7 @@ class StagedSplit:
     def as_spec_source(self) -> dict[str, str]:
         return {"image_dir": str(self.image_dir), "json_file": str(self.json_file)}
 
-    def same_files(self, other: "StagedSplit | None") -> bool:
+    def same_files(self, other: StagedSplit | None) -> bool:
         return other is not None and (self.image_dir, self.json_file) == (other.image_dir, other.json_file)
 
 
@@ -93,21 +92,6 @@ class StagedSources:
 
 
 # ----------------------------------------------------------------------------- cache
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, what: str) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another worker staging %s", what)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _slug(text: str) -> str:
@@ -133,7 +117,7 @@ class StagingCache:
         if final.is_dir():  # complete entries only ever appear by rename
             return final, False
         name = final.name
-        with _file_lock(self.root / "locks" / f"{name}.lock", what=hint):
+        with file_lock(self.root / "locks" / f"{name}.lock", what=f"the staged copy of {hint}"):
             if final.is_dir():  # another worker built it while we waited
                 return final, False
             tmp = self.root / "tmp"
@@ -326,7 +310,7 @@ class _Stager:
 
 
 def stage(
-    source: "DataSource | str | Path",
+    source: DataSource | str | Path,
     cache_dir: Path | str | None = None,
     *,
     client: Any = None,
@@ -342,8 +326,8 @@ def stage(
 
 
 def stage_sources(
-    train: "DataSource | str | Path",
-    val: "DataSource | str | Path | None",
+    train: DataSource | str | Path,
+    val: DataSource | str | Path | None,
     cache_dir: Path | str | None = None,
     *,
     client: Any = None,

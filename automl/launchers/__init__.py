@@ -1,56 +1,31 @@
-"""Launchers by name: ``local`` (subprocess) and ``docker`` (a container per trial).
+"""Launchers by name (``launcher.name``): ``local`` (subprocess) and ``docker`` (a
+container per trial), or a user's class as ``package.module:Class``.
 
 Implementations are imported only when asked for, so ``local`` works on a machine
-without the Docker SDK.
+without the Docker SDK. Options (``launcher.options``) are checked against the
+launcher's constructor; its keyword-only ``client`` is the orchestrator's to give.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from typing import Any
-
-from automl.errors import ConfigError
 from automl.launchers.base import JobHandle, JobResult, JobSpec, Launcher
+from automl.plugins import PluginFamily
 
-_LAUNCHERS: dict[str, str] = {
-    "local": "automl.launchers.local:LocalLauncher",
-    "docker": "automl.launchers.docker:DockerLauncher",
-}
-
-
-def available_launchers() -> list[str]:
-    return sorted(_LAUNCHERS)
-
-
-def get_launcher(name: str, **options: Any) -> Launcher:
-    """A launcher chosen by its name in the run config, built with ``options``."""
-    target = _LAUNCHERS.get(name)
-    if target is None:
-        raise ConfigError(
-            f"launcher {name!r} is unknown; choose one of: {', '.join(available_launchers())}"
-        )
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"launcher {name!r} is not available here: {exc}") from None
-    factory = getattr(module, attr)
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as exc:
-        accepted = ", ".join(inspect.signature(factory).parameters) or "no options"
-        raise ConfigError(
-            f"launcher {name!r}: bad options {sorted(options)} ({exc}); it accepts: {accepted}"
-        ) from None
-    return factory(**options)
+LAUNCHERS: PluginFamily[Launcher] = PluginFamily(
+    "launcher",
+    {
+        "local": "automl.launchers.local:LocalLauncher",
+        "docker": "automl.launchers.docker:DockerLauncher",
+    },
+    where="launcher.name",
+    options_where="launcher.options",
+    supplied=("client",),
+)
 
 
-__all__ = [
-    "JobHandle",
-    "JobResult",
-    "JobSpec",
-    "Launcher",
-    "available_launchers",
-    "get_launcher",
-]
+def get_launcher(name: str, **options: object) -> Launcher:
+    """A launcher chosen by name, built with ``options`` (checked as the config's are)."""
+    return LAUNCHERS.build(name, options)
+
+
+__all__ = ["LAUNCHERS", "JobHandle", "JobResult", "JobSpec", "Launcher", "get_launcher"]

@@ -38,7 +38,7 @@ def start_ticks(pid: int) -> int | None:
 def is_running(pid: int) -> bool:
     """True for a live process (a zombie, dead but not reaped, counts as dead)."""
     fields = _stat_fields(pid)
-    return bool(fields) and fields[0] not in ("Z", "X")
+    return fields is not None and bool(fields) and fields[0] not in ("Z", "X")
 
 
 def group_members(pgid: int) -> list[int]:

@@ -10,6 +10,7 @@ rendered ``spec.yaml`` is valid for every launcher.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -46,11 +47,28 @@ class JobHandle(Protocol):
     def id(self) -> str:
         """Process id or container id, stored in the trial's user attributes."""
 
+    @property
+    def result(self) -> JobResult | None:
+        """The result once the job was seen to end, else None (does not look again)."""
+
     def poll(self) -> JobResult | None:
         """The result if the job has ended, else None. Never blocks."""
 
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends; ``TimeoutError`` after ``timeout`` s (the job runs on)."""
+
     def stop(self, grace_period: float = 10.0) -> JobResult:
         """Ask the job to end (SIGTERM), kill it after ``grace_period`` s, wait, return."""
+
+
+def wait_by_polling(handle: JobHandle, timeout: float | None, interval: float) -> JobResult:
+    """:meth:`JobHandle.wait` for handles whose only way to know is to poll."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (result := handle.poll()) is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {handle.id} of trial {handle.job.trial_number} still running after {timeout} s")
+        time.sleep(interval)
+    return result
 
 
 @runtime_checkable

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import datetime as _dt
-import json
 import math
 import os
 import re
 import secrets
 import shlex
-import socket
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import docker
 import docker.errors
@@ -36,7 +32,17 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from automl.errors import UserError
-from automl.launchers.base import JobResult, JobSpec
+from automl.launchers.base import JobResult, JobSpec, wait_by_polling
+from automl.launchers.records import (
+    JOB_RECORD,
+    LiveJobs,
+    now,
+    read_record,
+    record_result,
+    update_record,
+    worker_id,
+    write_record,
+)
 
 DEFAULT_IMAGE = "dino-automl/trainer:latest"
 LABEL_STUDY = "automl.study"
@@ -44,7 +50,6 @@ LABEL_TRIAL = "automl.trial"
 LABEL_WORKER = "automl.worker"
 LABEL_RESULTS = "automl.results_dir"
 LABEL_LOG = "automl.log_path"
-JOB_RECORD = "job.json"
 # The user a container runs as when root launches it into a root-owned results folder.
 UNPRIVILEGED_USER = "1000:1000"
 _ENDED = {"exited", "dead"}
@@ -52,15 +57,6 @@ _ENDED = {"exited", "dead"}
 
 class DockerLauncherError(UserError):
     """The Docker engine or the image is not usable as configured."""
-
-
-def worker_id() -> str:
-    """``host:pid`` of this orchestrator process: the ``automl.worker`` label."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _container_name(study: str, trial: int) -> str:
@@ -128,6 +124,10 @@ class DockerJob:
     def container(self) -> Container:
         return self._container
 
+    @property
+    def result(self) -> JobResult | None:
+        return self._result
+
     def _state(self) -> dict[str, Any] | None:
         """The container's State, or None when it no longer exists."""
         try:
@@ -145,13 +145,7 @@ class DockerJob:
             return self._result
 
     def wait(self, timeout: float | None = None) -> JobResult:
-        """Block until the job ends (``TimeoutError`` after ``timeout`` s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (result := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"container {self.id} still running after {timeout} s")
-            time.sleep(0.1)
-        return result
+        return wait_by_polling(self, timeout, 0.1)
 
     def stop(self, grace_period: float = 10.0) -> JobResult:
         """SIGTERM (forwarded by Docker's init), SIGKILL after ``grace_period`` s, remove."""
@@ -186,40 +180,25 @@ class DockerJob:
         if self._pump.is_alive() or self._pump.error is not None:
             note += f"; log streaming incomplete ({self._pump.error or 'still streaming after 10 s'})"
         with contextlib.suppress(OSError), open(self.job.log_path, "ab") as log:
-            log.write(f"[automl] {_now()} {note}\n".encode())
+            log.write(f"[automl] {now()} {note}\n".encode())
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self._container.remove(force=True)
         self._result = result
-        _update_record(self.job.results_dir / JOB_RECORD, self.id, result)
+        record_result(self.job.results_dir / JOB_RECORD, result, _describes(self.id))
 
 
-def _read_record(path: Path, container_id: str) -> dict[str, Any] | None:
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get("container_id") == container_id:
-            return data
-    return None
-
-
-def _set_record(path: Path, container_id: str, **fields: Any) -> None:
-    """Update ``job.json`` if it describes this container."""
-    data = _read_record(path, container_id)
-    if data is not None:
-        data.update(fields)
-        with contextlib.suppress(OSError):
-            path.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _update_record(path: Path, container_id: str, result: JobResult) -> None:
-    _set_record(path, container_id, exit_code=result.exit_code, oom_killed=result.oom_killed,
-                stopped=result.stopped, ended_at=_now())
+def _describes(container_id: str) -> Callable[[dict[str, Any]], bool]:
+    """Accepts the ``job.json`` of this container only (a later launch may have replaced it)."""
+    return lambda record: record.get("container_id") == container_id
 
 
 def _output_written(job: JobSpec, container: Container, log_size: int) -> int | None:
     """How many bytes of the container's output the log already holds: everything after
     the offset recorded at launch (only our pump wrote there). None if unknown."""
-    record = _read_record(job.results_dir / JOB_RECORD, container.short_id)
-    offset = record.get("log_offset") if record else None
+    record = read_record(job.results_dir / JOB_RECORD)
+    if record is None or not _describes(container.short_id)(record):
+        return None
+    offset = record.get("log_offset")
     if not isinstance(offset, int) or not 0 <= offset <= log_size:
         return None
     return log_size - offset
@@ -248,6 +227,7 @@ class DockerLauncher:
         extra_env: dict[str, str] | None = None,
         ulimits: dict[str, int] | None = None,
         reap_grace_period: float = 10.0,
+        *,
         client: docker.DockerClient | None = None,
     ) -> None:
         self.image = image
@@ -258,8 +238,7 @@ class DockerLauncher:
         self.ulimits = dict(ulimits or {})
         self.reap_grace_period = reap_grace_period
         self.client = client or _connect()
-        self._live: dict[str, DockerJob] = {}
-        self._live_lock = threading.Lock()
+        self._live: LiveJobs[DockerJob] = LiveJobs()
         self.check_image()
 
     # -- set-up checks ---------------------------------------------------------------
@@ -357,7 +336,7 @@ class DockerLauncher:
         )
         with open(job.log_path, "ab", buffering=0) as log:
             log.write(
-                f"[automl] {_now()} trial {job.trial_number} of study {job.study_name!r} in "
+                f"[automl] {now()} trial {job.trial_number} of study {job.study_name!r} in "
                 f"{self.image} as {user or 'the image user'}: {shlex.join(job.command)}\n".encode()
             )
             log_offset = log.tell()  # the container's output starts here
@@ -398,14 +377,8 @@ class DockerLauncher:
         pump.start()
         handle = DockerJob(job, container, pump)
         _write_record(results / JOB_RECORD, self.image, container, job, user, log_offset)
-        self._remember(container.id, handle)
+        self._live.add(container.id, handle)
         return handle
-
-    def _remember(self, container_id: str, handle: DockerJob) -> None:
-        """Track a live job (several objective threads launch at once)."""
-        with self._live_lock:
-            self._live = {cid: h for cid, h in self._live.items() if h._result is None}
-            self._live[container_id] = handle
 
     # -- recovery --------------------------------------------------------------------
 
@@ -429,8 +402,7 @@ class DockerLauncher:
             trial = container.labels.get(LABEL_TRIAL, "")
             if trial.isdigit() and int(trial) in keep_trial_numbers:
                 continue
-            own = self._live.get(container.id)
-            if own is not None and own._result is None:
+            if self._live.running(container.id) is not None:
                 continue
             doomed.append(container)
         if not doomed:
@@ -466,16 +438,16 @@ class DockerLauncher:
                 stale.remove(force=True)
         with open(job.log_path, "ab", buffering=0) as log:
             written = _output_written(job, container, log.tell())
-            note = f"[automl] {_now()} re-attached to container {container.short_id} by {worker_id()}"
+            note = f"[automl] {now()} re-attached to container {container.short_id} by {worker_id()}"
             if written is None:
                 note += " (where the previous worker stopped reading is unknown: output may repeat)"
             log.write(f"{note}\n".encode())
             offset = log.tell() - (written or 0)  # where the container's output starts, as at launch
-            _set_record(job.results_dir / JOB_RECORD, container.short_id, log_offset=offset)
+            update_record(job.results_dir / JOB_RECORD, _describes(container.short_id), log_offset=offset)
         pump = _LogPump(container, job.log_path, skip=written or 0)
         pump.start()
         handle = DockerJob(job, container, pump)
-        self._remember(container.id, handle)
+        self._live.add(container.id, handle)
         return handle
 
 
@@ -557,7 +529,7 @@ def _write_record(
         "devices": list(job.devices),
         "log_path": str(job.log_path),
         "log_offset": log_offset,
-        "started_at": _now(),
+        "started_at": now(),
     }
     with contextlib.suppress(OSError):
-        path.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(path, record)

@@ -14,9 +14,7 @@ stops them, checking boot id and process start time so a recycled pid is never h
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -28,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from automl.launchers import _procfs
-from automl.launchers.base import JobResult, JobSpec
-
-JOB_RECORD = "job.json"
+from automl.launchers.base import JobResult, JobSpec, wait_by_polling
+from automl.launchers.records import JOB_RECORD, LiveJobs, current_worker, now, read_record, record_result, write_record
 
 
 def default_registry_dir() -> Path:
@@ -44,18 +41,6 @@ def default_registry_dir() -> Path:
 def _study_dir_name(study_name: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name)[:80]
     return f"{safe}-{hashlib.sha1(study_name.encode()).hexdigest()[:8]}"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic: a reader never sees half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _one_line(command: tuple[str, ...]) -> str:
@@ -120,19 +105,17 @@ class LocalJob:
             return True
         return info is not None
 
+    @property
+    def result(self) -> JobResult | None:
+        return self._result
+
     def poll(self) -> JobResult | None:
         if self._result is None and self._leader_exited():
             self._finish()
         return self._result
 
     def wait(self, timeout: float | None = None) -> JobResult:
-        """Block until the job ends (``subprocess.TimeoutExpired`` after ``timeout``)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(self.job.command, timeout or 0.0)
-            time.sleep(0.05)
-        return self._result  # type: ignore[return-value]
+        return wait_by_polling(self, timeout, 0.05)
 
     def stop(self, grace_period: float = 10.0) -> JobResult:
         """SIGTERM the job's group; SIGKILL what is left after ``grace_period`` s."""
@@ -166,10 +149,7 @@ class LocalJob:
         with contextlib.suppress(FileNotFoundError):
             self._registry_path.unlink()
         for path in self._record_paths:
-            with contextlib.suppress(OSError, ValueError):
-                data = json.loads(path.read_text())
-                data.update(exit_code=self._result.exit_code, stopped=self._stopped, ended_at=_now())
-                _write_json(path, data)
+            record_result(path, self._result)
 
 
 class _UnstartableJob:
@@ -182,6 +162,10 @@ class _UnstartableJob:
     @property
     def id(self) -> str:
         return "not-started"
+
+    @property
+    def result(self) -> JobResult:
+        return self._result
 
     def poll(self) -> JobResult:
         return self._result
@@ -207,7 +191,7 @@ class LocalLauncher:
         self.registry_dir = Path(registry_dir) if registry_dir else default_registry_dir()
         self.reap_grace_period = reap_grace_period
         self.extra_env = dict(extra_env or {})
-        self._live: dict[int, LocalJob] = {}
+        self._live: LiveJobs[LocalJob] = LiveJobs()
 
     def _env(self, job: JobSpec) -> dict[str, str]:
         env = dict(os.environ)
@@ -224,7 +208,7 @@ class LocalLauncher:
         oom_before = _procfs.oom_kill_count()
         with open(job.log_path, "ab", buffering=0) as log:
             log.write(
-                f"[automl] {_now()} trial {job.trial_number} of study {job.study_name!r}: "
+                f"[automl] {now()} trial {job.trial_number} of study {job.study_name!r}: "
                 f"{_one_line(job.command)}\n".encode()
             )
             try:
@@ -251,12 +235,12 @@ class LocalLauncher:
             "start_ticks": _procfs.start_ticks(popen.pid),
             "boot_id": _procfs.boot_id(),
             "host": socket.gethostname(),
-            "owner_pid": os.getpid(),
+            "worker": str(current_worker()),
             "command": list(job.command),
             "results_dir": str(job.results_dir),
             "log_path": str(job.log_path),
             "devices": list(job.devices),
-            "started_at": _now(),
+            "started_at": now(),
         }
         registry_path = (
             self.registry_dir
@@ -264,11 +248,10 @@ class LocalLauncher:
             / f"trial_{job.trial_number}_{popen.pid}.json"
         )
         job_json = job.results_dir / JOB_RECORD
-        _write_json(job_json, record)
-        _write_json(registry_path, record)
+        write_record(job_json, record)
+        write_record(registry_path, record)
         handle = LocalJob(job, popen, (job_json,), registry_path, oom_before)
-        self._live = {pid: h for pid, h in self._live.items() if h._result is None}
-        self._live[popen.pid] = handle
+        self._live.add(popen.pid, handle)
         return handle
 
     def reap_orphans(self, study_name: str, keep_trial_numbers: set[int]) -> list[str]:
@@ -284,15 +267,17 @@ class LocalLauncher:
             return stopped
         host, boot = socket.gethostname(), _procfs.boot_id()
         for path in sorted(folder.glob("trial_*.json")):
-            try:
-                record = json.loads(path.read_text())
-                pid, pgid = int(record["pid"]), int(record["pgid"])
-                trial = int(record["trial"])
-            except (OSError, ValueError, KeyError, TypeError):
+            record = read_record(path)
+            if record is None:
                 continue  # half-written or foreign: leave it alone
+            try:
+                pid, pgid, trial = int(record["pid"]), int(record["pgid"]), int(record["trial"])
+            except (ValueError, KeyError, TypeError):
+                continue
             if record.get("host") != host or record.get("study") != study_name:
                 continue
-            if pid in self._live and self._live[pid].poll() is None:
+            own = self._live.running(pid)
+            if own is not None and own.poll() is None:
                 continue
             if record.get("boot_id") != boot:
                 path.unlink(missing_ok=True)  # from before a reboot: nothing can be alive

@@ -1,62 +1,34 @@
-"""Cross-field rules of a network that a TAO schema cannot express.
+"""Cross-field rules while sampling and rendering: the trainer's rules, applied to a space.
 
-Each rule names the fields it involves and applies to any schema that has them all, so
-DINO's rule also covers other DETR-family TAO networks with the same field names and
-never touches networks without them.
+The rules themselves (what is valid, with what severity) are the trainer's, in
+:mod:`dino.config.rules`, and apply to any schema that has all their fields, so DINO's
+rules also cover other DETR-family TAO networks with the same field names and never
+touch networks without them. Here they become what a search space needs: a cap that
+keeps a sampled value valid (:class:`CapRule`) and the checks a rendered spec must pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Callable, Collection
 
-Lookup = Callable[[str], Any]
+from dino.config.rules import Lookup, Violation, check_rules, num_select_limit, rules_for
 
 
 @dataclasses.dataclass(frozen=True)
 class CapRule:
-    """``target <= cap(values)``: sampling caps the target; validation checks ``check``."""
+    """``target <= cap(values)``: sampling caps the target so that the rule holds."""
 
     target: str
     needs: tuple[str, ...]
     cap: Callable[[Lookup], int]
     formula: str
-    check: Callable[[Lookup], str | None]
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckRule:
-    """A relation a full spec must satisfy (checked when rendering, never sampled)."""
-
-    fields: tuple[str, ...]
-    check: Callable[[Lookup], str | None]
 
 
 def _num_select_cap(v: Lookup) -> int:
+    """TAO's AutoML cap: no more boxes than queries, and within the trainer's limit."""
     queries, classes = v("model.num_queries"), v("dataset.num_classes")
-    return min(queries, queries * classes - 1)
-
-
-def _num_select_check(v: Lookup) -> str | None:
-    select, queries, classes = v("model.num_select"), v("model.num_queries"), v("dataset.num_classes")
-    if not all(isinstance(x, int) for x in (select, queries, classes)):
-        return None
-    if select > queries * classes - 1:
-        return (
-            f"model.num_select {select} must be below model.num_queries x dataset.num_classes "
-            f"= {queries} x {classes} = {queries * classes}: top-k selection would fail"
-        )
-    return None
-
-
-def _levels_check(v: Lookup) -> str | None:
-    indices, levels = v("model.return_interm_indices"), v("model.num_feature_levels")
-    if isinstance(indices, list) and isinstance(levels, int) and len(indices) != levels:
-        return (
-            f"model.return_interm_indices has {len(indices)} entries but model.num_feature_levels "
-            f"is {levels}: they must match"
-        )
-    return None
+    return min(queries, num_select_limit(queries, classes))
 
 
 CAP_RULES = (
@@ -67,19 +39,15 @@ CAP_RULES = (
         needs=("model.num_queries", "dataset.num_classes"),
         cap=_num_select_cap,
         formula="min(model.num_queries, model.num_queries x dataset.num_classes - 1)",
-        check=_num_select_check,
     ),
 )
-CHECK_RULES = (
-    CheckRule(("model.return_interm_indices", "model.num_feature_levels"), _levels_check),
-)
 
 
-def cap_rules_for(fields: Mapping[str, Any]) -> list[CapRule]:
+def cap_rules_for(fields: Collection[str]) -> list[CapRule]:
     return [r for r in CAP_RULES if r.target in fields and all(n in fields for n in r.needs)]
 
 
-def spec_checks_for(fields: Mapping[str, Any]) -> list[Callable[[Lookup], str | None]]:
-    checks = [r.check for r in cap_rules_for(fields)]
-    checks += [r.check for r in CHECK_RULES if all(f in fields for f in r.fields)]
-    return checks
+def spec_errors(fields: Collection[str], lookup: Lookup) -> list[Violation]:
+    """The errors (not the warnings, which preflight shows once) of the rules that apply
+    to a schema with ``fields``, for the spec ``lookup`` reads."""
+    return [v for v in check_rules(lookup, rules_for(fields)) if v.is_error]

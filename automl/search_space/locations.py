@@ -1,34 +1,39 @@
 """Where the bundled train schemas and curated spaces live.
 
-``search_spaces/`` sits at the top of the repository, beside the ``automl`` package, so
-an editable install or a checkout on ``PYTHONPATH`` finds it through ``automl.__file__``.
-Set ``AUTOML_SEARCH_SPACES`` to use another folder (for example in a container that
-copies the folder elsewhere, or a wheel install that does not carry it).
+``search_spaces/`` is a package of its own (data files only, beside ``automl`` in the
+repository and in an installed wheel), so it is found through ``importlib.resources``
+in a checkout, an editable install and a plain ``pip install`` alike. Set
+``AUTOML_SEARCH_SPACES`` to use another folder.
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-import automl
 from automl.errors import ConfigError
 
 ENV_VAR = "AUTOML_SEARCH_SPACES"
+PACKAGE = "search_spaces"
 
 
 def search_spaces_dir() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
-        path = Path(override).expanduser()
-        if not path.is_dir():
+        chosen = Path(override).expanduser()
+        if not chosen.is_dir():
             raise ConfigError(f"{ENV_VAR}={override} is not a directory")
-        return path
-    path = Path(automl.__file__).resolve().parent.parent / "search_spaces"
-    if not path.is_dir():
+        return chosen
+    try:
+        path: Path | None = Path(str(resources.files(PACKAGE)))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not (path / "dino").is_dir():
         raise ConfigError(
-            f"cannot find the bundled search_spaces/ folder (looked in {path}); "
-            f"set {ENV_VAR} to it or pass --schema and --space explicitly"
+            f"cannot find the bundled {PACKAGE}/ folder (the package is not installed, or holds no "
+            f"dino/ schemas); reinstall dino-automl, set {ENV_VAR} to the folder, or pass --schema and "
+            "--space explicitly"
         )
     return path
 

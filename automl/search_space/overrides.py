@@ -66,7 +66,7 @@ class ParamOverride:
     def source(self) -> str:
         return self.where.rstrip(": ")
 
-    def merged_onto(self, base: "ParamOverride") -> "ParamOverride":
+    def merged_onto(self, base: ParamOverride) -> ParamOverride:
         given = {k: getattr(self, k) for k in PARAM_KEYS if getattr(self, k) is not None}
         kept = {k: getattr(base, k) for k in PARAM_KEYS if getattr(base, k) is not None}
         if "values" in given:  # new options: the base's range and weights no longer apply

@@ -1,8 +1,9 @@
 """The spec a trial runs: the template with sampled, fixed, data and path values set.
 
 Every key is checked against the schema (unknown keys get a did-you-mean), every value
-against its field (type, enum, limits, ``math_cond``), and the network's cross-field
-rules (DINO: ``num_select < num_queries * num_classes``) before any GPU time is spent.
+against its field (type, enum, limits, ``math_cond``), and the trainer's cross-field
+rules (:mod:`dino.config.rules`: ``num_select``, feature levels, ``gpu_ids``) before any
+GPU time is spent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from automl.errors import ConfigError
-from automl.search_space.constraints import spec_checks_for
+from automl.search_space.constraints import spec_errors
 from automl.search_space.dotted import get_path, parse_path, set_path
 from automl.search_space.schema import TrainSchema
 
@@ -39,7 +40,7 @@ def validate_spec(spec: Mapping[str, Any], schema: TrainSchema) -> None:
     def lookup(path: str) -> Any:
         return get_path(spec, parse_path(path), None)
 
-    problems += [p for check in spec_checks_for(schema.fields) if (p := check(lookup))]
+    problems += [str(v) for v in spec_errors(schema.fields, lookup)]
     if problems:
         listed = "\n  ".join(problems)
         raise ConfigError(f"the spec does not fit the train schema {schema.source}:\n  {listed}")

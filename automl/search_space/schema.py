@@ -49,9 +49,9 @@ class SchemaField:
     parent_param: bool = False
     automl_enabled: bool | None = None
     popular: bool = False
-    children: Mapping[str, "SchemaField"] = dataclasses.field(default_factory=dict)
+    children: Mapping[str, SchemaField] = dataclasses.field(default_factory=dict)
     open: bool = False  # a collection that accepts keys the schema does not list
-    item: "SchemaField | None" = None  # for lists of mappings: what one item looks like
+    item: SchemaField | None = None  # for lists of mappings: what one item looks like
 
     @property
     def name(self) -> str:
@@ -83,16 +83,16 @@ class TrainSchema:
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str | Path) -> "TrainSchema":
+    def load(cls, path: str | Path) -> TrainSchema:
         """Load a TAO train schema file; SchemaError names the bad field."""
         return cls.from_dict(load_tao_json(path), source=str(path))
 
     @classmethod
-    def from_json(cls, text: str, source: str = "<schema>") -> "TrainSchema":
+    def from_json(cls, text: str, source: str = "<schema>") -> TrainSchema:
         return cls.from_dict(parse_tao_json(text, source), source)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<schema>") -> "TrainSchema":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<schema>") -> TrainSchema:
         lists: dict[str, list[str]] = {"automl_default_parameters": [], "automl_disabled_parameters": []}
         root = _parse_node("", data, data.get("default"), source, lists, is_root=True)
         tao = data.get("x_tao_schema") if isinstance(data.get("x_tao_schema"), dict) else {}

@@ -60,7 +60,7 @@ class SearchSpace:
         overrides: SpaceOverrides | None = None,
         context: Mapping[str, Any] | None = None,
         template: Mapping[str, Any] | None = None,
-    ) -> "SearchSpace":
+    ) -> SearchSpace:
         """The space for ``schema`` changed by a space file; ConfigError names what is wrong.
 
         ``context``: values the run fixes (never sampled). Constraints read a parent that is

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from dino.config.rules import Lookup, check_rules
 from dino.config.spec import IGNORED_FIELDS, IGNORED_SECTIONS, Spec
 
 
@@ -196,8 +197,9 @@ def _check(ok: bool, where: str, message: str) -> None:
 
 
 def _validate(spec: Spec, where: str) -> None:
-    """Value checks that would otherwise fail deep inside training."""
-    t, o, d, a, m = spec.train, spec.train.optim, spec.dataset, spec.dataset.augmentation, spec.model
+    """Value checks that would otherwise fail deep inside training; the cross-field ones
+    are the shared rules (errors refuse the spec)."""
+    t, o, d, a = spec.train, spec.train.optim, spec.dataset, spec.dataset.augmentation
     t.precision = t.precision.lower()
     _check(t.precision in ("fp32", "bf16", "fp16"), where, f"train.precision must be fp32, bf16 or fp16, got {t.precision!r}")
     canon = {"adamw": "AdamW", "sgd": "SGD"}
@@ -218,11 +220,6 @@ def _validate(spec: Spec, where: str) -> None:
         ("dataset.augmentation.train_random_crop_min", a.train_random_crop_min, 1),
     ]:
         _check(value >= low, where, f"{name} must be >= {low}, got {value}")
-    _check(len(t.gpu_ids) >= t.num_gpus and all(i >= 0 for i in t.gpu_ids), where,
-           f"train.gpu_ids {t.gpu_ids} must list {t.num_gpus} device index(es) >= 0 for train.num_gpus={t.num_gpus}")
-    _check(t.num_gpus == 1 or (len(t.gpu_ids) == t.num_gpus and len(set(t.gpu_ids)) == t.num_gpus), where,
-           f"train.num_gpus is {t.num_gpus} but train.gpu_ids is {t.gpu_ids}: list {t.num_gpus} distinct device ids, "
-           f"one per process (e.g. train.gpu_ids={list(range(t.num_gpus))}), or set train.num_gpus={len(t.gpu_ids)}")
     _check(o.lr > 0 and o.lr_backbone >= 0 and o.weight_decay >= 0 and o.lr_decay > 0 and o.lr_linear_proj_mult >= 0,
            where, "train.optim: lr must be > 0, lr_decay > 0, lr_backbone / weight_decay / lr_linear_proj_mult >= 0")
     _check(all(s > 0 for s in a.scales) and len(a.scales) > 0, where, "dataset.augmentation.scales must list sizes > 0")
@@ -234,6 +231,20 @@ def _validate(spec: Spec, where: str) -> None:
            f"dataset.augmentation.train_random_crop_min ({a.train_random_crop_min}) must be <= "
            f"train_random_crop_max ({a.train_random_crop_max})")
     _check(0.0 <= a.horizontal_flip_prob <= 1.0, where, "dataset.augmentation.horizontal_flip_prob must be in [0, 1]")
-    _check(m.num_select < m.num_queries * d.num_classes, where,
-           f"model.num_select ({m.num_select}) must be < model.num_queries * dataset.num_classes "
-           f"({m.num_queries} * {d.num_classes}); lower model.num_select")
+    for violation in check_rules(spec_lookup(spec)):
+        _check(not violation.is_error, where, str(violation))
+
+
+def spec_lookup(spec: Spec) -> Lookup:
+    """Dotted path -> value of a parsed spec (None for a path it does not have), the view
+    the cross-field rules of :mod:`dino.config.rules` read."""
+
+    def lookup(dotted: str) -> Any:
+        node: Any = spec
+        for part in dotted.split("."):
+            if not dataclasses.is_dataclass(node) or not hasattr(node, part):
+                return None
+            node = getattr(node, part)
+        return node
+
+    return lookup

@@ -118,7 +118,7 @@ class Backbone(nn.Module):
         self.num_channels = [STAGE_CHANNELS[name][i - 1] for i in return_interm_indices]
         self.strides = [min(2 ** (i + 1), 16) if dilation else 2 ** (i + 1) for i in return_interm_indices]
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
         if not self.train_backbone:
             self.body.eval()  # a frozen backbone keeps its batch-norm statistics too

@@ -8,7 +8,10 @@ not use: ``pre_norm`` (always post-norm, as DINO's released configs),
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from dino.config.model import ModelConfig
+from dino.config.rules import check_rules, rules_for
 from dino.models.backbone import STAGE_CHANNELS, Backbone, Joiner
 from dino.models.criterion import SetCriterion
 from dino.models.deformable_transformer import DeformableDecoder, DeformableEncoder
@@ -24,29 +27,21 @@ MATCH_COST_CLASS, MATCH_COST_BBOX, MATCH_COST_GIOU = 2.0, 5.0, 2.0
 
 
 def validate_model_config(cfg: ModelConfig, num_classes: int) -> None:
-    """Raise ``ValueError`` naming the first ``model.*`` field that cannot work."""
+    """Raise ``ValueError`` naming every ``model.*`` field that cannot work (the cross-field
+    ones by the shared rules of :mod:`dino.config.rules`)."""
     problems = []
     if num_classes < 1:
         problems.append(f"dataset.num_classes={num_classes} must be >= 1")
     if cfg.backbone not in STAGE_CHANNELS:
         problems.append(f"model.backbone={cfg.backbone!r} is not one of {sorted(STAGE_CHANNELS)}")
-    n_idx = len(cfg.return_interm_indices)
-    if cfg.num_feature_levels < n_idx:
-        problems.append(
-            f"model.num_feature_levels={cfg.num_feature_levels} is smaller than "
-            f"len(model.return_interm_indices)={n_idx}; raise it or drop stages"
-        )
     if cfg.hidden_dim % 4 != 0 or cfg.hidden_dim % cfg.nheads != 0:
         problems.append(f"model.hidden_dim={cfg.hidden_dim} must be a multiple of 4 and of model.nheads={cfg.nheads}")
     positive = ("num_queries", "enc_layers", "dec_layers", "dim_feedforward", "enc_n_points", "dec_n_points", "nheads")
     for name in positive:
         if getattr(cfg, name) < 1:
             problems.append(f"model.{name}={getattr(cfg, name)} must be >= 1")
-    if not 1 <= cfg.num_select <= cfg.num_queries * max(num_classes, 1):
-        problems.append(
-            f"model.num_select={cfg.num_select} must be in 1..num_queries*num_classes "
-            f"({cfg.num_queries}*{num_classes})"
-        )
+    values = {"dataset.num_classes": num_classes, **{f"model.{f.name}": getattr(cfg, f.name) for f in fields(cfg)}}
+    problems += [str(v) for v in check_rules(values.get, rules_for(values)) if v.is_error]
     if not 0.0 <= cfg.dropout_ratio < 1.0:
         problems.append(f"model.dropout_ratio={cfg.dropout_ratio} must be in [0, 1)")
     if cfg.dn_number < 0 or not 0.0 <= cfg.dn_label_noise_ratio <= 1.0 or cfg.dn_box_noise_scale < 0:

@@ -18,7 +18,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-
 _FREQUENCIES: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 

@@ -2,7 +2,7 @@
 
 Built with plain optuna, as the objective would leave it: one intermediate value per epoch,
 user attributes for device / job id / results dir / prune epoch / failure diagnosis, and
-spec + log tail artifacts uploaded through :class:`automl.artifacts.ArtifactRecorder`.
+spec + log tail artifacts uploaded through :class:`automl.ui.artifacts.ArtifactRecorder`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from automl.artifacts import ArtifactRecorder
-from automl.dashboard import CHROMIUM, CHROMIUM_ARGS  # the same browser the screenshot command drives
+from automl.ui.artifacts import ArtifactRecorder
+from automl.ui.dashboard import CHROMIUM, CHROMIUM_ARGS  # the same browser the screenshot command drives
+
 STUDY_NAME = "dino-smoke-test"
 # per-epoch val_mAP50 of the completed trials (trial number -> curve)
 COMPLETE_CURVES = {
@@ -150,7 +151,7 @@ def chromium_launch() -> dict:
 @pytest.fixture
 def dashboard(study_fixture: StudyFixture):
     """optuna-dashboard on the fixture study, on a free loopback port; stopped afterwards."""
-    from automl.dashboard import DashboardServer
+    from automl.ui.dashboard import DashboardServer
 
     server = DashboardServer(
         study_fixture.storage_url, host="127.0.0.1", port=0, artifact_dir=study_fixture.artifact_dir

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from automl.artifacts import ArtifactRecorder, guess_mimetype
+from automl.ui.artifacts import ArtifactRecorder, guess_mimetype
 
 
 def test_fixture_trials_carry_spec_and_log_tail(study_fixture):
@@ -40,7 +40,7 @@ def test_upload_renames_and_works_from_another_process(tmp_path):
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from automl.artifacts import ArtifactRecorder
+        from automl.ui.artifacts import ArtifactRecorder
         rec = ArtifactRecorder(Path({str(tmp_path / 'artifacts')!r}))
         print(rec.upload({url!r}, {trial._trial_id}, Path({str(log)!r}), name="log_tail.log"))
         """

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from automl.cli import main
-from automl.cli.dashboard import default_storage_url, existing_storage_url
+from automl.config.storage import default_storage_url, existing_storage_url
 from automl.errors import UserError
 
 
@@ -90,7 +90,7 @@ def test_dashboard_command_serves_until_interrupted(study_fixture):
 
 
 def test_dashboard_refuses_implicit_non_loopback(study_fixture):
-    from automl.dashboard import DashboardServer
+    from automl.ui.dashboard import DashboardServer
 
     with pytest.raises(UserError, match="refusing to serve the dashboard on '0.0.0.0'"):
         DashboardServer(study_fixture.storage_url, host="0.0.0.0", port=0)

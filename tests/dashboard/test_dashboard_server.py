@@ -10,8 +10,8 @@ import urllib.request
 import optuna
 import pytest
 
-from automl.dashboard import DashboardServer, is_loopback
 from automl.errors import UserError
+from automl.ui.dashboard import DashboardServer, is_loopback
 
 
 def _get(url: str) -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from automl.errors import UserError
-from automl.report import redact_url, resolve_study_name, write_report
+from automl.ui.report import redact_url, resolve_study_name, write_report
 
 
 def _assert_real_png(path: Path, min_bytes: int = 8_000) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import re
 import random
+import re
 import tarfile
 import uuid
 from pathlib import Path

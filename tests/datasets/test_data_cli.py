@@ -8,7 +8,7 @@ import yaml
 
 from automl.cli import main
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tao-dino" / "spec_template_train.yaml"
+from reference_files import TAO_TEMPLATE as TEMPLATE
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@ import yaml
 from automl.datasets import Finding, Severity, SpecFacts, StagedSplit, load_spec_facts, preflight
 from automl.errors import ConfigError
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tao-dino" / "spec_template_train.yaml"
+from reference_files import TAO_TEMPLATE as TEMPLATE
+
 GOOD = SpecFacts(
     num_classes=4,
     batch_size=2,

@@ -10,7 +10,15 @@ import pytest
 
 from automl.launchers import get_launcher
 from automl.launchers.base import JobHandle, Launcher
-from automl.launchers.docker import LABEL_STUDY, LABEL_TRIAL, LABEL_WORKER, DockerLauncher, DockerLauncherError, worker_id
+from automl.launchers.docker import (
+    LABEL_STUDY,
+    LABEL_TRIAL,
+    LABEL_WORKER,
+    DockerLauncher,
+    DockerLauncherError,
+    worker_id,
+)
+
 from docker_test_utils import job, job_output, wait_until
 
 pytestmark = pytest.mark.docker

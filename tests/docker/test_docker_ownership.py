@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from automl.launchers.docker import UNPRIVILEGED_USER, DockerLauncher
+
 from docker_test_utils import job, job_output
 
 pytestmark = pytest.mark.docker

@@ -10,6 +10,7 @@ import docker.errors
 import pytest
 
 from automl.launchers.docker import LABEL_STUDY, LABEL_TRIAL
+
 from docker_test_utils import job, job_output, start_worker, wait_until
 
 pytestmark = pytest.mark.docker

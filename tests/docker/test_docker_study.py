@@ -11,12 +11,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from rich.console import Console
+from test_docker_trainer import TINY_AUGMENTATION, TINY_MODEL, shapes  # noqa: F401 (fixture)
 
 from automl.config import build_run_config
 from automl.launchers.docker import DockerJob
-from automl.progress import ProgressBoard
-from automl.study_runner import run_study
-from test_docker_trainer import TINY_AUGMENTATION, TINY_MODEL, shapes  # noqa: F401 (fixture)
+from automl.study.runner import run_study
+from automl.ui.progress import ProgressBoard
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

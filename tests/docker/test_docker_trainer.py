@@ -15,6 +15,7 @@ import yaml
 from automl.launchers.base import JobSpec
 from automl.launchers.docker import DockerLauncher
 from dino.data.synth import generate_dataset
+
 from docker_test_utils import job_output, wait_until
 
 pytestmark = pytest.mark.docker

@@ -1,4 +1,5 @@
-"""Choosing extractors by name or import path, and loading a user's own extractor."""
+"""Choosing extractors by name or import path, and loading a user's own extractor
+(through the orchestrator's one plugin loader, :mod:`automl.plugins`)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,15 @@ import textwrap
 import pytest
 
 from automl.errors import ConfigError
-from metric_extractors import (
-    EpochMetrics,
-    MetricExtractor,
-    RegexExtractor,
-    TaoStatusExtractor,
-    available_extractors,
-    get_extractor,
-)
+from automl.observe.extractors import available_extractors, get_extractor
+from metric_extractors import EpochMetrics, MetricExtractor, RegexExtractor, TaoStatusExtractor, register_extractor
 
 USER_MODULE = '''
 import json
-from metric_extractors import EpochMetrics
+from metric_extractors import EpochMetrics, MetricExtractor
 
 
-class CsvExtractor:
+class CsvExtractor(MetricExtractor):
     """metrics.csv lines 'epoch,map50' on stdout, written by some other trainer."""
 
     name = "csv"
@@ -42,12 +37,20 @@ class CsvExtractor:
         return out
 
 
-class NoFeed:
+class NotAnExtractor:
+    name = "duck"
+    source = "stdout"
+
+    def feed(self, data):
+        return []
+
+
+class NoFeed(MetricExtractor):
     name = "nofeed"
     source = "stdout"
 
 
-class WrongSource:
+class WrongSource(MetricExtractor):
     name = "wrong"
     source = "tensorboard"
 
@@ -82,13 +85,24 @@ def test_user_extractor_by_dotted_path(user_package, sep):
 
 
 def test_user_extractor_through_the_monitor(user_package, tmp_path):
-    from automl.monitor import TrialMonitor
+    from automl.observe.monitor import TrialMonitor
 
     log = tmp_path / "log.txt"
     log.write_bytes(b"0,0.5\n")
     monitor = TrialMonitor(tmp_path, log, get_extractor(f"{user_package}:CsvExtractor"))
     assert monitor.poll() == [EpochMetrics(0, {"map50": 0.5})]
-    assert monitor.finish() == []  # no flush(): fine, it is optional
+    assert monitor.finish() == []  # no flush() of its own: the base class's says nothing is left
+
+
+def test_a_registered_name_is_found(user_package):
+    register_extractor("csv", f"{user_package}:CsvExtractor")
+    try:
+        assert "csv" in available_extractors()
+        assert get_extractor("csv", column="ap").column == "ap"
+    finally:
+        from metric_extractors.registry import EXTRACTORS
+
+        EXTRACTORS.pop("csv")
 
 
 @pytest.mark.parametrize(
@@ -99,9 +113,11 @@ def test_user_extractor_through_the_monitor(user_package, tmp_path):
         ("my_extractors.csvx:Missing", {}, "has no attribute 'Missing'"),
         ("my_extractors.csvx:NoFeed", {}, "no method 'feed"),
         ("my_extractors.csvx:WrongSource", {}, "'source' must be one of"),
-        ("my_extractors.csvx:CsvExtractor", {"colum": "x"}, "it accepts column"),
+        ("my_extractors.csvx:CsvExtractor", {"colum": "x"}, "no option 'colum'; it accepts column"),
+        ("my_extractors.csvx:NotAnExtractor", {}, "subclass MetricExtractor"),
+        ("tao_status", {"sections": 3}, "sections"),
         ("regex", {"patterns": "("}, "not a valid regular expression"),
-        ("", {}, "expected a name"),
+        ("", {}, "expected a metric extractor name"),
     ],
 )
 def test_clear_errors(user_package, target, options, message):

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from automl.errors import ConfigError
-from metric_extractors import EpochMetrics, RegexExtractor
+from automl.observe.extractors import get_extractor
+from metric_extractors import EpochMetrics, ExtractorOptionError, RegexExtractor
 
 # What a DINO trainer's stdout looks like: progress bars redrawn with "\r", warnings,
 # the per-validation summary lines.
@@ -135,9 +136,12 @@ def test_unparseable_capture_is_skipped():
     ],
 )
 def test_bad_configuration_is_a_config_error_at_construction(options, message):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ExtractorOptionError) as info:
         RegexExtractor(**options)
     assert message in str(info.value)
+    with pytest.raises(ConfigError) as info:  # as the run config reports it
+        get_extractor("regex", **options)
+    assert message in str(info.value) and "metric.extractor" in str(info.value)
 
 
 def test_overlong_line_without_newline_keeps_memory_bounded():

@@ -155,7 +155,7 @@ def test_nan_loss_is_kept_and_its_repeats_are_not_new():
 
 
 def test_reads_a_growing_file_through_the_monitor(tmp_path):
-    from automl.monitor import TrialMonitor
+    from automl.observe.monitor import TrialMonitor
 
     status = tmp_path / "train" / "status.json"
     monitor = TrialMonitor(tmp_path, tmp_path / "log.txt", TaoStatusExtractor())
@@ -175,7 +175,7 @@ def test_reads_a_growing_file_through_the_monitor(tmp_path):
 def test_the_bundled_trainers_status_log_read_while_it_grows(tmp_path):
     """The exact write sequence of dino/train.py, through its own StatusLog, polled between
     writes; then a kill and a resume from the epoch-1 checkpoint appending to the file."""
-    from automl.monitor import TrialMonitor
+    from automl.observe.monitor import TrialMonitor
     from dino.status_log import StatusLog
 
     status = StatusLog(str(tmp_path / "train" / "status.json"))

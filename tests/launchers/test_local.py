@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from automl.launchers import get_launcher
-from automl.launchers import _procfs
+from automl.launchers import _procfs, get_launcher
 from automl.launchers.base import JobHandle, JobSpec, Launcher
 from automl.launchers.local import LocalLauncher
 
@@ -265,7 +264,7 @@ def test_reap_skips_jobs_this_launcher_is_watching(tmp_path, launcher):
 def test_monitor_sees_epochs_of_a_running_job_and_stop_ends_it(tmp_path, launcher):
     """The objective's loop in miniature: a job writing status.json as it trains is
     watched while it runs and stopped after its second epoch (a pruning decision)."""
-    from automl.monitor import TrialMonitor
+    from automl.observe.monitor import TrialMonitor
     from metric_extractors import TaoStatusExtractor
 
     code = """
@@ -294,3 +293,34 @@ def test_monitor_sees_epochs_of_a_running_job_and_stop_ends_it(tmp_path, launche
     written = len(monitor.status_lines())
     time.sleep(0.3)
     assert len(monitor.status_lines()) == written < 100  # nothing more is written
+
+
+def test_wait_returns_the_result_or_times_out_and_leaves_the_job_running(tmp_path, launcher):
+    handle = launcher.launch(spec(tmp_path, "import time; time.sleep(30)"))
+    with pytest.raises(TimeoutError, match=r"job \d+ of trial 0 still running after 0.3 s"):
+        handle.wait(timeout=0.3)
+    assert handle.result is None and handle.poll() is None
+    assert handle.stop(grace_period=1).stopped
+    quick = launcher.launch(spec(tmp_path, "import sys; sys.exit(4)", trial=1))
+    assert quick.wait(timeout=30).exit_code == 4
+    assert quick.result is not None and quick.result.exit_code == 4
+
+
+def test_job_records_name_the_worker_by_pid_and_start_time(tmp_path, launcher):
+    from automl.launchers.records import WorkerId, current_worker
+
+    handle = launcher.launch(spec(tmp_path, "pass"))
+    handle.wait(timeout=30)
+    record = json.loads((tmp_path / "trial_0" / "job.json").read_text())
+    worker = WorkerId.parse(record["worker"])
+    assert worker == current_worker() and worker.start_ticks == _procfs.start_ticks(os.getpid())
+    assert worker.is_alive()
+
+
+def test_launcher_options_are_checked_like_the_run_configs():
+    from automl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"launcher\.options\.registry: launcher 'local' has no option 'registry'; it accepts registry_dir"):
+        get_launcher("local", registry="/tmp/x")
+    with pytest.raises(ConfigError, match=r"reap_grace_period: Input should be a valid number"):
+        get_launcher("local", reap_grace_period="soon")

@@ -43,7 +43,8 @@ def scripted_config(tmp_path: Path, coco_dirs, **over) -> dict:
     }
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
+            same_plugin = value.get("name", cfg[key].get("name")) == cfg[key].get("name")
+            cfg[key] = {**cfg[key], **value} if same_plugin else dict(value)  # another plugin: its own options
         else:
             cfg[key] = value
     return cfg

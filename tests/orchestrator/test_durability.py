@@ -13,8 +13,8 @@ import yaml
 from optuna.trial import TrialState
 
 from automl.config import build_run_config
-from automl.recovery import recover_study
-from automl.study_runner import open_study
+from automl.study.recovery import recover_study
+from automl.study.runner import open_study
 
 from orchestrator_utils import scripted_config
 
@@ -94,3 +94,28 @@ def test_stale_heartbeat_trial_is_failed_and_requeued(tmp_path, coco_dirs):
     assert trials[1].intermediate_values == {0: 0.1}
     assert recover_study(study, max_retry=3) == []  # queued once only
     assert len(study.get_trials()) == 2
+
+
+def test_a_local_worker_is_known_by_pid_and_start_time():
+    """Not by its command line: a recycled pid (same number, later start) is a dead worker,
+    whatever runs under it now."""
+    import socket
+
+    from automl.launchers import _procfs
+    from automl.study.recovery import dead_local_worker
+
+    def trial(worker: str):
+        return optuna.trial.create_trial(state=TrialState.COMPLETE, value=1.0, user_attrs={"worker": worker})
+
+    host = socket.gethostname()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ticks = _procfs.start_ticks(proc.pid)
+        assert not dead_local_worker(trial(f"{host}:{proc.pid}:{ticks}"))
+        assert dead_local_worker(trial(f"{host}:{proc.pid}:{ticks + 1}"))  # the pid was handed on
+        assert not dead_local_worker(trial(f"{host}:{proc.pid}"))  # an id without start time: by pid
+        assert not dead_local_worker(trial(f"another-host:{proc.pid}:{ticks + 1}"))  # heartbeats judge it
+    finally:
+        proc.kill()
+        proc.wait()
+    assert dead_local_worker(trial(f"{host}:{proc.pid}:{ticks}"))

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import optuna
@@ -13,25 +12,7 @@ from optuna.trial import TrialState
 
 from orchestrator_utils import scripted_config
 
-psycopg2 = pytest.importorskip("psycopg2")
 ROOT = Path(__file__).resolve().parents[2]
-PG = dict(host="127.0.0.1", port=5432, user="postgres")
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable (scripts/test_services.sh starts it): {exc}")
-    admin.autocommit = True
-    name = f"automl_test_{uuid.uuid4().hex[:8]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.close()
 
 
 @pytest.mark.postgres

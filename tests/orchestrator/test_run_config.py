@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from automl.cli.run import load_config_from_args
-from automl.config import RunConfig, available_profiles, build_run_config, read_profile
+from automl.config import available_profiles, build_run_config, read_profile
 from automl.config.run_config import MetricSettings
 from automl.errors import ConfigError
 
@@ -47,7 +47,7 @@ def test_smoke_profile_has_the_skill_settings():
     assert cfg.fixed["train.checkpoint_interval"] == 10
     assert cfg.fixed["train.validation_interval"] == 1
     assert cfg.data.synth.num_classes == 4
-    assert cfg.pruner.warmup_epochs >= 2
+    assert cfg.pruner.options.warmup_epochs >= 2
 
 
 def _args(**kw):
@@ -84,7 +84,7 @@ def test_smoke_profile_searches_a_from_scratch_learning_rate_on_gpus_only():
 
     from automl.search_space import SearchSpace, TrainSchema, load_space_overrides
     from automl.search_space.locations import default_schema_path, default_template_path
-    from automl.study_runner import resolve_project_path
+    from automl.study.runner import resolve_project_path
 
     raw = read_profile("smoke")
     gpu = build_run_config(raw, use_cpu_variant=False, where="smoke")

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from automl.config import build_run_config, read_profile
 from automl.config.loader import deep_merge
-from automl.progress import ProgressBoard
-from automl.study_runner import run_study
+from automl.study.runner import run_study
+from automl.ui.progress import ProgressBoard
 
 
 @pytest.mark.slow

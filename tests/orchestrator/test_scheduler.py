@@ -1,11 +1,10 @@
 """Nightly scheduling: when runs happen and what each night runs (real subprocesses)."""
 
 import datetime as dt
-import sys
 
 import pytest
 
-from automl.scheduler import NightlyScheduler, next_run, nightly_args, parse_daily_at
+from automl.study.schedule import NightlyScheduler, next_run, nightly_args, parse_daily_at
 
 
 def test_next_run_is_strictly_in_the_future():

@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from automl.config import build_run_config
-from automl.progress import ProgressBoard
-from automl.study_runner import open_study, run_study
+from automl.study.runner import open_study, run_study
+from automl.ui.progress import ProgressBoard
 
 from orchestrator_utils import scripted_config
 

@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from automl.search_space import TrainSchema, default_schema_path, default_space_path
+
 from space_schemas import TAO_DIR, classifier_schema_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

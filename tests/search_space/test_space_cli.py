@@ -8,6 +8,7 @@ import json
 import pytest
 
 from automl.cli import main
+
 from space_schemas import CLASSIFIER_SCHEMA, classifier_schema_text
 
 

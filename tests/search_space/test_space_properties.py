@@ -28,6 +28,7 @@ from automl.search_space import (
 from automl.search_space.dotted import get_path, parse_path
 from automl.search_space.params import ChoiceParam, FixedParam, NumberParam
 from automl.search_space.schema import leaf_problem
+
 from space_schemas import TAO_DIR, classifier_schema_text
 
 PROPERTY_SETTINGS = settings(

@@ -7,6 +7,7 @@ import pytest
 from automl.errors import ConfigError
 from automl.search_space import load_spec_template, render_spec, validate_spec, write_spec
 from automl.search_space.dotted import format_path, parse_path, set_path
+
 from space_schemas import TAO_DIR
 
 
@@ -71,10 +72,16 @@ def test_template_keys_are_checked_too(dino_schema, template):
 
 
 def test_dino_cross_field_rules(dino_schema, template):
-    with pytest.raises(ConfigError, match=r"model\.num_select 300 must be below .* = 100 x 2 = 200"):
+    with pytest.raises(ConfigError, match=r"model\.num_select \(300\) must be < .* \(100 \* 2 = 200\)"):
         render_spec(template, {"model.num_queries": 100, "dataset.num_classes": 2}, dino_schema)
-    with pytest.raises(ConfigError, match="return_interm_indices has 3 entries but model.num_feature_levels is 4"):
-        render_spec(template, {"model.return_interm_indices": [2, 3, 4]}, dino_schema)
+    # the trainer's one semantics (dino.config.rules): fewer levels than stages cannot be
+    # built; more levels are strided extras, built by the bundled trainer (a preflight warning)
+    with pytest.raises(ConfigError, match=r"model\.num_feature_levels is 3 but must be at least the 4 backbone stages"):
+        render_spec(template, {"model.num_feature_levels": 3, "model.return_interm_indices": [1, 2, 3, 4]}, dino_schema)
+    spec = render_spec(template, {"model.num_feature_levels": 4, "model.return_interm_indices": [2, 3, 4]}, dino_schema)
+    assert spec["model"]["num_feature_levels"] == 4
+    with pytest.raises(ConfigError, match=r"train\.gpu_ids \[0\] must list 2 devices for train\.num_gpus=2"):
+        render_spec(template, {"train.num_gpus": 2, "train.gpu_ids": [0]}, dino_schema)
     with pytest.raises(ConfigError, match=r"train_random_crop_max: 300 breaks its condition '>= depends_on' \(dataset\.augmentation\.train_random_crop_min = 384\)"):
         render_spec(template, {"dataset.augmentation.train_random_crop_max": 300}, dino_schema)
 

@@ -12,6 +12,7 @@ import yaml
 from automl.errors import ConfigError, SchemaError
 from automl.search_space import TrainSchema, validate_spec
 from automl.search_space.math_cond import MathCondError, is_power, parse_math_cond
+
 from space_schemas import CLASSIFIER_SCHEMA, TAO_DIR
 
 

@@ -6,8 +6,17 @@ import os
 
 import torch
 
-from dino.checkpoint import (LATEST, checkpoint_name, latest_checkpoint, load_checkpoint, load_weights, model_state,
-                             rng_state, save_checkpoint, set_rng_state)
+from dino.checkpoint import (
+    LATEST,
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 def test_names_and_latest(tmp_path):

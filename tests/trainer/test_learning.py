@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dino.data.synth import generate_dataset
+
 from dino_test_utils import read_status, run_dino, tiny_spec, write_spec
 
 

@@ -9,7 +9,8 @@ import yaml
 
 from dino.config import Spec, SpecError, known_paths, load_spec
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tao-dino"
+from reference_files import TAO_DIR as REFERENCE
+
 TRAIN_TEMPLATE = REFERENCE / "spec_template_train.yaml"
 
 

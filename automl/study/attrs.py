@@ -1,0 +1,60 @@
+"""The trial and study attributes a run writes, and a typed view to read them back.
+
+Attributes live in the study storage (so other workers, the dashboard and the report
+see them); their names are spelled here once. A retried trial inherits its
+predecessor's attributes: ``results_dir`` on purpose (it resumes there), the outcome
+ones are cleared (:data:`CLEARED_ON_RETRY`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from optuna.trial import FrozenTrial, Trial
+
+# trial user attributes
+RESULTS_DIR = "results_dir"  # the trial's results dir (spec.yaml, stdout.log, train/)
+SPEC_PATH = "spec_path"  # its rendered spec.yaml
+WORKER = "worker"  # host:pid:start ticks of the orchestrator process that ran it
+DEVICE = "device"  # "cuda:0,cuda:1" or "cpu"
+JOB_ID = "job_id"  # the launcher's id: pid or container id
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C / SIGTERM: retried on the next run
+FAILURE = "failure"  # one-line diagnosis of a failed trial
+FAILURE_CODE = "failure_code"  # stable code of that diagnosis, e.g. "cuda_oom"
+FAILURE_FIX = "failure_fix"  # what to change
+EXIT_CODE = "exit_code"
+PRUNE_EPOCH = "prune_epoch"
+LOG_TAIL = "log_tail"  # the last lines of the job's log
+
+CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH)
+
+# study user attributes
+STUDY_METRIC = "metric"  # the metric's name, for readers without the run config
+STUDY_BEST_SPEC = "best_spec"  # optional: a best spec recorded by other tools
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialAttrs:
+    """What a run recorded on one trial (None where it did not)."""
+
+    results_dir: str | None = None
+    spec_path: str | None = None
+    worker: str | None = None
+    device: str | None = None
+    job_id: str | None = None
+    interrupted: bool = False
+    failure: str | None = None
+    failure_code: str | None = None
+    failure_fix: str | None = None
+    exit_code: int | None = None
+    prune_epoch: int | None = None
+    log_tail: str | None = None
+
+    @classmethod
+    def of(cls, trial: Trial | FrozenTrial) -> TrialAttrs:
+        attrs: dict[str, Any] = trial.user_attrs
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in attrs.items() if k in known and v is not None}
+        values["interrupted"] = bool(values.get("interrupted"))
+        return cls(**values)

@@ -1,0 +1,90 @@
+"""What a running study reports, as typed events; :mod:`automl.ui` renders them.
+
+The study calls one observer (``Callable[[Event], None]``) from its main thread and from
+the objective's worker threads, so an observer must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import TYPE_CHECKING, Callable
+
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from automl.datasets.findings import Finding
+
+
+class Level(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """A line for the person running the study."""
+
+    text: str
+    level: Level = Level.INFO
+
+
+@dataclasses.dataclass(frozen=True)
+class Findings:
+    """Preflight's findings on the data and the spec, before any trial."""
+
+    findings: tuple[Finding, ...]
+    title: str = "Preflight"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyStarted:
+    study_name: str
+    remaining: int | None  # trials this run may still finish; None: no limit
+    slots: tuple[tuple[int, ...], ...]  # GPU indices per slot; () is a CPU slot
+    best: tuple[int, float] | None  # (trial number, value) already in the study
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialEvent:
+    """One step of one trial, from the objective."""
+
+    kind: str  # started | epoch | pruned | completed | failed | interrupted
+    trial: int
+    slot: tuple[int, ...] = ()
+    epoch: int | None = None
+    value: float | None = None
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialFinished:
+    """Optuna recorded a trial's final state (whoever ran it)."""
+
+    number: int
+    state: TrialState
+    value: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyStopped:
+    """No trial of this run is running any more."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialsSummary:
+    """Every trial of the study at the end of a run, for the closing table."""
+
+    study_name: str
+    metric: str
+    trials: tuple[FrozenTrial, ...]
+    best: int | None
+
+
+Event = Note | Findings | StudyStarted | TrialEvent | TrialFinished | StudyStopped | TrialsSummary
+Observer = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """An observer that shows nothing (library use, tests)."""

@@ -1,0 +1,254 @@
+"""The objective: one Optuna trial = one training job, watched epoch by epoch.
+
+sample params -> render spec.yaml into the trial's results dir -> launch on a device
+slot -> tail the job's logs through the metric extractor -> ``trial.report`` each new
+epoch, ask the pruner, stop the job when pruned -> the trial's value (best epoch by
+default). A non-zero exit fails the trial with a diagnosis; the study goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import yaml
+
+from automl.config.run_config import RunConfig
+from automl.errors import ConfigError
+from automl.launchers.base import JobResult, JobSpec, Launcher
+from automl.launchers.records import worker_id
+from automl.observe.diagnosis import diagnose
+from automl.observe.extractors import get_extractor
+from automl.observe.monitor import TrialMonitor
+from automl.optuna_private import frozen_trial, trial_id
+from automl.search_space import SearchSpace, TrainSchema, render_spec
+from automl.study import attrs
+from automl.study.events import Observer, TrialEvent, ignore
+from automl.study.slots import SlotPool
+from automl.study.trial_paths import trial_results_dir
+from metric_extractors import EpochMetrics
+
+LOG_TAIL_LINES = 40
+
+
+class TrialFailed(Exception):
+    """The job failed; the message is the diagnosis. Caught by ``study.optimize``."""
+
+
+class TrialInterrupted(Exception):
+    """The study was interrupted while this trial ran; it is retried on the next run."""
+
+
+@dataclasses.dataclass
+class StudyContext:
+    """What every trial of a run shares; built once by the study runner."""
+
+    config: RunConfig
+    schema: TrainSchema
+    space: SearchSpace
+    template: dict[str, Any]
+    data_assignments: dict[str, Any]  # dataset paths, class count: dotted path -> value
+    read_only_paths: tuple[Path, ...]
+    launcher: Launcher
+    slots: SlotPool
+    stop_event: threading.Event
+    on_event: Observer = ignore
+    upload_artifact: Callable[[optuna.Study, int, Path, str], object] | None = None
+
+
+def trial_assignments(ctx: StudyContext, params: dict[str, Any], results_dir: Path,
+                      slot: tuple[int, ...]) -> dict[str, Any]:
+    """Every value a trial's spec sets over the template: data, fixed values, the sampled
+    parameters, where results go and which devices it has (renumbered from 0)."""
+    num_gpus = ctx.config.trainer.num_gpus if slot else 1
+    return {
+        **ctx.data_assignments,
+        **ctx.config.fixed,
+        **params,
+        "results_dir": str(results_dir),
+        "train.num_gpus": num_gpus,
+        "train.gpu_ids": list(range(num_gpus)),
+    }
+
+
+class DinoObjective:
+    """Callable passed to ``study.optimize``; safe to run in several threads at once."""
+
+    def __init__(self, ctx: StudyContext) -> None:
+        self.ctx = ctx
+        self.maximize = ctx.config.metric.resolved_direction() == "maximize"
+
+    # -- one trial --------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> float:
+        cfg = self.ctx.config
+        results_dir = trial_results_dir(cfg.study_dir, trial)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        params = self.ctx.space.suggest(trial)
+        with self.ctx.slots.acquire() as slot:
+            trial.set_user_attr(attrs.RESULTS_DIR, str(results_dir))
+            trial.set_user_attr(attrs.WORKER, worker_id())
+            for stale in attrs.CLEARED_ON_RETRY:
+                if stale in trial.user_attrs:  # inherited from the trial this one retries
+                    trial.set_user_attr(stale, None)
+            spec_path = self._write_spec(trial, params, results_dir, slot)
+            trial.set_user_attr(attrs.SPEC_PATH, str(spec_path))
+            trial.set_user_attr(attrs.DEVICE, ",".join(f"cuda:{d}" for d in slot) or "cpu")
+            self._upload(trial, spec_path, "spec.yaml")
+            job = JobSpec(
+                study_name=cfg.study.name,
+                trial_number=trial.number,
+                command=(*cfg.trainer.command, "-e", str(spec_path)),
+                results_dir=results_dir,
+                log_path=results_dir / "stdout.log",
+                devices=slot,
+                env=self._job_env(slot),
+                read_only_paths=self.ctx.read_only_paths,
+                workdir=results_dir,
+            )
+            return self._run_job(trial, job, slot)
+
+    def _job_env(self, slot: tuple[int, ...]) -> dict[str, str]:
+        """CPU jobs share the cores between the concurrent slots; oversubscribed BLAS
+        threads made a tiny model ten times slower on a busy 2-core machine."""
+        if slot:
+            return {}
+        threads = max(1, (os.cpu_count() or 1) // self.ctx.slots.size)
+        return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    def _write_spec(self, trial: optuna.Trial, params: dict[str, Any], results_dir: Path,
+                    slot: tuple[int, ...]) -> Path:
+        """Render and write ``spec.yaml``. A spec the schema or a rule refuses fails this
+        trial (never the study); the runner renders the template once before staging,
+        so this only catches what one sampled point breaks."""
+        try:
+            spec = render_spec(self.ctx.template, trial_assignments(self.ctx, params, results_dir, slot),
+                               self.ctx.schema)
+        except ConfigError as exc:
+            message = f"its spec could not be rendered: {exc}"
+            trial.set_user_attr(attrs.FAILURE, message)
+            trial.set_user_attr(attrs.FAILURE_CODE, "spec_error")
+            trial.set_user_attr(attrs.FAILURE_FIX, "Fix the search space or the fixed values named above "
+                                "(`automl space sample` shows sampled values).")
+            self.ctx.on_event(TrialEvent("failed", trial.number, slot, message=message))
+            raise TrialFailed(message) from None
+        spec_path = results_dir / "spec.yaml"
+        tmp = spec_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
+        os.replace(tmp, spec_path)
+        return spec_path
+
+    def _run_job(self, trial: optuna.Trial, job: JobSpec, slot: tuple[int, ...]) -> float:
+        cfg = self.ctx.config
+        extractor = get_extractor(cfg.metric.extractor, cfg.metric.extractor_options)
+        monitor = TrialMonitor(job.results_dir, job.log_path, extractor)
+        # a retried trial inherits its predecessor's epochs; they are not reported twice
+        reported = dict(frozen_trial(trial).intermediate_values)
+        handle = self.ctx.launcher.launch(job)
+        trial.set_user_attr(attrs.JOB_ID, handle.id)
+        self.ctx.on_event(TrialEvent("started", trial.number, slot, message=handle.id))
+        result: JobResult | None = None
+        try:
+            while True:
+                result = handle.poll()  # read before the logs: no epoch written before exit is missed
+                prune_epoch = self._report_new_epochs(trial, monitor.poll(), reported, slot)
+                if prune_epoch is None and result is not None:
+                    # the last line may lack its newline: flush what the extractor holds
+                    prune_epoch = self._report_new_epochs(trial, monitor.finish(), reported, slot)
+                if prune_epoch is not None:
+                    result = handle.stop(cfg.launcher.grace_period)
+                    self._prune(trial, job, slot, prune_epoch, reported[prune_epoch])
+                if result is not None:
+                    break
+                if self.ctx.stop_event.is_set():
+                    result = handle.stop(cfg.launcher.grace_period)
+                    trial.set_user_attr(attrs.INTERRUPTED, True)
+                    self._finish_attrs(trial, job)
+                    self.ctx.on_event(TrialEvent("interrupted", trial.number, slot))
+                    raise TrialInterrupted(f"trial {trial.number} interrupted; it resumes on the next run")
+                time.sleep(cfg.launcher.poll_interval)
+        finally:
+            if result is None:  # an exception escaped the loop: never leave a job behind
+                result = handle.stop(cfg.launcher.grace_period)
+        self._finish_attrs(trial, job)
+        if result.exit_code != 0 or result.oom_killed:
+            self._fail(trial, job, result, monitor)
+        if not reported:
+            message = (
+                f"the job exited 0 but metric {cfg.metric.name!r} never appeared; "
+                f"extractor {cfg.metric.extractor!r} saw: {monitor.seen_summary()}"
+            )
+            trial.set_user_attr(attrs.FAILURE, message)
+            self.ctx.on_event(TrialEvent("failed", trial.number, slot, message=message))
+            raise TrialFailed(message)
+        values = [reported[k] for k in sorted(reported)]
+        value = values[-1] if cfg.metric.aggregate == "last" else (max(values) if self.maximize else min(values))
+        self.ctx.on_event(TrialEvent("completed", trial.number, slot, value=value))
+        return value
+
+    def _report_new_epochs(
+        self,
+        trial: optuna.Trial,
+        new_epochs: list[EpochMetrics],
+        reported: dict[int, float],
+        slot: tuple[int, ...],
+    ) -> int | None:
+        """Report each new epoch's value; the epoch at which the pruner says stop, or None."""
+        name = self.ctx.config.metric.name
+        for item in new_epochs:
+            value = item.values.get(name)
+            if value is None or item.epoch in reported or math.isnan(value):
+                continue
+            reported[item.epoch] = value
+            trial.report(value, step=item.epoch)
+            self.ctx.on_event(TrialEvent("epoch", trial.number, slot, epoch=item.epoch, value=value))
+            if trial.should_prune():
+                return item.epoch
+        return None
+
+    def _prune(self, trial: optuna.Trial, job: JobSpec, slot: tuple[int, ...], epoch: int, value: float) -> None:
+        """The job is already stopped; record why and end the trial as PRUNED."""
+        trial.set_user_attr(attrs.PRUNE_EPOCH, epoch)
+        self._finish_attrs(trial, job)
+        self.ctx.on_event(TrialEvent("pruned", trial.number, slot, epoch=epoch, value=value))
+        raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.ctx.config.metric.name}={value:.4f})")
+
+    def _fail(self, trial: optuna.Trial, job: JobSpec, result: JobResult, monitor: TrialMonitor) -> None:
+        tail = _tail(job.log_path, LOG_TAIL_LINES)
+        diagnosis = diagnose(result.exit_code, tail, monitor.status_lines(), result.oom_killed)
+        trial.set_user_attr(attrs.EXIT_CODE, result.exit_code)
+        trial.set_user_attr(attrs.FAILURE, diagnosis.summary)
+        trial.set_user_attr(attrs.FAILURE_CODE, diagnosis.code)
+        trial.set_user_attr(attrs.FAILURE_FIX, diagnosis.fix)
+        message = f"exit code {result.exit_code}: {diagnosis.summary} -> {diagnosis.fix}"
+        self.ctx.on_event(TrialEvent("failed", trial.number, message=message))
+        raise TrialFailed(message)
+
+    def _finish_attrs(self, trial: optuna.Trial, job: JobSpec) -> None:
+        tail = _tail(job.log_path, LOG_TAIL_LINES)
+        trial.set_user_attr(attrs.LOG_TAIL, tail[-4000:])
+        tail_file = job.results_dir / "log_tail.txt"
+        tail_file.write_text(tail)
+        self._upload(trial, tail_file, "log_tail.txt")
+
+    def _upload(self, trial: optuna.Trial, path: Path, name: str) -> None:
+        if self.ctx.upload_artifact is not None and path.exists():
+            self.ctx.upload_artifact(trial.study, trial_id(trial), path, name)
+
+
+def _tail(path: Path, lines: int) -> str:
+    """Last ``lines`` lines of a possibly huge file, reading only its end."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

@@ -1,0 +1,144 @@
+"""What a study hands back: best spec and checkpoint, a summary table, the report,
+and checkpoint retention (only the best trials keep their ``.pth`` files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.config.run_config import RunConfig
+from automl.study import attrs
+from automl.study.events import Level, Note, Observer, TrialsSummary
+from automl.study.trial_paths import latest_checkpoint
+
+
+@dataclasses.dataclass
+class StudyOutcome:
+    study_name: str
+    counts: dict[str, int]
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_spec: Path | None = None
+    best_checkpoint: Path | None = None
+    exported_model: Path | None = None
+    report: Path | None = None
+    interrupted: bool = False
+    failure_summary: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.failure_summary is not None:
+            return 3
+        return 0 if self.best_trial is not None else 1
+
+
+def trial_value(trial: FrozenTrial) -> float:
+    """The value of a COMPLETE trial (which always has one)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} ({trial.state.name}) has no value")
+    return trial.value
+
+
+def has_complete(study: optuna.Study) -> bool:
+    return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+def write_best(cfg: RunConfig, best: FrozenTrial) -> tuple[Path, Path | None]:
+    """``best_spec.yaml`` and ``best.json`` in the study dir."""
+    spec_src = Path(best.user_attrs[attrs.SPEC_PATH])
+    best_spec = cfg.study_dir / "best_spec.yaml"
+    shutil.copyfile(spec_src, best_spec)
+    checkpoint = latest_checkpoint(Path(best.user_attrs[attrs.RESULTS_DIR]))
+    summary = {
+        "study": cfg.study.name,
+        "trial": best.number,
+        "metric": cfg.metric.name,
+        "value": best.value,
+        "params": best.params,
+        "epochs": {str(k): v for k, v in sorted(best.intermediate_values.items())},
+        "results_dir": best.user_attrs[attrs.RESULTS_DIR],
+        "spec": str(best_spec),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+    }
+    (cfg.study_dir / "best.json").write_text(json.dumps(summary, indent=2))
+    return best_spec, checkpoint
+
+
+def apply_retention(study: optuna.Study, keep_best: int | None, maximize: bool) -> list[Path]:
+    """Delete checkpoints of finished trials outside the best ``keep_best``. Failed
+    trials keep theirs: a retry may resume from them."""
+    if keep_best is None:
+        return []
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
+                      key=trial_value, reverse=maximize)
+    keep = {t.number for t in complete[:keep_best]}
+    removed: list[Path] = []
+    for t in finished:
+        if t.number in keep or attrs.RESULTS_DIR not in t.user_attrs:
+            continue
+        for ckpt in Path(t.user_attrs[attrs.RESULTS_DIR]).glob("train/*.pth"):
+            ckpt.unlink(missing_ok=True)
+            removed.append(ckpt)
+    return removed
+
+
+def finalize_study(
+    cfg: RunConfig,
+    study: optuna.Study,
+    observe: Observer,
+    *,
+    exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None = None,
+    interrupted: bool,
+    failure_summary: str | None,
+    elapsed_s: float,
+) -> StudyOutcome:
+    """Best spec and checkpoint, the exported model, retention and the report; the
+    summary goes to ``observe``."""
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    outcome = StudyOutcome(cfg.study.name, counts, interrupted=interrupted, failure_summary=failure_summary)
+    best_number = study.best_trial.number if has_complete(study) else None
+    observe(TrialsSummary(study.study_name, cfg.metric.name, tuple(study.get_trials()), best_number))
+    if failure_summary:
+        observe(Note(failure_summary, Level.ERROR))
+    if has_complete(study):
+        best = study.best_trial
+        outcome.best_trial, outcome.best_value = best.number, best.value
+        outcome.best_spec, outcome.best_checkpoint = write_best(cfg, best)
+        if exporter is not None and outcome.best_checkpoint is not None and not interrupted:
+            outcome.exported_model = exporter(best, outcome.best_spec, outcome.best_checkpoint)
+        maximize = cfg.metric.resolved_direction() == "maximize"
+        removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best, maximize)
+        if removed:
+            observe(Note(f"retention: removed {len(removed)} checkpoint(s) of trials outside the best "
+                         f"{cfg.retention.keep_checkpoints_of_best}"))
+    try:
+        from automl.ui.report import write_report
+
+        outcome.report = write_report(cfg.storage_url, cfg.study.name, cfg.study_dir / "report",
+                                      artifact_dir=cfg.workspace / "artifacts")
+    except Exception as exc:  # the study's results stand even if a figure cannot be drawn
+        observe(Note(f"report not written: {exc}", Level.WARNING))
+    observe(Note(
+        f"done in {elapsed_s:.0f}s: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed" + (" (interrupted; run the same command to resume)" if interrupted else "")
+    ))
+    if outcome.best_trial is not None:
+        observe(Note(f"best trial {outcome.best_trial}: {cfg.metric.name}={outcome.best_value:.4f}"))
+        observe(Note(f"best spec: {outcome.best_spec}"))
+        observe(Note(f"best checkpoint: {outcome.best_checkpoint}"))
+        if outcome.exported_model:
+            observe(Note(f"exported model: {outcome.exported_model}"))
+    if outcome.report:
+        observe(Note(f"report: {outcome.report}"))
+    return outcome

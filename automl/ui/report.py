@@ -1,0 +1,493 @@
+"""A static HTML report of one study: what a person reads after (or during) a run.
+
+``out_dir/report.html`` plus PNG figures beside it (optimization history, per-epoch curves of
+every trial, parameter importances), the best trials, every trial's device / job / failure
+diagnosis, and the best spec. Figures are drawn on ``matplotlib.figure.Figure`` objects with
+the Agg canvas, never through pyplot, so the report can be written from any thread of a
+running service without touching a global backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.config.storage import redact_url
+from automl.errors import UserError
+from automl.optuna_private import trial_id
+from automl.study import attrs
+from automl.study.results import trial_value
+from automl.ui.artifacts import ArtifactRecorder
+
+BEST_TABLE_SIZE = 5
+LOG_TAIL_LINES = 40
+FIGURE_FILES = ("history.png", "epoch_curves.png", "importances.png")
+_STATE_COLORS = {
+    TrialState.COMPLETE: "#1f77b4",
+    TrialState.PRUNED: "#ff7f0e",
+    TrialState.FAIL: "#d62728",
+    TrialState.RUNNING: "#7f7f7f",
+    TrialState.WAITING: "#bcbd22",
+}
+_BEST_COLOR = "#2ca02c"
+
+
+def resolve_study_name(storage_url: str, study_name: str | None) -> str:
+    """``study_name`` if it is in the storage; else the only study there; else a UserError."""
+    names = sorted(optuna.get_all_study_names(storage=storage_url))
+    where = redact_url(storage_url)
+    if study_name is not None:
+        if study_name not in names:
+            listed = ", ".join(names) if names else "none"
+            raise UserError(
+                f"no study named {study_name!r} in {where} (studies there: {listed}); "
+                "pass one of those to --study"
+            )
+        return study_name
+    if not names:
+        raise UserError(f"no study in {where}: start one with `automl run` first")
+    if len(names) > 1:
+        raise UserError(
+            f"{len(names)} studies in {where}: {', '.join(names)}; choose one with --study NAME"
+        )
+    return names[0]
+
+
+def default_report_dir(workspace: Path, study_name: str) -> Path:
+    """``<workspace>/<study>/report``: where ``automl run`` writes it at the end of a run."""
+    return Path(workspace) / study_name / "report"
+
+
+@dataclass
+class _Importances:
+    values: dict[str, float]  # param name -> importance, sums to ~1
+    reason: str  # why there are none, when values is empty
+
+
+@dataclass
+class _Spec:
+    text: str
+    source: str  # where it was read from, shown under the spec
+
+
+def write_report(
+    storage_url: str, study_name: str, out_dir: Path, artifact_dir: Path | None = None
+) -> Path:
+    """Write ``out_dir/report.html`` and its figures for ``study_name``; returns the HTML path.
+
+    ``artifact_dir`` (``<workspace>/artifacts``) lets the best spec be read from the best
+    trial's ``spec.yaml`` artifact when its ``spec_path`` no longer exists.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the study exists already: skip the table-creation pass (seconds: it imports alembic)
+    storage = optuna.storages.RDBStorage(storage_url, skip_table_creation=True)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        if len(study.directions) != 1:
+            raise UserError(
+                f"study {study_name!r} has {len(study.directions)} objectives: the report "
+                "covers single-objective studies (the pruners need one objective anyway)"
+            )
+        trials = study.get_trials(deepcopy=False)
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        metric = (study.metric_names or [study.user_attrs.get(attrs.STUDY_METRIC) or "objective"])[0]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        ranked = sorted(complete, key=trial_value, reverse=maximize)
+        best = ranked[0] if ranked else None
+
+        figures: dict[str, str] = {}  # title -> file name
+        for old in FIGURE_FILES:  # a figure that can no longer be drawn must not linger
+            (out_dir / old).unlink(missing_ok=True)
+        if trials:
+            _plot_history(trials, maximize, metric, out_dir / "history.png")
+            figures["Optimization history"] = "history.png"
+        if any(t.intermediate_values for t in trials):
+            _plot_curves(trials, best, metric, out_dir / "epoch_curves.png")
+            figures["Per-epoch validation curves"] = "epoch_curves.png"
+        importances = _importances(study, complete)
+        if importances.values:
+            _plot_importances(importances.values, out_dir / "importances.png")
+            figures["Parameter importances"] = "importances.png"
+        spec = _best_spec(study, best, storage, artifact_dir)
+
+        page = _render_html(
+            study, storage_url, trials, ranked, metric, maximize, figures, importances, spec
+        )
+    finally:
+        storage.engine.dispose()
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_history(trials: list[FrozenTrial], maximize: bool, metric: str, path: Path) -> None:
+    """Objective per trial number, the best-so-far line, pruned and failed trials marked."""
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.add_subplot()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if done:
+        xs = [t.number for t in done]
+        ys = [trial_value(t) for t in done]
+        ax.scatter(xs, ys, color=_STATE_COLORS[TrialState.COMPLETE], label="complete", zorder=3)
+        best_so_far: list[float] = []
+        best: float | None = None
+        for y in ys:
+            best = y if best is None or (y > best if maximize else y < best) else best
+            best_so_far.append(best)
+        ax.step(xs, best_so_far, where="post", color=_BEST_COLOR, label="best so far")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if pruned:
+        ax.scatter(
+            [t.number for t in pruned],
+            [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+            marker="x",
+            color=_STATE_COLORS[TrialState.PRUNED],
+            label="pruned (value at its last epoch)",
+            zorder=3,
+        )
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if failed:
+        # no objective value: a tick on the x axis at the trial number
+        ax.scatter(
+            [t.number for t in failed],
+            [0.02] * len(failed),
+            marker="v",
+            color=_STATE_COLORS[TrialState.FAIL],
+            transform=ax.get_xaxis_transform(),
+            label="failed (no value)",
+            zorder=3,
+            clip_on=False,
+        )
+    ax.set_xlim(-0.5, max(t.number for t in trials) + 0.5)  # scatter on axes y skips autoscale
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Optimization history ({'maximize' if maximize else 'minimize'} {metric})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+
+
+def _plot_curves(
+    trials: list[FrozenTrial], best: FrozenTrial | None, metric: str, path: Path
+) -> None:
+    """Intermediate value per epoch of every trial; line style and end marker by state."""
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.add_subplot()
+    styles = {
+        TrialState.COMPLETE: ("-", None),
+        TrialState.PRUNED: ("--", "x"),
+        TrialState.FAIL: (":", "X"),
+        TrialState.RUNNING: ("-.", ">"),
+        TrialState.WAITING: ("-.", None),
+    }
+    for t in trials:
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        style, end_marker = styles[t.state]
+        is_best = best is not None and t.number == best.number
+        color = _BEST_COLOR if is_best else _STATE_COLORS[t.state]
+        ax.plot(steps, values, style, color=color, lw=2.6 if is_best else 1.2, alpha=0.9)
+        if end_marker:
+            ax.plot(steps[-1], values[-1], end_marker, color=color, ms=9, mew=2)
+        if is_best or t.state in (TrialState.PRUNED, TrialState.FAIL):
+            note = {TrialState.PRUNED: " pruned", TrialState.FAIL: " failed"}.get(t.state, " best")
+            ax.annotate(
+                f"#{t.number}{note}",
+                (steps[-1], values[-1]),
+                textcoords="offset points",
+                xytext=(5, 3),
+                fontsize=8,
+                color=color,
+            )
+    handles = [Line2D([], [], color=_BEST_COLOR, lw=2.6, label="best trial")]
+    present = {t.state for t in trials if t.intermediate_values}
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
+        if state in present:
+            style, marker = styles[state]
+            handles.append(
+                Line2D(
+                    [], [], ls=style, marker=marker, color=_STATE_COLORS[state],
+                    label=state.name.lower(),
+                )
+            )
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (step reported to Optuna)")
+    ax.set_ylabel(metric)
+    ax.set_title("Per-epoch validation curves of all trials")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _importances(study: optuna.Study, complete: list[FrozenTrial]) -> _Importances:
+    if len(complete) < 2:
+        return _Importances({}, f"needs at least 2 completed trials ({len(complete)} so far)")
+    try:
+        # PED-ANOVA: Optuna's default and the dashboard's choice; needs no scikit-learn
+        values = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+    except (ValueError, RuntimeError) as exc:  # e.g. no parameter shared by all trials
+        return _Importances({}, f"optuna could not compute them: {exc}")
+    if not values:
+        return _Importances({}, "no parameter is shared by all completed trials")
+    return _Importances(dict(values), "")
+
+
+def _plot_importances(values: dict[str, float], path: Path) -> None:
+    names = list(values)[::-1]  # most important on top
+    fig = Figure(figsize=(8, 0.45 * len(names) + 1.4))
+    ax = fig.add_subplot()
+    ax.barh(names, [values[n] for n in names], color=_STATE_COLORS[TrialState.COMPLETE])
+    for i, n in enumerate(names):
+        ax.text(values[n], i, f" {values[n]:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("importance (PED-ANOVA over completed trials)")
+    ax.set_title("Parameter importances")
+    ax.set_xlim(0, max(values.values()) * 1.15 or 1)
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------- best spec
+
+
+def _spec_from_value(value: object) -> str | None:
+    """A spec given as a path to a YAML file, as YAML text, or as a mapping."""
+    if isinstance(value, dict):
+        return yaml.safe_dump(value, sort_keys=False)
+    if isinstance(value, str):
+        if "\n" in value:
+            return value
+        if Path(value).is_file():
+            return Path(value).read_text(encoding="utf-8")
+    return None
+
+
+def _best_spec(
+    study: optuna.Study,
+    best: FrozenTrial | None,
+    storage: optuna.storages.BaseStorage,
+    artifact_dir: Path | None,
+) -> _Spec | None:
+    """The spec the best trial ran with, from the first source that still has it."""
+    if best is None:
+        return None
+    tried: list[str] = []
+    for key in ("spec_path", "best_spec"):
+        if key in best.user_attrs:
+            text = _spec_from_value(best.user_attrs[key])
+            if text is not None:
+                return _Spec(text, f"trial {best.number} user attribute {key!r}")
+            tried.append(f"{key}={best.user_attrs[key]!r} (file gone)")
+    if artifact_dir is not None and Path(artifact_dir).is_dir():
+        rec = ArtifactRecorder(Path(artifact_dir))
+        meta = rec.find(storage, trial_id(best), "spec.yaml")
+        if meta is not None:
+            try:
+                text = rec.read_bytes(meta.artifact_id).decode("utf-8")
+                return _Spec(text, f"trial {best.number} artifact spec.yaml ({meta.artifact_id})")
+            except optuna.artifacts.exceptions.ArtifactNotFound:
+                tried.append(f"artifact {meta.artifact_id} (file gone)")
+    if "best_spec" in study.user_attrs:
+        text = _spec_from_value(study.user_attrs["best_spec"])
+        if text is not None:
+            return _Spec(text, "study user attribute 'best_spec'")
+    return _Spec("", "not found; tried: " + ("; ".join(tried) or "no spec recorded"))
+
+
+# ---------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.9em;width:100%}
+th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
+th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:600;padding:0 .4em;border-radius:3px;color:#fff}
+.COMPLETE{background:#1f77b4}.PRUNED{background:#ff7f0e}.FAIL{background:#d62728}
+.RUNNING{background:#7f7f7f}.WAITING{background:#bcbd22}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em;max-height:40em}
+figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
+.muted{color:#777} code{font-size:.9em}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _attr(t: FrozenTrial, key: str) -> str:
+    """A user attribute as escaped text; '–' when unset (or cleared to None on a retry)."""
+    value = t.user_attrs.get(key)
+    return "–" if value is None else _e(value)
+
+
+def _params(t: FrozenTrial) -> str:
+    return "<br>".join(f"<code>{_e(k)}</code>={_e(_fmt(v))}" for k, v in t.params.items())
+
+
+def _duration(t: FrozenTrial) -> str:
+    if t.datetime_start is None:
+        return "–"
+    end = t.datetime_complete or dt.datetime.now()
+    seconds = (end - t.datetime_start).total_seconds()
+    text = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return text + ("" if t.datetime_complete else " (so far)")
+
+
+def _best_epoch(t: FrozenTrial, maximize: bool) -> str:
+    if not t.intermediate_values:
+        return "–"
+    pick = max if maximize else min
+    step = pick(t.intermediate_values, key=lambda s: t.intermediate_values[s])
+    return f"{step} ({_fmt(t.intermediate_values[step])})"
+
+
+def _outcome(t: FrozenTrial) -> str:
+    """One line on how the trial ended: prune epoch, failure diagnosis and fix."""
+    attrs = t.user_attrs
+    if t.state == TrialState.PRUNED:
+        epoch = attrs.get("prune_epoch", max(t.intermediate_values, default=None))
+        return f"pruned at epoch {_e(_fmt(epoch))}"
+    if t.state == TrialState.FAIL:
+        text = _e(attrs.get("failure") or "failed (no diagnosis recorded)")
+        if attrs.get("exit_code") is not None:
+            text += f" (exit code {_e(attrs['exit_code'])})"
+        if attrs.get("failure_fix"):
+            text += f"<br><b>fix:</b> {_e(attrs['failure_fix'])}"
+        return text
+    if attrs.get("interrupted"):
+        return "interrupted (will be retried)"
+    return ""
+
+
+def _log_tail(t: FrozenTrial) -> str:
+    tail = t.user_attrs.get("log_tail")
+    if tail is None:
+        return ""
+    lines = tail if isinstance(tail, list) else str(tail).splitlines()
+    return "\n".join(str(line) for line in lines[-LOG_TAIL_LINES:])
+
+
+def _render_html(
+    study: optuna.Study,
+    storage_url: str,
+    trials: list[FrozenTrial],
+    ranked: list[FrozenTrial],
+    metric: str,
+    maximize: bool,
+    figures: dict[str, str],
+    importances: _Importances,
+    spec: _Spec | None,
+) -> str:
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    summary = ", ".join(f"{n} {s.name.lower()}" for s, n in counts.items() if n)
+    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Study {_e(study.study_name)}: report</title><style>{_CSS}</style></head><body>",
+        f"<h1>Study <code>{_e(study.study_name)}</code></h1>",
+        f'<p class="sub">{"maximize" if maximize else "minimize"} <b>{_e(metric)}</b> · '
+        f"{len(trials)} trials ({_e(summary or 'none yet')}) · storage "
+        f"<code>{_e(redact_url(storage_url))}</code> · written {_e(now)}</p>",
+    ]
+
+    out.append("<h2>Best trials</h2>")
+    if ranked:
+        out.append(
+            "<table><tr><th>rank</th><th>trial</th><th>" + _e(metric) + "</th>"
+            "<th>best epoch (value)</th><th>params</th><th>device</th><th>job</th>"
+            "<th>duration</th><th>results dir</th></tr>"
+        )
+        for rank, t in enumerate(ranked[:BEST_TABLE_SIZE], 1):
+            out.append(
+                f"<tr><td class=num>{rank}</td><td class=num>#{t.number}</td>"
+                f"<td class=num>{_e(_fmt(t.value))}</td><td>{_e(_best_epoch(t, maximize))}</td>"
+                f"<td>{_params(t)}</td><td>{_attr(t, 'device')}</td>"
+                f"<td>{_attr(t, 'job_id')}</td><td>{_e(_duration(t))}</td>"
+                f"<td><code>{_attr(t, 'results_dir')}</code></td></tr>"
+            )
+        out.append("</table>")
+    else:
+        out.append('<p class="muted">No completed trial yet.</p>')
+
+    for title, name in figures.items():
+        out.append(f"<h2>{_e(title)}</h2>")
+        out.append(f'<figure><img src="{_e(name)}" alt="{_e(title)}"></figure>')
+        if name == "epoch_curves.png":
+            no_curve = [t.number for t in trials if not t.intermediate_values]
+            if no_curve:
+                listed = ", ".join(f"#{n}" for n in no_curve)
+                out.append(f'<p class="muted">No epoch reported by trials {listed}.</p>')
+    if not importances.values:
+        out.append("<h2>Parameter importances</h2>")
+        out.append(f'<p class="muted">Not computed: {_e(importances.reason)}.</p>')
+
+    out.append("<h2>All trials</h2>")
+    out.append(
+        "<table><tr><th>trial</th><th>state</th><th>" + _e(metric) + "</th><th>epochs</th>"
+        "<th>device</th><th>job</th><th>outcome</th><th>duration</th><th>params</th></tr>"
+    )
+    for t in trials:
+        out.append(
+            f"<tr><td class=num>#{t.number}</td>"
+            f'<td><span class="state {t.state.name}">{t.state.name}</span></td>'
+            f"<td class=num>{_e(_fmt(t.value))}</td>"
+            f"<td class=num>{len(t.intermediate_values)}</td>"
+            f"<td>{_attr(t, 'device')}</td><td>{_attr(t, 'job_id')}</td>"
+            f"<td>{_outcome(t)}</td><td>{_e(_duration(t))}</td><td>{_params(t)}</td></tr>"
+        )
+    out.append("</table>")
+
+    troubled = [t for t in trials if t.state in (TrialState.FAIL, TrialState.PRUNED)]
+    if any(_log_tail(t) for t in troubled):
+        out.append("<h2>Log tails of failed and pruned trials</h2>")
+        for t in troubled:
+            tail = _log_tail(t)
+            if tail:
+                out.append(
+                    f"<details{' open' if t.state == TrialState.FAIL else ''}><summary>"
+                    f"trial #{t.number} ({t.state.name.lower()}) · "
+                    f"<code>{_attr(t, 'results_dir')}</code></summary>"
+                    f"<pre>{_e(tail)}</pre></details>"
+                )
+
+    out.append("<h2>Best spec</h2>")
+    if spec is None:
+        out.append('<p class="muted">No completed trial yet.</p>')
+    elif not spec.text:
+        out.append(f'<p class="muted">Spec {_e(spec.source)}.</p>')
+    else:
+        out.append(f'<p class="muted">From {_e(spec.source)}.</p><pre>{_e(spec.text)}</pre>')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
