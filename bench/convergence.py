@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from automl.monitor import TrialMonitor  # noqa: E402
+from automl.observe.monitor import TrialMonitor  # noqa: E402
 from metric_extractors import get_extractor  # noqa: E402
 
 

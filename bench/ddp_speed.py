@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from convergence import bench_spec, write_our_data  # noqa: E402
+
 from dino.status_log import read_status  # noqa: E402
 
 

@@ -39,8 +39,8 @@ from dino.data.coco import DataError, load_image
 from dino.data.infer import WHERE, InferenceDataset, InferImage, InferSet, check_decodable, list_images
 from dino.draw import draw_detections, parse_colors
 from dino.engine import autocast, coco_results, to_device, to_fp32
+from dino.runtime import Interrupted, SignalGuard, log, select_device
 from dino.status_log import StatusLog
-from dino.train import Interrupted, SignalGuard, log, select_device
 
 PROGRESS_LINES = 20  # about this many progress lines per run, whatever its length
 

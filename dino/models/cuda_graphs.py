@@ -52,7 +52,7 @@ class GraphedEncode:
         self._eager = detector.encode
         self._graphs: collections.OrderedDict[tuple, tuple[nn.Module, list]] = collections.OrderedDict()
 
-    def install(self) -> "GraphedEncode":
+    def install(self) -> GraphedEncode:
         self.detector.encode = self
         return self
 
