@@ -164,7 +164,8 @@ def section_speed(c: Check, args) -> None:
             base = hf.get(r["dtype"]) if name != "speed_smoke_regime" else None
             path = r.get("msda", [])
             detail = (f"train {r['train_img_s']} img/s, infer {r['infer_img_s']} img/s, train peak "
-                      f"{r['train_peak_gib']} GiB, path {','.join(path) or '?'}")
+                      f"{r['train_peak_gib']} GiB, attention {','.join(path) or '?'}, inference "
+                      f"{r.get('inference_path', '?')}" + (", training graphs (opt-in)" if r.get("training_graphs") else ""))
             if base:
                 tr, inf = r["train_img_s"] / base["train_img_s"], r["infer_img_s"] / base["infer_img_s"]
                 detail += (f"; HF {base['train_img_s']} / {base['infer_img_s']} img/s, {base['train_peak_gib']} GiB: "
@@ -173,7 +174,9 @@ def section_speed(c: Check, args) -> None:
             else:
                 table.append(r)
             regime = f"batch {r['batch']} at {r['size']} px"
-            c.add("speed", f"{r['model']} {r['dtype']}, {regime}", path == ["fused"], detail)
+            # the paths asked for: the fused kernels, and inference replayed from CUDA graphs
+            c.add("speed", f"{r['model']} {r['dtype']}, {regime}",
+                  path == ["fused"] and r.get("inference_path") == "graph", detail)
     if not hf:
         c.add("speed", "hf_anchor.py Deformable-DETR rerun", False, c.log_tail("speed_hf"))
     c.info["speed"] = {"hf": hf, "ours": table}

@@ -71,13 +71,13 @@ class OurDino:
             from dino.models.compiled import compile_hot_modules
 
             compile_hot_modules(self.model)
-        self.graphed_inference = None
-        if graphs_dtype is not False:  # CUDA graphs: encode in training, the whole forward at inference
-            from dino.models.cuda_graphs import GraphedEncode, GraphedInference
+        self.graphed_training = graphs_dtype is not False
+        if self.graphed_training:  # opt-in: CUDA graphs of encode (backbone + encoder) in training
+            from dino.models.cuda_graphs import GraphedEncode
 
             GraphedEncode(self.model, graphs_dtype).install()
-            self.graphed_inference = GraphedInference(self.model, graphs_dtype)
         self.masks = None
+        self.forward = None
 
     def _masks(self, images):
         if self.masks is None or self.masks.shape[0] != images.shape[0]:
@@ -92,9 +92,14 @@ class OurDino:
     def loss(self, images, targets):
         return self.criterion(self.model(images, self._masks(images), targets), targets)["loss"]
 
-    def infer(self, images):
-        run = self.graphed_inference or self.model
-        out = run(images, self._masks(images))
+    def infer(self, images, precision: str = "fp32"):
+        """The trainer's validation / ``dino inference`` forward (``dino.engine.inference_forward``:
+        CUDA graphs on a GPU once a shape repeats)."""
+        if self.forward is None:
+            from dino.engine import inference_forward
+
+            self.forward = inference_forward(self.model, images.device, precision)
+        out = self.forward(images, self._masks(images))
         sizes = torch.tensor([images.shape[2:]] * images.shape[0], device=images.device)
         return self.post(out, sizes)
 
@@ -129,7 +134,7 @@ class HfModel:
         labels = [{"class_labels": t["labels"] - 1, "boxes": t["boxes"]} for t in targets]
         return self.model(pixel_values=images, labels=labels).loss
 
-    def infer(self, images):
+    def infer(self, images, precision: str = "fp32"):
         return self.model(pixel_values=images)
 
 
@@ -178,7 +183,7 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
                 _sync(device)
                 t1 = time.perf_counter()
             with autocast:
-                adapter.infer(images)
+                adapter.infer(images, "fp32" if dtype == torch.float32 else "bf16")
     _sync(device)
     infer_s = time.perf_counter() - t1
     infer_peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -192,7 +197,8 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
     }
     if isinstance(adapter, OurDino):  # the path that ran, read from the model after the timed steps
         result["msda"] = attention_paths(module)
-        result["cuda_graphs"] = adapter.graphed_inference is not None
+        result["training_graphs"] = adapter.graphed_training
+        result["inference_path"] = getattr(adapter.forward, "last_path", "eager")
     del adapter, module, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -211,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--out", help="also append the JSON lines to this file")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="our models with CUDA graphs (dino.models.cuda_graphs; rows named <model>+graphs)")
+                        help="our models with CUDA graphs of encode in training (dino.models.cuda_graphs.GraphedEncode, "
+                             "opt-in; rows named <model>+graphs); inference uses the trainer's path either way")
     parser.add_argument("--compile", action="store_true",
                         help="our models with train.compile's torch.compile wrapping (rows named <model>+compile; "
                              "compile time falls in the warm-up steps)")

@@ -38,7 +38,7 @@ from dino.data import val_loader
 from dino.data.coco import DataError, load_image
 from dino.data.infer import WHERE, InferenceDataset, InferImage, InferSet, check_decodable, list_images
 from dino.draw import draw_detections, parse_colors
-from dino.engine import autocast, coco_results, to_device, to_fp32
+from dino.engine import coco_results, inference_forward, to_device, to_fp32
 from dino.runtime import Interrupted, SignalGuard, log, select_device
 from dino.status_log import StatusLog
 
@@ -151,11 +151,12 @@ def _infer(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
     sizes: dict[int, tuple[int, int]] = {}
     every = max(1, -(-n_batches // PROGRESS_LINES))
     began, done = time.time(), 0
+    model.eval()
+    forward = inference_forward(model, device, precision)
     with torch.no_grad():
         for step, (pixels, masks, targets) in enumerate(loader, 1):
             pixels, masks, targets = to_device(pixels, masks, targets, device)
-            with autocast(device, precision):
-                outputs = to_fp32(model(pixels, masks))
+            outputs = to_fp32(forward(pixels, masks))
             orig = torch.stack([t["orig_size"] for t in targets])
             for t, res in zip(targets, post(outputs, orig)):
                 image = by_id[int(t["image_id"])]

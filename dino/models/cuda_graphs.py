@@ -10,17 +10,23 @@ image size):
   forward and backward, one graph pair per input shape, through
   ``torch.cuda.make_graphed_callables``. The decoder and the loss stay eager: the
   denoising queries' count and the Hungarian matching depend on the targets.
-* ``GraphedInference``: the whole detector at inference, one graph per input shape.
+* ``GraphedInference``: the whole detector at inference, one graph per batch shape;
+  validation, ``dino evaluate`` and ``dino inference`` run through it on GPUs
+  (``inference_runner``). Measured on an H200 at batch 4, 800x800, bf16: 224 img/s
+  against 80 eager (``bench/README.md``).
 
-Both keep at most ``max_graphs`` shapes (the oldest is dropped): multi-scale training
-should pad batches to a few fixed sizes (``dataset.augmentation.fixed_padding``). Under
-autocast, the autocast weight cache must be off (``torch.autocast(...,
-cache_enabled=False)``), as for any graph capture.
+``GraphedEncode`` (opt-in, ``bench/model_speed.py --cuda-graphs``) keeps at most
+``max_graphs`` shapes, the oldest dropped: multi-scale training would need batches padded
+to a few fixed sizes (``dataset.augmentation.fixed_padding``). Under autocast, the
+autocast weight cache must be off inside a capture (``cache_enabled=False``).
 """
 
 from __future__ import annotations
 
 import collections
+import os
+import warnings
+import weakref
 
 import torch
 from torch import Tensor, nn
@@ -83,42 +89,77 @@ class GraphedEncode:
 
 
 class GraphedInference:
-    """``model(images, masks)`` at inference, replayed from one CUDA graph per shape.
+    """``model(images, masks)`` at inference, replayed from one CUDA graph per batch shape.
 
-    Returns the detector's output dict; its tensors are static buffers rewritten by the
-    next call with the same shape, so consume (or copy) them first.
+    A shape is captured the second time it is seen (a one-off shape, such as a last short
+    batch, runs eagerly) and at most ``max_graphs`` shapes are captured, so shape churn
+    costs at most that many captures. Off the GPU, in training mode, with
+    ``DINO_CUDA_GRAPHS=0``, or after a capture failed (one warning), it runs the model
+    eagerly. ``last_path`` says what the last call ran: ``graph`` or ``eager``.
+
+    Returns the detector's output dict; a replay's tensors are static buffers rewritten
+    by the next replay of that shape, so consume (or copy) them first.
     """
 
-    def __init__(self, model: nn.Module, autocast_dtype: torch.dtype | None, max_graphs: int = 3):
-        self.model, self.autocast_dtype, self.max_graphs = model, autocast_dtype, max_graphs
-        self._graphs: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+    def __init__(self, model: nn.Module, autocast_dtype: torch.dtype | None, max_graphs: int = 4,
+                 min_seen: int = 2):
+        self.model, self.autocast_dtype = model, autocast_dtype
+        self.max_graphs, self.min_seen = max_graphs, min_seen
+        self._graphs: dict[tuple, tuple] = {}
+        self._seen: collections.Counter[tuple] = collections.Counter()
+        self.disabled = os.environ.get("DINO_CUDA_GRAPHS", "1") == "0"
+        self.last_path: str | None = None
 
-    def _forward(self, images: Tensor, masks: Tensor) -> dict:
-        with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None, cache_enabled=False):
-            return self.model(images, masks)
+    def _autocast(self, cache: bool = True):
+        return torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None, cache_enabled=cache)
+
+    def _capture(self, images: Tensor, masks: Tensor) -> tuple:
+        static_images, static_masks = images.clone(), masks.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), self._autocast(cache=False):  # warm-up: first-use checks, cached constants
+            for _ in range(2):
+                self.model(static_images, static_masks)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), self._autocast(cache=False):
+            out = self.model(static_images, static_masks)
+        return graph, static_images, static_masks, out
 
     @torch.no_grad()
     def __call__(self, images: Tensor, masks: Tensor) -> dict:
-        key = (tuple(images.shape), tuple(masks.shape), images.dtype)
+        key = (tuple(images.shape), tuple(masks.shape), images.dtype, images.device)
         entry = self._graphs.get(key)
-        if entry is None:
-            static_images, static_masks = images.clone(), masks.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up: first-use checks and cached constants
-                for _ in range(2):
-                    self._forward(static_images, static_masks)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = self._forward(static_images, static_masks)
-            if len(self._graphs) >= self.max_graphs:
-                self._graphs.popitem(last=False)
-            entry = self._graphs[key] = (graph, static_images, static_masks, out)
+        if entry is None and not (self.disabled or self.model.training or not images.is_cuda):
+            self._seen[key] += 1
+            if self._seen[key] >= self.min_seen and len(self._graphs) < self.max_graphs:
+                try:
+                    entry = self._graphs[key] = self._capture(images, masks)
+                except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly from now on
+                    self.disabled = True
+                    warnings.warn(f"CUDA graph capture of the detector failed ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); inference "
+                                  "runs eagerly (DINO_CUDA_GRAPHS=0 skips the attempt)", RuntimeWarning, stacklevel=2)
+        if entry is None or self.model.training:
+            self.last_path = "eager"
+            with self._autocast():
+                return self.model(images, masks)
         graph, static_images, static_masks, out = entry
-        self._graphs.move_to_end(key)
         static_images.copy_(images)
         static_masks.copy_(masks)
         graph.replay()
+        self.last_path = "graph"
         return out
+
+
+_RUNNERS: weakref.WeakKeyDictionary[nn.Module, GraphedInference] = weakref.WeakKeyDictionary()
+
+
+def inference_runner(model: nn.Module, autocast_dtype: torch.dtype | None) -> GraphedInference:
+    """The model's ``GraphedInference`` for ``autocast_dtype``, kept with the model so its
+    graphs serve every validation pass of a run."""
+    runner = _RUNNERS.get(model)
+    if runner is None or runner.autocast_dtype != autocast_dtype:
+        runner = _RUNNERS[model] = GraphedInference(model, autocast_dtype)
+    return runner

@@ -4,8 +4,14 @@ fixed sizes, and the opt-in torch.compile wrapping."""
 import pytest
 import torch
 
+from dino.config.model import ModelConfig
 from dino.data.loader import collate, fixed_canvas_sizes
+from dino.models import build_dino
 from dino.models.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+
+from dino_test_utils import TINY_MODEL
+
+TINY = dict(TINY_MODEL)
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +121,26 @@ def test_compiled_modules_train_to_the_same_loss_as_eager():
     assert comp_keys == eager_keys  # checkpoints unchanged by compiling
     assert torch.allclose(comp_loss, eager_loss, rtol=1e-4)
     assert torch.allclose(comp_grad, eager_grad, rtol=1e-3, atol=1e-5)
+
+
+def test_inference_runner_off_the_gpu_runs_the_model_eagerly_and_says_so():
+    """On the CPU (and in training mode) the CUDA-graph runner is the plain forward; the
+    graphed path itself runs only on a GPU (bench/gpu_check.py times it there)."""
+    from dino.engine import inference_forward
+    from dino.models.cuda_graphs import inference_runner
+
+    torch.manual_seed(0)
+    model, _, _ = build_dino(ModelConfig(**TINY), 3)
+    model.eval()
+    images, masks = torch.randn(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.bool)
+    runner = inference_runner(model, None)
+    assert inference_runner(model, None) is runner  # kept with the model across validation passes
+    with torch.no_grad():
+        expected = model(images, masks)
+        for _ in range(3):  # a repeated shape would be captured on a GPU
+            got = runner(images, masks)
+    assert runner.last_path == "eager" and not runner._graphs
+    assert torch.equal(got["pred_boxes"], expected["pred_boxes"])
+    forward = inference_forward(model, torch.device("cpu"), "fp32")
+    with torch.no_grad():
+        assert torch.equal(forward(images, masks)["pred_logits"], expected["pred_logits"])
