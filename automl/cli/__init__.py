@@ -15,7 +15,8 @@ from automl.errors import UserError
 
 # command modules, in the order they appear in --help
 COMMAND_MODULES = (
-    "automl.cli.run",  # run, status, best
+    "automl.cli.run",  # run, status
+    "automl.cli.best",  # best (and the hand-off of its model)
     "automl.cli.space",  # space show / sample
     "automl.cli.dataset",  # dataset synth / check / stage
     "automl.cli.dashboard",  # dashboard, report

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from automl.config import build_run_config, read_config_file, read_profile
 from automl.config.loader import deep_merge
 from automl.config.storage import DEFAULT_WORKSPACE, existing_storage_url, redact_url, storage_error, storage_from_env
 from automl.errors import ConfigError, UserError
-from automl.study.attrs import STUDY_METRIC, TrialAttrs
+from automl.study.attrs import STUDY_METRIC
 from automl.study.slots import detect_gpus
 
 
@@ -42,15 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, help="sampler seed")
     run.set_defaults(func=cmd_run)
 
-    for name, func, helptext in (("status", cmd_status, "trials of a study in the storage"),
-                                 ("best", cmd_best, "the best trial: value, params, spec, checkpoint")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--storage", help="RDB URL (default $AUTOML_STORAGE, else sqlite:///<workspace>/study.db)")
-        p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE)
-        p.add_argument("--study", help="study name (default: the only study in the storage)")
-        if name == "best":
-            p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(func=func)
+    p = sub.add_parser("status", help="trials of a study in the storage")
+    add_study_arguments(p)
+    p.set_defaults(func=cmd_status)
+
+
+def add_study_arguments(p: argparse.ArgumentParser) -> None:
+    """``--storage``, ``--workspace`` and ``--study``: which study a command reads."""
+    p.add_argument("--storage", help="RDB URL (default $AUTOML_STORAGE, else sqlite:///<workspace>/study.db)")
+    p.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE)
+    p.add_argument("--study", help="study name (default: the only study in the storage)")
 
 
 def _parse_fixed(items: list[str]) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _open_study(args: argparse.Namespace) -> optuna.Study:
+def open_study_of(args: argparse.Namespace) -> optuna.Study:
     url = existing_storage_url(args.storage, args.workspace)
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(url)]
@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from automl.study.results import has_complete
     from automl.ui.tables import trials_table
 
-    study = _open_study(args)
+    study = open_study_of(args)
     console = Console()
     metric = study.user_attrs.get(STUDY_METRIC, "value")
     best = study.best_trial.number if has_complete(study) else None
@@ -155,27 +155,4 @@ def cmd_status(args: argparse.Namespace) -> int:
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     console.print(", ".join(f"{k.lower()}: {v}" for k, v in sorted(counts.items())))
-    return 0
-
-
-def cmd_best(args: argparse.Namespace) -> int:
-    from automl.study.trial_paths import latest_checkpoint
-
-    study = _open_study(args)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
-    recorded = TrialAttrs.of(best)
-    ckpt = latest_checkpoint(Path(recorded.results_dir)) if recorded.results_dir else None
-    info = {
-        "study": study.study_name, "trial": best.number, "value": best.value, "params": best.params,
-        "spec": recorded.spec_path, "results_dir": recorded.results_dir,
-        "checkpoint": str(ckpt) if ckpt else None,
-    }
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key:12s} {value}")
     return 0

@@ -32,6 +32,8 @@ CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH)
 # study user attributes
 STUDY_METRIC = "metric"  # the metric's name, for readers without the run config
 STUDY_BEST_SPEC = "best_spec"  # optional: a best spec recorded by other tools
+STUDY_LAUNCHER = "launcher"  # {"name", "options"} the trials ran with (no environment: it may hold secrets)
+STUDY_TRAINER_COMMAND = "trainer_command"  # e.g. ["dino", "train"]: tasks after the study derive theirs from it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,18 +1,19 @@
 """The exported model of the best trial: ``dino export`` (or the TAO container's
-``export``) run through the study's launcher, so containers export like they train."""
+``export``) run through the study's launcher, so containers export like they train.
+
+The job writes into a folder of its own beside the file asked for (``<name>_export/``,
+which a container's user may write), and the file is moved into place afterwards: the
+study folder belongs to the orchestrator, not to the container's user.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
-from automl.launchers.base import JobResult, JobSpec, Launcher
-
-
-def export_command(train_command: list[str]) -> list[str]:
-    """``[..., "dino", "train"]`` -> ``[..., "dino", "export"]``."""
-    if not train_command or train_command[-1] != "train":
-        raise ValueError(f"cannot derive the export command from {train_command!r} (it must end in 'train')")
-    return [*train_command[:-1], "export"]
+from automl.launchers.base import JobResult, Launcher
+from automl.study.tasks import run_task
 
 
 def export_best(
@@ -26,25 +27,23 @@ def export_best(
     read_only_paths: tuple[Path, ...],
     timeout_s: float,
     env: dict[str, str] | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> tuple[JobResult, Path]:
-    """Run the export job to completion (stopped after ``timeout_s``); returns its result
-    and log file."""
-    results_dir = Path(spec).parent
+    """Export ``checkpoint`` to ``out_file`` (stopped after ``timeout_s``); returns the job's
+    result and its log, ``out_file`` with the suffix ``.log``."""
+    out_file = Path(out_file).resolve()
+    job_dir = out_file.parent / f"{out_file.stem}_export"
+    produced = job_dir / out_file.name
+    if produced.exists():
+        produced.unlink()  # a previous export's file: only this job's counts
+    run = run_task(launcher, train_command, "export", study_name=study_name, trial_number=trial_number,
+                   spec=Path(spec), out_dir=job_dir,
+                   overrides=[f"export.checkpoint={checkpoint}", f"export.onnx_file={produced}", *overrides],
+                   read_only_paths=(Path(checkpoint).resolve().parent, *read_only_paths), timeout_s=timeout_s,
+                   env=env)
     log = out_file.with_suffix(".log")
-    job = JobSpec(
-        study_name=study_name,
-        trial_number=trial_number,
-        command=(*export_command(train_command), "-e", str(spec), f"results_dir={results_dir}",
-                 f"export.checkpoint={checkpoint}", f"export.onnx_file={out_file}"),
-        results_dir=results_dir,
-        log_path=log,
-        env=dict(env or {}),
-        read_only_paths=read_only_paths,
-        workdir=results_dir,
-    )
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = launcher.launch(job)
-    try:
-        return handle.wait(timeout_s), log
-    except TimeoutError:
-        return handle.stop(10.0), log
+    if run.log.exists():
+        shutil.copyfile(run.log, log)
+    if run.ok and produced.exists():
+        os.replace(produced, out_file)
+    return run.result, log

@@ -203,6 +203,14 @@ def check_template(cfg: RunConfig, schema: TrainSchema, template: dict[str, Any]
         raise ConfigError(f"the trial spec (template + fixed values) is invalid, so no trial could run: {exc}") from None
 
 
+def launcher_record(cfg: RunConfig) -> dict[str, Any]:
+    """The launcher as the study records it for later tasks (``automl best``): its name and
+    options, without environment variables (they may carry credentials)."""
+    options = cfg.launcher.options.model_dump(mode="json")
+    return {"name": cfg.launcher.name,
+            "options": {k: v for k, v in options.items() if "env" not in k and k != "registry_dir"}}
+
+
 def build_launcher(cfg: RunConfig) -> Launcher:
     """The configured launcher; local job records live with the study, not in $HOME."""
     options = cfg.launcher.options
@@ -228,6 +236,8 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     )
     study = open_study(cfg)
     study.set_user_attr(attrs.STUDY_METRIC, cfg.metric.name)
+    study.set_user_attr(attrs.STUDY_LAUNCHER, launcher_record(cfg))
+    study.set_user_attr(attrs.STUDY_TRAINER_COMMAND, list(cfg.trainer.command))
     study.set_metric_names([cfg.metric.name])  # the dashboard's axes name the metric
     recovered = recover_study(study, cfg.study.max_retry)
     if recovered:

@@ -1,0 +1,97 @@
+"""``automl best --evaluate --export --infer`` after a real (tiny) study: the best trial's
+checkpoint exported, scored on a held-out set and run on images, through the launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+from pycocotools.coco import COCO
+from rich.console import Console
+
+from automl.cli import main
+from automl.config import build_run_config
+from automl.study.runner import run_study
+from automl.ui.progress import ProgressBoard
+from dino.data.synth import generate_dataset
+
+TINY = {"backbone": "resnet_tiny", "hidden_dim": 64, "nheads": 4, "enc_layers": 1, "dec_layers": 2,
+        "dim_feedforward": 128, "num_queries": 20, "num_select": 20, "num_feature_levels": 3,
+        "return_interm_indices": [1, 2, 3], "dn_number": 5}
+AUG = {"scales": [64], "train_random_resize": [64], "train_random_crop_min": 64, "train_random_crop_max": 64,
+       "random_resize_max_size": 96, "test_random_resize": 64}
+
+
+def tiny_study_config(root: Path, study: str, launcher: dict | None = None, epochs: int = 2) -> tuple:
+    """A one-trial study of the tiny DINO on generated data (one big shape per image, so it
+    scores above zero within two epochs); returns the config and the data."""
+    data = generate_dataset(str(root / "data"), 96, 2, 64, seed=11, val_fraction=0.25, objects=(1, 1),
+                            object_size=(0.3, 0.6))
+    fixed = {f"model.{k}": v for k, v in TINY.items()}
+    fixed.update({f"dataset.augmentation.{k}": v for k, v in AUG.items()})
+    fixed.update({"dataset.num_classes": 3, "dataset.batch_size": 4, "dataset.workers": 0, "train.num_epochs": epochs,
+                  "train.checkpoint_interval": 1, "train.seed": 7, "train.optim.lr": 0.002,
+                  "train.optim.lr_steps": [100], "export.input_height": 64, "export.input_width": 64})
+    cfg = build_run_config({
+        "study": {"name": study}, "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
+        "launcher": launcher or {"name": "local"},
+        "data": {"train": str(Path(data.train.image_dir).parent), "val": str(Path(data.val.image_dir).parent)},
+        "fixed": fixed, "budget": {"n_trials": 1}, "devices": "cpu", "workspace": str(root / "ws"),
+    }, use_cpu_variant=False, where="test")
+    return cfg, data
+
+
+@pytest.mark.slow
+def test_handoff_after_a_tiny_study_exports_scores_and_draws(tmp_path, capsys):
+    cfg, data = tiny_study_config(tmp_path, "handoff")
+    outcome = run_study(cfg, ProgressBoard(Console(file=open(os.devnull, "w"))))
+    assert outcome.best_trial == 0 and outcome.exported_model is not None and outcome.exported_model.exists()
+    trial = optuna.load_study(study_name="handoff", storage=cfg.storage_url).best_trial
+    out = tmp_path / "handoff_out"
+    code = main(["best", "--workspace", str(cfg.workspace), "--evaluate", str(Path(data.val.image_dir).parent),
+                 "--export", str(out), "--infer", data.val.image_dir, "--conf-threshold", "0"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out + printed.err
+    for name in ("README.md", "model.onnx", "checkpoint.pth", "spec.yaml", "metrics.json", "per_class_ap.json",
+                 "predictions.json"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the held-out set here is the study's validation set: the hand-off scores what the trial reported
+    status = [json.loads(line) for line in (Path(trial.user_attrs["results_dir"]) / "train" / "status.json")
+              .read_text().splitlines()]
+    reported = [line for line in status if "epoch" in line and "kpi" in line][-1]["kpi"]
+    assert float(reported["val_mAP50"]) > 0  # the comparison means something
+    assert metrics["mAP"] == pytest.approx(float(reported["val_mAP"]), abs=1e-4)
+    assert metrics["mAP50"] == pytest.approx(float(reported["val_mAP50"]), abs=1e-4)
+    gt = COCO(data.val.json_file)
+    detections = gt.loadRes(str(out / "predictions.json"))  # the inference output is a COCO result file
+    assert len(detections.getAnnIds()) > 0
+    pictures = sorted((out / "pictures").iterdir())
+    assert 0 < len(pictures) <= 8 and all(p.suffix in (".jpg", ".png") for p in pictures)
+    readme = (out / "README.md").read_text()
+    assert f"{metrics['mAP50']:.4f}" in readme and "model.onnx" in readme and "trial 0" in readme
+    assert "hand-off of trial 0" in printed.out and "test set: mAP" in printed.out
+
+
+def test_handoff_refuses_a_test_set_with_classes_the_model_does_not_have(tmp_path, capsys):
+    import yaml
+
+    from automl.study.attrs import STUDY_METRIC
+
+    ws = tmp_path / "ws"
+    trial_dir = ws / "s" / "trial_0000"
+    (trial_dir / "train").mkdir(parents=True)
+    (trial_dir / "spec.yaml").write_text(yaml.safe_dump({"dataset": {"num_classes": 3}}))
+    (trial_dir / "train" / "model_epoch_000_step_1.pth").write_bytes(b"x")
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{ws / 'study.db'}", direction="maximize")
+    study.set_user_attr(STUDY_METRIC, "val_mAP50")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={
+        "results_dir": str(trial_dir), "spec_path": str(trial_dir / "spec.yaml")}))
+    data = generate_dataset(str(tmp_path / "data"), 8, 5, 64, seed=1, val_fraction=0.5)
+    code = main(["best", "--workspace", str(ws), "--evaluate", str(Path(data.val.image_dir).parent)])
+    err = capsys.readouterr().err
+    assert code == 2 and "category id 5" in err and "dataset.num_classes=3" in err
+    assert not (ws / "s" / "handoff").exists()  # refused before any job
