@@ -157,8 +157,9 @@ def hand_over(
         names = classmap_for(spec)
         overrides = [f"inference.checkpoint={best.checkpoint}", f"inference.conf_threshold={conf_threshold}",
                      f"dataset.infer_data_sources.image_dir={json.dumps([str(Path(images).resolve())])}"]
-        if names:
-            classmap = jobs / "classmap.txt"
+        if names:  # inside the task's folder: the one a container sees besides its inputs
+            classmap = jobs / "inference" / "classmap.txt"
+            classmap.parent.mkdir(parents=True, exist_ok=True)
             classmap.write_text("\n".join(names) + "\n")
             overrides.append(f"dataset.infer_data_sources.classmap={classmap}")
         run = task("inference", overrides, (Path(images).resolve(),))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,16 @@ from automl.cli import main
 from automl.study.runner import run_study
 from automl.ui.progress import ProgressBoard
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "orchestrator"))
-from test_handoff import tiny_study_config  # noqa: E402
-
-from conftest import IMAGE  # noqa: E402
+from tiny_study import tiny_study_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def test_study_export_and_handoff_in_containers(docker_client, study, tmp_path, capsys):
+def test_study_export_and_handoff_in_containers(launcher, study, tmp_path, capsys):
+    image = launcher.image
     os.chmod(tmp_path, 0o755)  # the container user reads the data and results under it
     cfg, data = tiny_study_config(tmp_path, study, {"name": "docker", "grace_period": 5, "poll_interval": 0.2,
-                                                    "options": {"image": IMAGE, "shm_size": "256m"}})
+                                                    "options": {"image": image, "shm_size": "256m"}})
     for folder in (Path(data.root),):
         for root, dirs, files in os.walk(folder):
             for name in (root, *(os.path.join(root, n) for n in dirs + files)):
@@ -50,5 +47,5 @@ def test_study_export_and_handoff_in_containers(docker_client, study, tmp_path, 
         assert (out / name).exists(), name
     assert json.loads((out / "metrics.json").read_text())["num_images"] == 24
     logs = "".join(p.read_text() for p in (out / "jobs").rglob("*.log"))
-    assert f"in {IMAGE} as" in logs  # the launcher's own line: the tasks ran in containers of the image
+    assert f"in {image} as" in logs  # the launcher's own line: the tasks ran in containers of the image
     assert "Permission denied" not in logs
