@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--num-select", type=int, default=None, help="model.num_select")
     check.add_argument("--num-feature-levels", type=int, default=None, help="model.num_feature_levels")
     check.add_argument("--return-interm-indices", type=_int_list, default=None, help="model.return_interm_indices, e.g. 1,2,3,4")
-    check.add_argument("--sample-limit", type=int, default=500, help="decode at most this many images per split (all are looked up)")
+    check.add_argument("--sample-limit", type=int, default=500, help="decode at most this many images per split (every header is read)")
+    check.add_argument("--strict", action="store_true",
+                       help="every data-policy fix (zero-area or clipped boxes, rescaled sizes, EXIF rotation) is an error")
     _add_s3_flags(check)
     check.set_defaults(func=cmd_check)
 
@@ -116,7 +118,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     console.print(f"train: images {staged.train.image_dir}\n       annotations {staged.train.json_file}")
     if not staged.val_is_train:
         console.print(f"val:   images {staged.val.image_dir}\n       annotations {staged.val.json_file}")
-    findings = preflight(staged.train, staged.val, facts, sample_limit=args.sample_limit)
+    findings = preflight(staged.train, staged.val, facts, sample_limit=args.sample_limit, strict=args.strict)
     render_findings(findings, console)
     return 1 if has_errors(findings) else 0
 

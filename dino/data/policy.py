@@ -192,7 +192,7 @@ class PolicyFinding:
     code: str
     refused: bool
     count: int
-    what: str  # plural phrase after the count: "boxes have zero width or height: dropped"
+    what: str  # the phrase after the count: "boxes have zero or negative width or height: dropped"
     examples: tuple[str, ...]
     fix: str  # what the user can do about it in the files
 
@@ -229,7 +229,7 @@ class PolicyReport:
 @dataclasses.dataclass
 class _Tally:
     code: str
-    what: str
+    what: tuple[str, str]  # (for one, for several): "box has ...", "boxes have ..."
     fix: str
     refuses: bool = False
     count: int = 0
@@ -245,41 +245,53 @@ class _Tally:
             return None
         refused = self.refuses or strict
         fix = self.fix if self.refuses or not strict else f"{self.fix} {STRICT_FIX}"
-        return PolicyFinding(self.code, refused, self.count, self.what, tuple(self.examples), fix)
+        what = self.what[0] if self.count == 1 else self.what[1]
+        return PolicyFinding(self.code, refused, self.count, what, tuple(self.examples), fix)
 
 
 def _tallies() -> dict[str, _Tally]:
     t = [
-        _Tally("box_malformed", "boxes are not [x, y, width, height] of 4 finite numbers: refused",
+        _Tally("box_malformed", ("box is not [x, y, width, height] of 4 finite numbers: refused",
+                                 "boxes are not [x, y, width, height] of 4 finite numbers: refused"),
                "fix the 'bbox' of these annotations (COCO boxes are [x, y, width, height] in pixels)", refuses=True),
         _Tally("image_size_inconsistent",
-               "images differ from their size in the annotations by different ratios in x and y: refused, "
-               "no rescale puts their boxes on the objects",
+               ("image differs from its size in the annotations by different ratios in x and y: refused, no rescale "
+                "puts its boxes on the objects",
+                "images differ from their size in the annotations by different ratios in x and y: refused, no rescale "
+                "puts their boxes on the objects"),
                "write each image's real width/height into the annotations if its boxes were drawn on this file, "
                "or replace the file with the image the boxes were drawn on", refuses=True),
         _Tally("image_exif_ambiguous",
-               "images carry an EXIF rotation and the annotations give their stored (unrotated) size: refused, "
-               "it cannot be told whether the boxes were drawn on the stored or the displayed image",
+               ("image carries an EXIF rotation and the annotations give its stored (unrotated) size: refused, it "
+                "cannot be told whether its boxes were drawn on the stored or the displayed image",
+                "images carry an EXIF rotation and the annotations give their stored (unrotated) size: refused, it "
+                "cannot be told whether their boxes were drawn on the stored or the displayed image"),
                "if the boxes were drawn on the image as displayed (what annotation tools show), write the displayed "
                "width/height into the annotations; if on the stored pixels, set the orientation to 1 "
                "(exiftool -Orientation=1 -n FILE)", refuses=True),
         _Tally("image_exif_rotated",
-               "images carry an EXIF orientation: applied, the boxes are read on the image as displayed",
-               "save the images with the orientation applied (e.g. exiftool or PIL ImageOps.exif_transpose) "
-               "to silence this"),
+               ("image carries an EXIF orientation: applied, its boxes are read on the image as displayed",
+                "images carry an EXIF orientation: applied, their boxes are read on the images as displayed"),
+               "save the images with the orientation applied (e.g. PIL's ImageOps.exif_transpose) to silence this"),
         _Tally("image_rescaled",
-               "images are a constant ratio of their size in the annotations: their boxes are rescaled to the file",
+               ("image is a constant ratio of its size in the annotations: its boxes are rescaled to the file",
+                "images are a constant ratio of their size in the annotations: their boxes are rescaled to the files"),
                "write the files' real width/height and boxes into the annotations, or ship the images at the "
                "annotated size"),
         _Tally("image_size_from_file",
-               "images have no usable width/height in the annotations (missing, or different with no boxes "
-               "to place): the file's size is used",
+               ("image has no usable width/height in the annotations (missing, or different with no boxes to "
+                "place): the file's size is used",
+                "images have no usable width/height in the annotations (missing, or different with no boxes to "
+                "place): the files' sizes are used"),
                "write each image's real width and height into the annotations"),
-        _Tally("box_degenerate", "boxes have zero or negative width or height: dropped",
+        _Tally("box_degenerate", ("box has zero or negative width or height: dropped",
+                                  "boxes have zero or negative width or height: dropped"),
                "remove these annotations or give them their real size (COCO boxes are [x, y, width, height])"),
-        _Tally("box_outside_image", "boxes lie entirely outside their image: dropped",
+        _Tally("box_outside_image", ("box lies entirely outside its image: dropped",
+                                     "boxes lie entirely outside their image: dropped"),
                "fix or remove these boxes; check that they are [x, y, width, height] in pixels of this image"),
-        _Tally("box_past_border", "boxes extend past their image's border: clipped to it",
+        _Tally("box_past_border", ("box extends past its image's border: clipped to it",
+                                   "boxes extend past their image's border: clipped to it"),
                "clip the boxes to the image in the annotations"),
     ]
     return {x.code: x for x in t}
@@ -398,7 +410,7 @@ def apply_policy(
 def refusal_text(report: PolicyReport, where: str) -> str:
     """The refused findings of ``report`` as one error message: what, where, what to do."""
     refused = report.refused
-    head = (f"{where} ({report.source}): the data policy refuses {len(refused)} problem"
-            f"{'s' if len(refused) != 1 else ''} that training cannot work around:")
+    head = (f"{where} ({report.source}): the data policy refuses {len(refused)} kind"
+            f"{'s' if len(refused) != 1 else ''} of problem that training cannot work around:")
     lines = [f"  - {f.summary()}. Fix: {f.fix}" for f in refused]
     return "\n".join([head, *lines])
