@@ -15,7 +15,8 @@ holds the quirks of real exports on top of that truth:
 
 Every image's shorter side is 64 and no side exceeds 96, so with ``scales: [64]``, no
 flip and a crop larger than the images, the targets the model gets are the truth
-exactly (``truth_after_transforms``). A uniquely named module: test folders have no
+exactly (``truth_after_transforms``). Image ids are 100 + their index, annotation ids
+1000 + theirs (unlike the indices, so a mix-up shows). A uniquely named module: test folders have no
 ``__init__.py``; it is imported by the trainer, preflight and study tests.
 """
 
@@ -75,7 +76,7 @@ def write_quirky_split(root: Path, n_plain: int = 6, seed: int = 0, inconsistent
 
     def add(name: str, json_size: tuple[float, float], boxes: list[tuple[int, list[float]]],
             written: list[tuple[int, list[float]]]) -> None:
-        image_id = 100 + len(images)  # ids unlike indices, so a mix-up shows
+        image_id = 100 + len(images)
         split.ids[name] = image_id
         split.truth[name] = boxes
         images.append({"id": image_id, "file_name": name, "width": json_size[0], "height": json_size[1]})
