@@ -20,6 +20,7 @@ from quirky_data import (
     write_quirky_split,
 )
 
+from automl.observe.diagnosis import diagnose
 from dino.config import DatasetConfig, DataSource
 from dino.config.spec import AugmentationConfig
 from dino.data import DataError, build_dataset
@@ -150,6 +151,10 @@ def test_dino_train_refuses_what_it_cannot_train_before_the_model_is_built(tmp_p
     failure = read_status(tmp_path / "results")[-1]
     assert failure["status"] == "FAILURE" and "odd.png" in failure["message"]
     assert not list((tmp_path / "results").rglob("*.pth"))
+    # the orchestrator names it from the real output (were the data to change after preflight)
+    found = diagnose(proc.returncode, proc.stdout + proc.stderr, read_status(tmp_path / "results"))
+    assert found.code == "data_refused" and "automl dataset check" in found.fix
+    assert "dataset.train_data_sources[0]" in found.evidence
 
     strict = write_spec(tmp_path / "strict.yaml", quirky_spec(write_quirky_split(tmp_path / "ok"), val,
                                                               tmp_path / "strict_results"))
