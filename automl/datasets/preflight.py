@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from automl.datasets.coco import CocoSet, read_coco
 from automl.datasets.findings import Finding, FindingGroup, Severity
@@ -112,13 +112,19 @@ def check_spec(facts: SpecFacts) -> list[Finding]:
 # ----------------------------------------------------------------------------- data
 
 
-def _check_images(split: str, staged: StagedSplit, coco: CocoSet, sample_limit: int) -> tuple[list[Finding], dict[int, ImageProbe]]:
+# progress(split, images read, images in the split), for long header scans
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _check_images(split: str, staged: StagedSplit, coco: CocoSet, sample_limit: int,
+                  progress: ProgressFn | None = None) -> tuple[list[Finding], dict[int, ImageProbe]]:
     """Every listed file is looked up and its header read (size, EXIF orientation: what the
     data policy needs); all pixels of small sets, a seeded sample of large ones, are decoded."""
     where = f"{split} {staged.image_dir}"
     missing = FindingGroup("image_missing", Severity.ERROR, "image files listed in the annotations are missing", where, "add the files, or remove their entries (and annotations) from the annotations file")
     unreadable = FindingGroup("image_unreadable", Severity.ERROR, "image files cannot be decoded", where, "replace the corrupt files or remove their entries")
-    probed = probe_images({img.id: str(staged.image_dir / img.file_name) for img in coco.images})
+    report = None if progress is None else (lambda done, total: progress(split, done, total))
+    probed = probe_images({img.id: str(staged.image_dir / img.file_name) for img in coco.images}, progress=report)
     for _, path in probed.missing:
         missing.add(repr(Path(path).relative_to(staged.image_dir).as_posix()))
     for _, path, why in probed.unreadable:
@@ -153,7 +159,8 @@ def _check_policy(split: str, coco: CocoSet, probes: dict[int, ImageProbe], stri
     ]
 
 
-def check_split(split: str, staged: StagedSplit, sample_limit: int = 500, strict: bool = False) -> tuple[CocoSet | None, list[Finding]]:
+def check_split(split: str, staged: StagedSplit, sample_limit: int = 500, strict: bool = False,
+                progress: ProgressFn | None = None) -> tuple[CocoSet | None, list[Finding]]:
     """Data checks of one split: COCO format, image files, then the data policy."""
     coco, findings = read_coco(staged.json_file, split)
     if coco is None:
@@ -166,7 +173,7 @@ def check_split(split: str, staged: StagedSplit, sample_limit: int = 500, strict
     if not staged.image_dir.is_dir():
         findings.append(Finding(Severity.ERROR, "the image folder does not exist", f"{split} {staged.image_dir}", "stage the split again; an archive must hold a top folder named after its stem (images/)", code="image_dir_missing"))
     elif coco.images:
-        image_findings, probes = _check_images(split, staged, coco, sample_limit)
+        image_findings, probes = _check_images(split, staged, coco, sample_limit, progress)
         findings += image_findings
     findings += _check_policy(split, coco, probes, strict)
     return coco, findings
@@ -232,13 +239,15 @@ def preflight(
     facts: SpecFacts | None = None,
     sample_limit: int = 500,
     strict: bool = False,
+    progress: ProgressFn | None = None,
 ) -> list[Finding]:
     """All checks; errors first. ``val`` None (or the same files as ``train``) is a warning.
     ``strict``: every data-policy fix (dropped, clipped or rescaled boxes, EXIF rotation) is
-    an error instead of a warning, as the trainer's ``dataset.strict_data_policy``."""
+    an error instead of a warning, as the trainer's ``dataset.strict_data_policy``.
+    ``progress(split, done, total)`` follows the header scan of every image."""
     facts = facts or SpecFacts()
     findings = check_spec(facts)
-    train_set, train_findings = check_split("train", train, sample_limit, strict)
+    train_set, train_findings = check_split("train", train, sample_limit, strict, progress)
     findings += train_findings
     sets = [train_set] if train_set is not None else []
     if val is None or val.same_files(train):
@@ -252,7 +261,7 @@ def preflight(
             )
         )
     else:
-        val_set, val_findings = check_split("val", val, sample_limit, strict)
+        val_set, val_findings = check_split("val", val, sample_limit, strict, progress)
         findings += val_findings
         if val_set is not None:
             sets.append(val_set)

@@ -29,7 +29,7 @@ import dataclasses
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from PIL import Image, ImageOps
 
@@ -103,8 +103,10 @@ class ProbeResult:
     unreadable: list[tuple[int, str, str]]  # (image id, path, why)
 
 
-def probe_images(paths: Mapping[int, str], threads: int = PROBE_THREADS) -> ProbeResult:
-    """Probe every image (image id -> path), a few files at a time."""
+def probe_images(paths: Mapping[int, str], threads: int = PROBE_THREADS,
+                 progress: Callable[[int, int], None] | None = None) -> ProbeResult:
+    """Probe every image (image id -> path), a few files at a time (about 150 us per JPEG:
+    15 s for 100,000). ``progress(done, total)`` is called every few hundred images."""
 
     def one(item: tuple[int, str]) -> tuple[int, str, ImageProbe | None, str | None]:
         image_id, path = item
@@ -116,11 +118,12 @@ def probe_images(paths: Mapping[int, str], threads: int = PROBE_THREADS) -> Prob
             return image_id, path, None, f"{type(exc).__name__}: {exc}"
 
     items = list(paths.items())
-    if len(items) > 16 and threads > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            results = list(pool.map(one, items))
-    else:
-        results = [one(item) for item in items]
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, threads if len(items) > 16 else 1)) as pool:
+        for result in pool.map(one, items):
+            results.append(result)
+            if progress is not None and (len(results) % 256 == 0 or len(results) == len(items)):
+                progress(len(results), len(items))
     out = ProbeResult({}, [], [])
     for image_id, path, probe, why in results:
         if probe is not None:

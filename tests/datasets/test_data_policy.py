@@ -219,3 +219,12 @@ def test_dataset_check_cli_warns_fixes_and_refuses_what_cannot_train(tmp_path, c
     out = capsys.readouterr().out
     assert rc == 1 and "1 error(s)" in out
     assert f"'odd.png' (image id {odd.ids['odd.png']}) is 64x48, annotations say 128x128" in out
+
+
+def test_preflight_reports_progress_of_the_header_scan(tmp_path):
+    train = write_quirky_split(tmp_path / "train", n_plain=300)
+    calls: list[tuple[str, int, int]] = []
+    preflight(StagedSplit(train.image_dir, train.json_file), None, progress=lambda *a: calls.append(a))
+    total = len(train.ids)
+    assert calls[-1] == ("train", total, total)
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls) and len(calls) == total // 256 + 1
