@@ -19,7 +19,7 @@ import sys
 from dino.checkpoint import checkpoint_for, load_trained, task_dir_of
 from dino.class_ap import format_table, mean_ap, per_class_ap, rows_without_detections
 from dino.config import DatasetConfig, Spec
-from dino.data import build_dataset, val_loader
+from dino.data import build_dataset, log_data_policy, val_loader
 from dino.engine import evaluate
 from dino.runtime import SignalGuard, log, select_device
 from dino.status_log import StatusLog
@@ -59,6 +59,7 @@ def _evaluate(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
     split = split_of(d)
     where = f"dataset.{split}"
     ds = build_dataset(getattr(d, split), d, False, where)
+    log_data_policy(ds, log, status)
     device = select_device(e.gpu_ids, "evaluate.gpu_ids")
     model, criterion, post = load_trained(spec, ckpt_path, "evaluate")
     model.to(device)

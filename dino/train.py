@@ -34,7 +34,7 @@ from dino.checkpoint import (
     train_dir_of,
 )
 from dino.config import Spec, SpecError
-from dino.data import build_dataset, check_batch, train_loader, val_loader
+from dino.data import build_dataset, check_batch, log_data_policy, train_loader, val_loader
 from dino.ddp_launch import launch
 from dino.distributed import (
     RANK_SEED_STRIDE,
@@ -148,6 +148,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
     train_ds = build_dataset(d.train_data_sources, d, True, "dataset.train_data_sources")
     check_batch(train_ds, d.batch_size, ctx.world_size, "dataset.train_data_sources")
     val_ds = build_dataset(d.val_data_sources, d, False, "dataset.val_data_sources")
+    for ds in (train_ds, val_ds):
+        log_data_policy(ds, say, status)
     startup.mark("datasets")
     model, criterion, post, backbone_random = build_model(spec, device, status)
     startup.mark("model")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from automl.errors import DatasetError
 
@@ -19,7 +21,8 @@ def _add_s3_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="staging cache folder (default: $AUTOML_DATA_CACHE or ~/.cache/automl/datasets)")
     p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: for big transfers)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: for big transfers and header scans of large splits)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--num-select", type=int, default=None, help="model.num_select")
     check.add_argument("--num-feature-levels", type=int, default=None, help="model.num_feature_levels")
     check.add_argument("--return-interm-indices", type=_int_list, default=None, help="model.return_interm_indices, e.g. 1,2,3,4")
-    check.add_argument("--sample-limit", type=int, default=500, help="decode at most this many images per split (all are looked up)")
+    check.add_argument("--sample-limit", type=int, default=500, help="decode at most this many images per split (every header is read)")
+    check.add_argument("--strict", action="store_true",
+                       help="every data-policy fix (zero-area or clipped boxes, rescaled sizes, EXIF rotation) is an error")
     _add_s3_flags(check)
     check.set_defaults(func=cmd_check)
 
@@ -116,9 +121,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     console.print(f"train: images {staged.train.image_dir}\n       annotations {staged.train.json_file}")
     if not staged.val_is_train:
         console.print(f"val:   images {staged.val.image_dir}\n       annotations {staged.val.json_file}")
-    findings = preflight(staged.train, staged.val, facts, sample_limit=args.sample_limit)
+    with _scan_progress(args.progress) as progress:
+        findings = preflight(staged.train, staged.val, facts, sample_limit=args.sample_limit, strict=args.strict,
+                             progress=progress)
     render_findings(findings, console)
     return 1 if has_errors(findings) else 0
+
+
+SCAN_PROGRESS_MIN = 2000  # images in a split before its header scan gets a bar
+
+
+@contextlib.contextmanager
+def _scan_progress(enabled: bool | None) -> Iterator[Callable[[str, int, int], None]]:
+    """``update(split, done, total)`` drawing a bar on stderr per split (None: only for
+    splits of at least SCAN_PROGRESS_MIN images)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(split: str, done: int, total: int) -> None:
+        if enabled is False or (enabled is None and total < SCAN_PROGRESS_MIN):
+            return
+        if split not in tasks:
+            if not tasks:
+                bar.start()
+            tasks[split] = bar.add_task(f"{split}: reading image headers", total=total)
+        bar.update(tasks[split], completed=done)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def cmd_stage(args: argparse.Namespace) -> int:

@@ -84,6 +84,8 @@ def build_space(args: argparse.Namespace) -> tuple[SearchSpace, str, str]:
         context=_context(args.context),
         template=load_spec_template(template_path) if template_path else None,
     )
+    for line in space.warnings:  # once each: what the schema holds that is left out
+        print(f"warning: {line}", file=sys.stderr)
     return space, str(schema_path), str(space_path) if space_path else "(derived from the schema)"
 
 

@@ -155,6 +155,7 @@ class DataSettings(_Strict):
     synth: SynthSettings | None = None
     cache_dir: Path | None = None  # default <workspace>/cache
     preflight_sample: int = Field(500, ge=1)  # images opened by preflight on large sets
+    strict: bool = False  # every data-policy fix is a preflight error (dino/data/policy.py)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSettings:

@@ -20,7 +20,7 @@ from automl.datasets.findings import Finding, FindingGroup, Severity
 class CocoImage:
     id: int
     file_name: str
-    width: float | None  # None when missing or not a positive number
+    width: float | None  # None when missing or not a positive number (the data policy then uses the file's)
     height: float | None
 
 
@@ -92,12 +92,6 @@ def read_coco(path: Path, split: str) -> tuple[CocoSet | None, list[Finding]]:
 
     bad_image = group("coco_bad_image", Severity.ERROR, "image entries are malformed", "each image needs an integer 'id' and a string 'file_name'")
     dup_image = group("coco_duplicate_image_id", Severity.ERROR, "image ids appear more than once", "give every image a unique integer 'id'")
-    no_size = group(
-        "coco_image_no_size",
-        Severity.WARNING,
-        "images lack a positive 'width'/'height' (their boxes cannot be bounds-checked)",
-        "add each image's width and height in pixels",
-    )
     bad_cat = group("coco_bad_category", Severity.ERROR, "category entries are malformed", "each category needs a non-negative integer 'id'")
     bad_ann = group(
         "coco_bad_annotation",
@@ -123,8 +117,6 @@ def read_coco(path: Path, split: str) -> tuple[CocoSet | None, list[Finding]]:
         if img.id in by_id:
             dup_image.add(f"images[{i}] id {img.id}")
             continue
-        if img.width is None or img.height is None:
-            no_size.add(f"images[{i}] ({img.file_name})")
         images.append(img)
         by_id[img.id] = img
 
@@ -156,7 +148,7 @@ def read_coco(path: Path, split: str) -> tuple[CocoSet | None, list[Finding]]:
 
     findings = [
         f
-        for g in (bad_image, dup_image, no_size, bad_cat, bad_ann, unknown_image, unknown_cat)
+        for g in (bad_image, dup_image, bad_cat, bad_ann, unknown_image, unknown_cat)
         if (f := g.finding()) is not None
     ]
     return CocoSet(path, images, annotations, category_ids, by_id), findings

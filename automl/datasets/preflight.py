@@ -4,26 +4,25 @@ Each check mirrors a known DINO/TAO failure: ``num_classes < max(category_id) + 
 CUDA device-side assert mid-epoch; a dataset smaller than ``batch_size * num_gpus`` gives
 zero batches. The spec's cross-field rules (``num_select``, feature levels, ``gpu_ids``)
 are the trainer's own, read from :mod:`dino.config.rules`. Data checks open the files the
-trainer will open: every image is looked up, and all of them (small sets) or a seeded
-sample (large sets) are decoded with PIL.
+trainer will open: every image is looked up and its header read, and all of them (small
+sets) or a seeded sample (large sets) are decoded with PIL. Boxes and image sizes go
+through the trainer's own data policy (:mod:`dino.data.policy`): what it fixes is a
+warning, what it refuses an error, so preflight passes exactly the data training accepts.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from automl.datasets.coco import CocoSet, read_coco
 from automl.datasets.findings import Finding, FindingGroup, Severity
 from automl.datasets.staging import StagedSplit
 from automl.errors import ConfigError
 from dino.config.rules import check_rules
-
-# a box may overhang the image by this many pixels before it is reported (rounding)
-BORDER_TOLERANCE_PX = 1.0
+from dino.data.policy import BoxEntry, ImageEntry, ImageProbe, apply_policy, probe_images
 
 
 @dataclass(frozen=True)
@@ -113,78 +112,56 @@ def check_spec(facts: SpecFacts) -> list[Finding]:
 # ----------------------------------------------------------------------------- data
 
 
-def _check_images(split: str, staged: StagedSplit, coco: CocoSet, sample_limit: int) -> list[Finding]:
+# progress(split, images read, images in the split), for long header scans
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _check_images(split: str, staged: StagedSplit, coco: CocoSet, sample_limit: int,
+                  progress: ProgressFn | None = None) -> tuple[list[Finding], dict[int, ImageProbe]]:
+    """Every listed file is looked up and its header read (size, EXIF orientation: what the
+    data policy needs); all pixels of small sets, a seeded sample of large ones, are decoded."""
     where = f"{split} {staged.image_dir}"
     missing = FindingGroup("image_missing", Severity.ERROR, "image files listed in the annotations are missing", where, "add the files, or remove their entries (and annotations) from the annotations file")
     unreadable = FindingGroup("image_unreadable", Severity.ERROR, "image files cannot be decoded", where, "replace the corrupt files or remove their entries")
-    mismatch = FindingGroup(
-        "image_size_mismatch",
-        Severity.WARNING,
-        "images differ in size from their 'width'/'height' in the annotations",
-        where,
-        "write the real pixel sizes into the annotations (boxes are checked against them)",
-    )
-    present = []
-    for img in coco.images:
-        if (staged.image_dir / img.file_name).is_file():
-            present.append(img)
-        else:
-            missing.add(repr(img.file_name))
+    report = None if progress is None else (lambda done, total: progress(split, done, total))
+    probed = probe_images({img.id: str(staged.image_dir / img.file_name) for img in coco.images}, progress=report)
+    for _, path in probed.missing:
+        missing.add(repr(Path(path).relative_to(staged.image_dir).as_posix()))
+    for _, path, why in probed.unreadable:
+        unreadable.add(f"{Path(path).relative_to(staged.image_dir).as_posix()!r} ({why})"[:160])
+    present = [img for img in coco.images if img.id in probed.probes]
     sampled = len(present) > sample_limit
     to_open = random.Random(0).sample(present, sample_limit) if sampled else present
     if to_open:
         from PIL import Image
 
         for img in to_open:
-            path = staged.image_dir / img.file_name
             try:
-                with Image.open(path) as im:
+                with Image.open(staged.image_dir / img.file_name) as im:
                     im.load()  # decodes: catches truncated files that verify() lets through
-                    size = im.size
             except Exception as exc:  # PIL raises many types for bad files
                 unreadable.add(f"{img.file_name!r} ({type(exc).__name__}: {exc})"[:160])
-                continue
-            if img.width is not None and img.height is not None and (abs(size[0] - img.width) > 0.5 or abs(size[1] - img.height) > 0.5):
-                mismatch.add(f"{img.file_name!r} is {size[0]}x{size[1]}, annotations say {img.width:g}x{img.height:g}")
     if sampled:
-        for g in (unreadable, mismatch):
-            g.what += f" (in a sample of {len(to_open)} of {len(present)}; expect more)"
-    return [f for g in (missing, unreadable, mismatch) if (f := g.finding()) is not None]
+        unreadable.what += f" (every header read; pixels decoded in a sample of {len(to_open)} of {len(present)}; expect more)"
+    return [f for g in (missing, unreadable) if (f := g.finding()) is not None], probed.probes
 
 
-def _check_boxes(split: str, coco: CocoSet) -> list[Finding]:
-    where = f"{split} {coco.path}"
-    malformed = FindingGroup("box_malformed", Severity.ERROR, "boxes are not [x, y, width, height] of 4 finite numbers", where, "fix the 'bbox' of these annotations")
-    degenerate = FindingGroup("box_degenerate", Severity.ERROR, "boxes have zero or negative width/height", where, "remove these annotations or fix their 'bbox' (COCO boxes are [x, y, width, height])")
-    outside = FindingGroup("box_outside_image", Severity.ERROR, "boxes lie entirely outside their image", where, "fix these boxes or remove them; check that they are [x, y, width, height] in pixels")
-    overhang = FindingGroup("box_past_border", Severity.WARNING, "boxes extend past their image's border (the trainer clips them)", where, "clip the boxes to the image")
-    for ann in coco.annotations:
-        label = f"annotations[{ann.index}] (image_id {ann.image_id})"
-        box = ann.bbox
-        if (
-            not isinstance(box, (list, tuple))
-            or len(box) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-        ):
-            malformed.add(f"{label} bbox {box!r}"[:120])
-            continue
-        x, y, w, h = (float(v) for v in box)
-        if w <= 0 or h <= 0:
-            degenerate.add(f"{label} bbox {box}")
-            continue
-        img = coco.images_by_id[ann.image_id]
-        if img.width is None or img.height is None:
-            continue
-        W, H = img.width, img.height
-        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
-            outside.add(f"{label} bbox {box} in a {W:g}x{H:g} image")
-        elif x < -BORDER_TOLERANCE_PX or y < -BORDER_TOLERANCE_PX or x + w > W + BORDER_TOLERANCE_PX or y + h > H + BORDER_TOLERANCE_PX:
-            overhang.add(f"{label} bbox {box} in a {W:g}x{H:g} image")
-    return [f for g in (malformed, degenerate, outside, overhang) if (f := g.finding()) is not None]
+def _check_policy(split: str, coco: CocoSet, probes: dict[int, ImageProbe], strict: bool) -> list[Finding]:
+    """The data policy the trainer applies (:mod:`dino.data.policy`), as findings: what it
+    fixes is a warning, what it refuses (or, with ``strict``, anything) an error."""
+    images = [ImageEntry(img.id, img.file_name, img.width, img.height) for img in coco.images]
+    boxes = [BoxEntry(a.index, a.id, a.image_id, a.bbox) for a in coco.annotations]
+    report = apply_policy(images, boxes, probes, strict=strict, source=str(coco.path))
+    return [
+        Finding(Severity.ERROR if f.refused else Severity.WARNING, f"{f.count} {f.what}",
+                f"{split} {coco.path}: {f.examples_text()}", f.fix, code=f.code)
+        for f in report.findings
+    ]
 
 
-def check_split(split: str, staged: StagedSplit, sample_limit: int = 500) -> tuple[CocoSet | None, list[Finding]]:
-    """Data checks of one split: COCO format, image files, boxes."""
+def check_split(split: str, staged: StagedSplit, sample_limit: int = 500, strict: bool = False,
+                progress: ProgressFn | None = None) -> tuple[CocoSet | None, list[Finding]]:
+    """Data checks of one split: COCO format, image files, then the data policy."""
     coco, findings = read_coco(staged.json_file, split)
     if coco is None:
         return None, findings
@@ -192,11 +169,13 @@ def check_split(split: str, staged: StagedSplit, sample_limit: int = 500) -> tup
         findings.append(Finding(Severity.ERROR, "the annotations list no images", f"{split} {staged.json_file}", "add images to the split (or point at the right annotations file)", code="no_images"))
     elif not coco.annotations:
         findings.append(Finding(Severity.WARNING, "the split has no box annotations: there is nothing to learn or score", f"{split} {staged.json_file}", "check that the right annotations file was staged", code="no_annotations"))
+    probes: dict[int, ImageProbe] = {}
     if not staged.image_dir.is_dir():
         findings.append(Finding(Severity.ERROR, "the image folder does not exist", f"{split} {staged.image_dir}", "stage the split again; an archive must hold a top folder named after its stem (images/)", code="image_dir_missing"))
     elif coco.images:
-        findings += _check_images(split, staged, coco, sample_limit)
-    findings += _check_boxes(split, coco)
+        image_findings, probes = _check_images(split, staged, coco, sample_limit, progress)
+        findings += image_findings
+    findings += _check_policy(split, coco, probes, strict)
     return coco, findings
 
 
@@ -259,11 +238,16 @@ def preflight(
     val: StagedSplit | None,
     facts: SpecFacts | None = None,
     sample_limit: int = 500,
+    strict: bool = False,
+    progress: ProgressFn | None = None,
 ) -> list[Finding]:
-    """All checks; errors first. ``val`` None (or the same files as ``train``) is a warning."""
+    """All checks; errors first. ``val`` None (or the same files as ``train``) is a warning.
+    ``strict``: every data-policy fix (dropped, clipped or rescaled boxes, EXIF rotation) is
+    an error instead of a warning, as the trainer's ``dataset.strict_data_policy``.
+    ``progress(split, done, total)`` follows the header scan of every image."""
     facts = facts or SpecFacts()
     findings = check_spec(facts)
-    train_set, train_findings = check_split("train", train, sample_limit)
+    train_set, train_findings = check_split("train", train, sample_limit, strict, progress)
     findings += train_findings
     sets = [train_set] if train_set is not None else []
     if val is None or val.same_files(train):
@@ -277,7 +261,7 @@ def preflight(
             )
         )
     else:
-        val_set, val_findings = check_split("val", val, sample_limit)
+        val_set, val_findings = check_split("val", val, sample_limit, strict, progress)
         findings += val_findings
         if val_set is not None:
             sets.append(val_set)

@@ -98,7 +98,8 @@ def prepare_data(cfg: RunConfig, template: dict[str, Any], emit: Observer) -> Pr
         num_feature_levels=int(value("model.num_feature_levels")),
         return_interm_indices=tuple(value("model.return_interm_indices")),
     )
-    findings = preflight(train, None if staged.val_is_train else val, facts, sample_limit=cfg.data.preflight_sample)
+    findings = preflight(train, None if staged.val_is_train else val, facts, sample_limit=cfg.data.preflight_sample,
+                         strict=cfg.data.strict)
     if findings:
         emit(Findings(tuple(findings)))
     if has_errors(findings):

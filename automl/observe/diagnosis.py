@@ -158,6 +158,13 @@ CATALOGUE: tuple[Signature, ...] = (
         "(train.clip_grad_norm) on, or use fp32.",
     ),
     Signature(
+        "data_refused",
+        _p(r"the data policy refuses\b.*"),
+        "The trainer refused the dataset (its data policy, dino/data/policy.py): {line}",
+        "Fix the files as the job's log says; `automl dataset check --train SRC --val SRC` lists every "
+        "finding with its file, image id and annotation id before any trial.",
+    ),
+    Signature(
         "spec_error",
         _p(
             r"^error: .*",

@@ -7,7 +7,7 @@ import math
 from typing import Any, Mapping
 
 from automl.errors import ConfigError
-from automl.search_space.math_cond import COMPARISONS, MathCond, MathCondError, parse_math_cond
+from automl.search_space.math_cond import Clause, MathCond, MathCondError, parse_math_cond
 from automl.search_space.overrides import ParamOverride, as_number
 from automl.search_space.params import (
     ChoiceParam,
@@ -28,6 +28,11 @@ def make_param(schema: TrainSchema, path: str, override: ParamOverride | None, s
     field = dataclasses.replace(schema.field(path, override.where if override else ""), path=path)
     ov = override or ParamOverride(path, f"{schema.source}: field ")
     where = ov.where
+    if field.unsupported is not None:
+        raise ConfigError(
+            f"{where}{path} cannot be tuned: its entry in {schema.source} cannot be interpreted "
+            f"({field.unsupported}); fix that entry, or set a value for every trial with fixed:"
+        )
     depends_on = ov.depends_on or field.depends_on
     cond = _condition(field, ov, where)
     if depends_on is not None:
@@ -46,7 +51,7 @@ def make_param(schema: TrainSchema, path: str, override: ParamOverride | None, s
         return _choice(field, values, ov.weights, where, source, cond)
     if field.type == "bool":
         return _choice(field, (False, True), ov.weights, where, source, cond, kind="bool")
-    if field.enum is not None:
+    if field.enum is not None and field.type != "list":  # a list's enum lists its items
         weights = ov.weights if ov.weights is not None else field.option_weights
         if ov.weights is None and field.option_weights is not None:
             source += "; option_weights from the schema"
@@ -130,33 +135,32 @@ def _number(
     source: str,
 ) -> Param:
     kind, path = field.type, field.path
-    op = cond.op if cond is not None and not cond.relative else None
-    operand = cond.operand if op else None
-    valid = valid_interval(field, op if op in COMPARISONS and op != "!=" else None, operand)
+    valid = valid_interval(field, cond.comparisons if cond is not None else ())
     rng = choose_range(field, kind, valid, coerce(field, ov.min), coerce(field, ov.max), where)
     low, high = rng.low, rng.high
     if rng.notes:
         source += "; " + "; ".join(rng.notes)
-    conditions = [cond.describe()] if op else []
+    conditions = [c.describe() for c in cond.clauses if not c.relative] if cond is not None else []
     step = ov.step
-    if op == "/":
-        if step is not None and not math.isclose(step / operand, round(step / operand)):
-            raise ConfigError(f"{where}{path}: step {step:g} is not a multiple of {operand:g} ('{cond.text}')")
-        step = step or operand
+    multiple = cond.step if cond is not None else None
+    if multiple is not None:
+        if step is not None and not math.isclose(step / multiple, round(step / multiple)):
+            raise ConfigError(f"{where}{path}: step {step:g} is not a multiple of {multiple:g} ('{cond.text}')")
+        step = step or multiple
     if kind == "int" and step is not None:
         if step != int(step):
             raise ConfigError(f"{where}{path}: an int's step must be a whole number, got {step:g}")
         step = int(step)
 
-    if op == "^":
-        return _powers(field, int(operand), low, high, depends_on, where, source)
-    if op == "!=" and kind == "int":
-        if operand == low:
-            low += 1
-        elif operand == high:
-            high -= 1
-        elif low < operand < high:
-            options = tuple(x for x in range(int(low), int(high) + 1) if x != operand)
+    base = cond.power_base if cond is not None else None
+    if base is not None:
+        return _powers(field, base, low, high, depends_on, where, source)
+    holes = cond.excluded if cond is not None else ()
+    if holes and kind == "int":
+        while low in holes or high in holes:  # a hole at an end just moves that end
+            low, high = (low + 1 if low in holes else low), (high - 1 if high in holes else high)
+        if any(low < h < high for h in holes):
+            options = tuple(x for x in range(int(low), int(high) + 1) if x not in holes)
             if len(options) > MAX_ENUMERATED:
                 raise ConfigError(
                     f"{where}{path}: '{cond.text}' splits [{low}, {high}] in two; restrict min/max "
@@ -175,8 +179,9 @@ def _number(
         log, scale_rule = False, "stepped"
 
     bounds: tuple[DynamicBound, ...] = ()
-    if cond is not None and cond.relative:
-        bounds = (_relative_bound(kind, cond, depends_on, where, path),)
+    relative = cond.relative_clause if cond is not None else None
+    if relative is not None:
+        bounds = (_relative_bound(kind, relative, cond.text, depends_on, where, path),)
     return NumberParam(
         path, kind, source, low=low, high=high, log=log, step=step, scale_rule=scale_rule,
         open_low=rng.open_low and step is None, open_high=rng.open_high and step is None,
@@ -184,17 +189,17 @@ def _number(
     )  # fmt: skip
 
 
-def _relative_bound(kind: str, cond: MathCond, parent: str, where: str, path: str) -> DynamicBound:
-    op = cond.op
+def _relative_bound(kind: str, clause: Clause, text: str, parent: str, where: str, path: str) -> DynamicBound:
+    op = clause.op
     if op == "!=":
         raise ConfigError(f"{where}{path}: '!= depends_on' cannot be sampled; use < or > instead")
     if op == ">":
-        return DynamicBound("low", (parent,), lambda v: next_above(v(parent), kind), f"> {parent}", cond.text)
+        return DynamicBound("low", (parent,), lambda v: next_above(v(parent), kind), f"> {parent}", text)
     if op == ">=":
-        return DynamicBound("low", (parent,), lambda v: v(parent), f">= {parent}", cond.text)
+        return DynamicBound("low", (parent,), lambda v: v(parent), f">= {parent}", text)
     if op == "<":
-        return DynamicBound("high", (parent,), lambda v: next_below(v(parent), kind), f"< {parent}", cond.text)
-    return DynamicBound("high", (parent,), lambda v: v(parent), f"<= {parent}", cond.text)
+        return DynamicBound("high", (parent,), lambda v: next_below(v(parent), kind), f"< {parent}", text)
+    return DynamicBound("high", (parent,), lambda v: v(parent), f"<= {parent}", text)
 
 
 def _powers(

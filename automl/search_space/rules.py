@@ -24,8 +24,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import Iterable
 
 from automl.errors import ConfigError
+from automl.search_space.math_cond import Clause
 from automl.search_space.schema import SchemaField
 
 RATE_NAME = re.compile(r"(^|_)(lr|learning_rate|rate|decay|mult)(_|$)")
@@ -83,15 +85,19 @@ class Interval:
         return f"{'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
 
 
-def valid_interval(field: SchemaField, cond_op: str | None = None, cond_value: float | None = None) -> Interval:
-    """Schema limits tightened by an absolute comparison (``> 0.0`` excludes 0)."""
+def valid_interval(field: SchemaField, comparisons: Iterable[Clause] = ()) -> Interval:
+    """Schema limits (``exclusiveMinimum``/``exclusiveMaximum`` exclude them) tightened by
+    absolute comparisons of its ``math_cond`` (``> 0.0`` excludes 0; ``> 0.0 <= 1.0`` both)."""
     low = None if field.minimum in (None, -math.inf) else field.minimum
     high = None if field.maximum in (None, math.inf) else field.maximum
-    low_open = high_open = False
-    if cond_op in (">", ">=") and (low is None or cond_value >= low):
-        low, low_open = cond_value, cond_op == ">"
-    if cond_op in ("<", "<=") and (high is None or cond_value <= high):
-        high, high_open = cond_value, cond_op == "<"
+    low_open = low is not None and field.exclusive_minimum
+    high_open = high is not None and field.exclusive_maximum
+    for c in comparisons:
+        value = c.operand
+        if c.op in (">", ">=") and (low is None or value > low or (value == low and c.op == ">")):
+            low, low_open = value, c.op == ">"
+        if c.op in ("<", "<=") and (high is None or value < high or (value == high and c.op == "<")):
+            high, high_open = value, c.op == "<"
     return Interval(low, high, low_open, high_open)
 
 

@@ -28,7 +28,7 @@ from automl.search_space.params import (
     TrialLike,
 )
 from automl.search_space.rules import not_tuned_reason
-from automl.search_space.schema import TrainSchema, find_cycle, leaf_problem
+from automl.search_space.schema import TAO_LIST_KINDS, TrainSchema, find_cycle, leaf_problem
 
 SAMPLED_TYPES = ("int", "float", "bool", "categorical")
 MAX_FEASIBILITY_COMBOS = 4096
@@ -43,8 +43,12 @@ class SearchSpace:
         context: dict[str, Any],
         overrides: SpaceOverrides,
         template: Mapping[str, Any] | None = None,
+        warnings: list[str] | None = None,
     ) -> None:
         self.schema = schema
+        # one line per schema entry left out that the person should know about: fields the
+        # loader cannot interpret, schema defaults no range can be derived for
+        self.warnings = list(warnings or [])
         self.template = template or {}
         self.params = params  # parents before dependants
         self.excluded = excluded  # schema default parameters left out -> why
@@ -78,9 +82,14 @@ class SearchSpace:
                 reason = not_tuned_reason(path)
                 if schema.is_disabled(path):
                     excluded[path] = "listed in the schema's automl_disabled_parameters"
+                elif field.unsupported is not None:
+                    excluded[path] = f"the schema's entry cannot be interpreted: {field.unsupported}"
                 elif reason:
                     excluded[path] = reason
-                elif field.type not in SAMPLED_TYPES and field.enum is None:
+                elif field.type == "list" and field.tao_type in TAO_LIST_KINDS:
+                    excluded[path] = (f"TAO's {field.tao_type} ({TAO_LIST_KINDS[field.tao_type]}): give values, "
+                                      "or rule: epoch_fraction for lr_steps-like lists, in a space file")
+                elif field.type not in SAMPLED_TYPES and (field.enum is None or field.type == "list"):
                     excluded[path] = f"a {field.type}: no rule samples it (give values in a space file)"
                 else:
                     entries[path] = (None, "schema: automl_default_parameters")
@@ -114,9 +123,20 @@ class SearchSpace:
                 entries.pop(path)
                 excluded[path] = "set by the run (context), not sampled"
 
-        params = [make_param(schema, path, ov, source) for path, (ov, source) in entries.items()] + params
+        warnings = list(schema.warnings)
+        made: list[Param] = []
+        for path, (ov, source) in entries.items():
+            try:
+                made.append(make_param(schema, path, ov, source))
+            except ConfigError as exc:
+                if ov is not None:  # the space file asks for it: its problem is the user's to fix
+                    raise
+                # only the schema lists it: leave it out, once, rather than refuse the whole space
+                excluded[path] = f"no range can be derived from the schema: {exc}"
+                warnings.append(f"{exc}; until then it is left out of the search space")
+        params = made + params
         params += _apply_cap_rules(schema, params, context, template or {})
-        space = cls(schema, _topological(params), excluded, context, overrides, template)
+        space = cls(schema, _topological(params), excluded, context, overrides, template, warnings)
         space._check_feasible()
         space._check_fixed_caps()
         return space

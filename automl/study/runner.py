@@ -234,6 +234,8 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
         context={**data.assignments, **cfg.fixed},
         template=template,
     )
+    for line in space.warnings:  # schema entries left out of the space, once each
+        observe(Note(line, Level.WARNING))
     study = open_study(cfg)
     study.set_user_attr(attrs.STUDY_METRIC, cfg.metric.name)
     study.set_user_attr(attrs.STUDY_LAUNCHER, launcher_record(cfg))

@@ -97,6 +97,7 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "dataset.num_classes": {"minimum": 1, "maximum": INF, "math_cond": "> 0",
                             "description": "Class logits; category ids are class indices, so it must exceed the largest id."},
     "dataset.eval_class_ids": {"description": "Classes to report in evaluation."},
+    "dataset.strict_data_policy": {"description": "Ours: refuse the dataset on any data-policy finding (zero-area or clipped boxes, EXIF rotation, rescaled sizes) instead of fixing it."},
     "dataset.augmentation": {"description": "Training augmentation and resizing."},
     "dataset.augmentation.scales": {"description": "Shorter-side sizes a training image is resized to (one drawn per image)."},
     "dataset.augmentation.input_mean": {"description": "Per-channel mean for normalization (RGB)."},
@@ -223,7 +224,7 @@ _DISABLED = [
     "dataset.augmentation.input_std", "dataset.augmentation.train_random_resize",
     "dataset.augmentation.test_random_resize", "train.gpu_ids", "train.freeze", "train.cudnn",
     "train.optim.lr_steps", "train.optim.momentum", "train.optim.lr_step_size", "evaluate", "export",
-    "inference", "train.compile",
+    "inference", "train.compile", "dataset.strict_data_policy",
 ]  # fmt: skip
 AUTOML_DISABLED_PARAMETERS = _DISABLED + list(IGNORED_SECTIONS) + list(IGNORED_FIELDS)
 

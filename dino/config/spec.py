@@ -74,6 +74,8 @@ class DatasetConfig:
     dataset_type: str = "serialized"
     num_classes: int = 91  # category ids are class indices: must exceed the largest id
     eval_class_ids: list[int] = dataclasses.field(default_factory=lambda: [1])
+    # ours: refuse the dataset on any data-policy finding instead of fixing it (dino/data/policy.py)
+    strict_data_policy: bool = False
     augmentation: AugmentationConfig = dataclasses.field(default_factory=AugmentationConfig)
 
 

@@ -17,6 +17,7 @@ _EXPORTS = {
     "build_dataset": "dino.data.loader",
     "check_batch": "dino.data.loader",
     "collate": "dino.data.loader",
+    "log_data_policy": "dino.data.loader",
     "train_loader": "dino.data.loader",
     "val_loader": "dino.data.loader",
     "DatasetPaths": "dino.data.synth",

@@ -3,7 +3,9 @@
 Category ids are used directly as class indices (TAO's convention), so training needs
 ``num_classes > max(category_id)``. Crowd boxes never reach the model (COCOeval still
 sees them in the ground truth); images without boxes are kept; any PIL mode is
-converted to RGB.
+converted to RGB. Images are read as displayed (EXIF orientation applied) and boxes are
+corrected by the data policy (:mod:`dino.data.policy`) before anything sees them, the
+evaluation ground truth included.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from typing import Any, Callable
 
@@ -20,6 +23,16 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from dino.config.spec import DataSource
+from dino.data.policy import (
+    BoxEntry,
+    ImageEntry,
+    PolicyReport,
+    apply_orientation,
+    apply_policy,
+    positive_size,
+    probe_images,
+    refusal_text,
+)
 
 
 class DataError(ValueError):
@@ -27,10 +40,12 @@ class DataError(ValueError):
 
 
 def load_image(path: str) -> Image.Image:
-    """An RGB PIL image from any mode (L, RGBA, P, CMYK, 16-bit, ...)."""
+    """An RGB PIL image from any mode (L, RGBA, P, CMYK, 16-bit, ...), as displayed: its
+    EXIF orientation applied (:mod:`dino.data.policy`)."""
     try:
         with Image.open(path) as img:
             img.load()
+            img = apply_orientation(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(img, dtype=np.float32)
                 hi = float(arr.max()) or 1.0
@@ -66,62 +81,132 @@ def read_coco_json(source: DataSource, where: str) -> dict[str, Any]:
     return data
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entries(data: dict[str, Any], json_file: str) -> tuple[list[ImageEntry], list[BoxEntry]]:
+    """The typed images and boxes of one COCO dict; malformed entries are errors here."""
+    images, seen = [], set()
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not _is_int(img.get("id")) or not isinstance(img.get("file_name"), str) \
+                or not img["file_name"]:
+            raise DataError(f"{json_file}: images[{i}] needs an integer 'id' and a 'file_name', "
+                            f"got {json.dumps(img)[:80]}")
+        if img["id"] in seen:
+            raise DataError(f"{json_file}: images[{i}]: image id {img['id']} appears twice; give every image "
+                            "a unique id")
+        seen.add(img["id"])
+        images.append(ImageEntry(img["id"], img["file_name"], positive_size(img.get("width")),
+                                 positive_size(img.get("height"))))
+    if not isinstance(data["annotations"], list):
+        raise DataError(f"{json_file}: 'annotations' must be a list")
+    boxes = []
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not _is_int(ann.get("category_id")) or "bbox" not in ann:
+            raise DataError(f"{json_file}: annotation {ann.get('id', '?') if isinstance(ann, dict) else '?'} "
+                            f"(annotations[{i}]) needs a 'bbox' [x, y, w, h] and an integer 'category_id'")
+        if ann.get("image_id") not in seen:
+            raise DataError(f"{json_file}: annotations[{i}] (id {ann.get('id', '?')}) refers to image id "
+                            f"{ann.get('image_id')!r}, which 'images' does not list; remove it or add the image")
+        boxes.append(BoxEntry(i, ann.get("id"), ann["image_id"], ann["bbox"]))
+    return images, boxes
+
+
+def _shown(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def apply_data_policy(data: dict[str, Any], source: DataSource, where: str, strict: bool
+                      ) -> tuple[dict[str, Any], PolicyReport]:
+    """``data`` with the policy's corrections (boxes rescaled, clipped or dropped; image
+    sizes those of the files as displayed) and the report of what changed. Every image
+    file is probed (header only); a missing or unreadable one is an error here."""
+    images, boxes = _entries(data, source.json_file)
+    probed = probe_images({img.id: os.path.join(source.image_dir, img.file_name) for img in images})
+    if probed.missing:
+        raise DataError(f"{where_images(where)}: {len(probed.missing)} of {len(images)} image files listed in "
+                        f"the annotations are missing: {_shown([p for _, p in probed.missing])}")
+    if probed.unreadable:
+        raise DataError(f"{where_images(where)}: cannot read image {_shown([f'{p} ({why})' for _, p, why in probed.unreadable])}")
+    report = apply_policy(images, boxes, probed.probes, strict=strict, source=source.json_file)
+    anns = []
+    for i, ann in enumerate(data["annotations"]):
+        box = report.boxes.get(i)
+        if box is None:
+            continue
+        area = ann.get("area")
+        area = float(area) * box.area_scale if _is_number(area) else box.w * box.h
+        anns.append({**ann, "bbox": box.xywh(), "area": area})
+    imgs = []
+    for img in data["images"]:
+        w, h = report.frames.get(img["id"], (img.get("width"), img.get("height")))
+        imgs.append({**img, "width": w, "height": h})
+    return {**data, "images": imgs, "annotations": anns}, report
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _merge(parts: list[tuple[dict[str, Any], str]], where: str) -> tuple[dict[str, Any], list[str]]:
     """One COCO dict from several sources and each image's file path. A single source keeps
     its image ids (results then match the user's file); several get new unique ones.
-    Annotation ids are always renumbered 1..n; missing ``area`` / ``iscrowd`` are filled."""
+    Annotation ids are always renumbered 1..n; missing ``iscrowd`` is filled."""
     images, annotations, categories, paths = [], [], {}, []
     for k, (data, image_dir) in enumerate(parts):
         remap = {}
         for img in data["images"]:
             new_id = img["id"] if len(parts) == 1 else len(images) + 1
-            if new_id in remap.values() or img["id"] in remap:
-                raise DataError(f"{where}[{k}].json_file: image id {img['id']} appears twice")
             remap[img["id"]] = new_id
             images.append({**img, "id": new_id})
             paths.append(os.path.join(image_dir, img["file_name"]))
         for ann in data["annotations"]:
-            if ann.get("image_id") not in remap:
-                continue
-            try:
-                x, y, w, h = (float(v) for v in ann["bbox"])
-                int(ann["category_id"])
-            except (KeyError, TypeError, ValueError):
-                raise DataError(f"{where}[{k}].json_file: annotation {ann.get('id', '?')} needs a 'bbox' "
-                                f"[x, y, w, h] and a 'category_id'") from None
             annotations.append({
-                **ann, "id": len(annotations) + 1, "image_id": remap[ann["image_id"]], "bbox": [x, y, w, h],
-                "area": float(ann.get("area", w * h)), "iscrowd": int(ann.get("iscrowd", 0)),
+                **ann, "id": len(annotations) + 1, "image_id": remap[ann["image_id"]],
+                "category_id": int(ann["category_id"]), "iscrowd": int(ann.get("iscrowd", 0)),
             })
         for cat in data["categories"]:
-            categories.setdefault(int(cat["id"]), cat)
+            try:
+                categories.setdefault(int(cat["id"]), cat)
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{where}[{k}].json_file: every category needs an integer 'id', got "
+                                f"{json.dumps(cat)[:80]}") from None
     return {"images": images, "annotations": annotations, "categories": list(categories.values())}, paths
 
 
 class CocoDetection(torch.utils.data.Dataset):
     """Item ``i`` -> ``(image, target)`` after ``transforms``; target holds ``boxes``,
-    ``labels Long[n]``, ``image_id``, ``orig_size Long[2]`` (h, w), ``size``, ``area``, ``iscrowd``."""
+    ``labels Long[n]``, ``image_id``, ``orig_size Long[2]`` (h, w), ``size``, ``area``, ``iscrowd``.
 
-    def __init__(self, sources: list[DataSource], transforms: Callable | None, where: str):
+    The data policy (:mod:`dino.data.policy`) is applied to each source when the dataset is
+    built: ``policy`` holds what it did per source, and a refusal raises DataError (with
+    ``strict``, any finding does)."""
+
+    def __init__(self, sources: list[DataSource], transforms: Callable | None, where: str, strict: bool = False):
         if not sources:
             raise DataError(f"{where} is empty: list at least one {{image_dir, json_file}}")
-        parts = [(read_coco_json(s, f"{where}[{i}]"), s.image_dir) for i, s in enumerate(sources)]
+        parts = []
+        self.policy: list[tuple[str, PolicyReport]] = []
+        refusals = []
+        for i, s in enumerate(sources):
+            here = f"{where}[{i}]"
+            corrected, report = apply_data_policy(read_coco_json(s, here), s, here, strict)
+            self.policy.append((here, report))
+            if report.refused:
+                refusals.append(refusal_text(report, here))
+            parts.append((corrected, s.image_dir))
+        if refusals:
+            raise DataError("\n".join(refusals))
         merged, self.paths = _merge(parts, where)
         self.where = where
         self.coco = coco_index(merged)
         self.ids = [img["id"] for img in merged["images"]]
+        self.sizes = [(img["width"], img["height"]) for img in merged["images"]]
         self.transforms = transforms
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def check_files(self) -> None:
-        """Every image file exists (decode errors surface when an image is read)."""
-        missing = [p for p in self.paths if not os.path.isfile(p)]
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise DataError(f"{where_images(self.where)}: {len(missing)} of {len(self.paths)} image files "
-                            f"listed in the annotations are missing: {shown}")
 
     def max_category_id(self) -> tuple[int, str]:
         """The largest category id in categories or annotations, and where it was seen."""
@@ -135,18 +220,20 @@ class CocoDetection(torch.utils.data.Dataset):
         return best, origin
 
     def target(self, index: int, width: int, height: int) -> dict[str, torch.Tensor]:
+        """The boxes of image ``index`` (xyxy pixels), already corrected by the policy; the
+        loaded image must have the size the policy placed them in."""
+        if (width, height) != tuple(self.sizes[index]):
+            raise DataError(f"{self.paths[index]} is {width}x{height} now but was {self.sizes[index][0]}x"
+                            f"{self.sizes[index][1]} when the dataset was read: the file changed during training")
         image_id = self.ids[index]
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
         area = torch.tensor([a["area"] for a in anns], dtype=torch.float32)
         return {
-            "boxes": boxes[keep], "labels": labels[keep], "area": area[keep],
-            "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64),
+            "boxes": boxes, "labels": labels, "area": area,
+            "iscrowd": torch.zeros(len(anns), dtype=torch.int64),
             "image_id": torch.tensor(image_id), "orig_size": torch.tensor([height, width]),
             "size": torch.tensor([height, width]),
         }

@@ -7,7 +7,10 @@ at the bottom/right to the largest in the batch, ``masks`` True on padding.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import signal
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -15,6 +18,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dino.config.spec import AugmentationConfig, DatasetConfig, DataSource
 from dino.data.coco import CocoDetection, DataError
 from dino.data.transforms import train_transforms, val_transforms
+from dino.status_log import StatusLog
+
+# a file to append every batch's targets to (JSON Lines), to see what the model is given
+RECORD_TARGETS_ENV = "DINO_RECORD_TARGETS"
 
 
 def fixed_canvas_sizes(aug: AugmentationConfig, train: bool) -> list[tuple[int, int]]:
@@ -49,9 +56,30 @@ def collate(batch: list[tuple[torch.Tensor, dict]], sizes: list[tuple[int, int]]
 
 
 def _collate_fn(cfg: DatasetConfig, train: bool, fixed_size: bool):
-    if not fixed_size:
-        return collate
-    return functools.partial(collate, sizes=fixed_canvas_sizes(cfg.augmentation, train))
+    fn = functools.partial(collate, sizes=fixed_canvas_sizes(cfg.augmentation, train)) if fixed_size else collate
+    record = os.environ.get(RECORD_TARGETS_ENV)
+    if record:
+        return functools.partial(recording_collate, fn, record, "train" if train else "val")
+    return fn
+
+
+def recording_collate(fn: Callable, path: str, split: str, batch: list[tuple[torch.Tensor, dict]]):
+    """``fn(batch)``, after appending each target to ``path`` as one JSON line: ``split``,
+    ``image_id``, ``size`` / ``orig_size`` (h, w), ``labels`` and ``boxes`` as the model gets
+    them (cxcywh relative to ``size``). One ``os.write`` per batch, so lines from several
+    loader workers never interleave."""
+    lines = []
+    for _, t in batch:
+        lines.append(json.dumps({
+            "split": split, "image_id": int(t["image_id"]), "size": t["size"].tolist(),
+            "orig_size": t["orig_size"].tolist(), "labels": t["labels"].tolist(), "boxes": t["boxes"].tolist(),
+        }))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, ("\n".join(lines) + "\n").encode())
+    finally:
+        os.close(fd)
+    return fn(batch)
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -61,14 +89,29 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def build_dataset(sources: list[DataSource], cfg: DatasetConfig, train: bool, where: str) -> CocoDetection:
-    """A checked dataset: files exist, not empty, every category id < ``cfg.num_classes``."""
+    """A checked dataset: files exist and open, the data policy applied (``cfg.strict_data_policy``:
+    any finding refuses), not empty, every category id < ``cfg.num_classes``."""
     tf = train_transforms(cfg.augmentation) if train else val_transforms(cfg.augmentation)
-    ds = CocoDetection(sources, tf, where)
+    ds = CocoDetection(sources, tf, where, strict=cfg.strict_data_policy)
     if len(ds) == 0:
         raise DataError(f"{where}: the annotation file(s) list no images; the dataset is empty")
-    ds.check_files()
     check_num_classes(ds, cfg.num_classes, where)
     return ds
+
+
+def log_data_policy(ds: CocoDetection, say: Callable[..., None], status: StatusLog) -> None:
+    """What the data policy fixed in ``ds``: a line per finding on stdout and one WARNING
+    status line per source (``data_policy``: the counts by code), once per dataset."""
+    for where, report in ds.policy:
+        if not report.findings:
+            continue
+        head = f"Data policy, {where} ({report.source})"
+        for f in report.findings:
+            say(f"{head}: {f.summary()}")
+        kept = len(report.boxes)
+        status.write(f"{head}: " + "; ".join(f.summary() for f in report.findings), verbosity="WARNING",
+                     data_policy={"dataset": where, "json_file": report.source, "boxes": report.total_boxes,
+                                  "boxes_kept": kept, "counts": report.counts()})
 
 
 def check_num_classes(ds: CocoDetection, num_classes: int, where: str) -> None:

@@ -67,9 +67,11 @@ DATA_BREAKAGES = {
     "json-list": (lambda f: (f / "annotations.json").write_text("[]"), "annotations_unreadable", "error", "JSON list"),
     "missing-image": (lambda f: (f / "images" / "0002.png").unlink(), "image_missing", "error", "'0002.png'"),
     "corrupt-image": (_truncate_png, "image_unreadable", "error", "'0002.png'"),
-    "size-mismatch": (lambda f: edit(f, lambda d: d["images"][1].update(width=100)), "image_size_mismatch", "warning", "64x48, annotations say 100x48"),
-    "degenerate-box": (lambda f: edit(f, _set_ann(0, bbox=[3, 3, 0, 5])), "box_degenerate", "error", "annotations[0]"),
-    "box-outside": (lambda f: edit(f, _set_ann(1, bbox=[500, 3, 5, 5])), "box_outside_image", "error", "annotations[1]"),
+    # the data policy (dino/data/policy.py): fixes are warnings, refusals errors
+    "size-mismatch": (lambda f: edit(f, lambda d: d["images"][1].update(width=100)), "image_size_inconsistent", "error", "is 64x48, annotations say 100x48"),
+    "size-ratio": (lambda f: edit(f, lambda d: d["images"][1].update(width=128, height=96)), "image_rescaled", "warning", "is 64x48, annotations say 128x96: boxes x0.5"),
+    "degenerate-box": (lambda f: edit(f, _set_ann(0, bbox=[3, 3, 0, 5])), "box_degenerate", "warning", "annotations[0] (id 1, image id 1): bbox [3, 3, 0, 5]"),
+    "box-outside": (lambda f: edit(f, _set_ann(1, bbox=[500, 3, 5, 5])), "box_outside_image", "warning", "annotations[1]"),
     "box-past-border": (lambda f: edit(f, _set_ann(2, bbox=[60, 3, 20, 5])), "box_past_border", "warning", "annotations[2]"),
     "box-malformed": (lambda f: edit(f, _set_ann(0, bbox=[1, 2, 3])), "box_malformed", "error", "[1, 2, 3]"),
     "box-nan": (lambda f: (f / "annotations.json").write_text((f / "annotations.json").read_text().replace('"bbox": [', '"bbox": [NaN, ', 1)), "box_malformed", "error", "annotations[0]"),
@@ -78,7 +80,7 @@ DATA_BREAKAGES = {
     "duplicate-image-id": (lambda f: edit(f, lambda d: d["images"][1].update(id=1)), "coco_duplicate_image_id", "error", "id 1"),
     "bad-image-entry": (lambda f: edit(f, lambda d: d["images"][0].update(id="a")), "coco_bad_image", "error", "images[0]"),
     "bad-annotation": (lambda f: edit(f, lambda d: d["annotations"][0].pop("category_id")), "coco_bad_annotation", "error", "annotations[0]"),
-    "no-size": (lambda f: edit(f, lambda d: d["images"][0].pop("width")), "coco_image_no_size", "warning", "0000.png"),
+    "no-size": (lambda f: edit(f, lambda d: d["images"][0].pop("width")), "image_size_from_file", "warning", "'0000.png' (image id 1) is 64x48"),
     "no-images": (lambda f: edit(f, lambda d: d.update(images=[], annotations=[])), "no_images", "error", "annotations.json"),
     "no-annotations": (lambda f: edit(f, lambda d: d.update(annotations=[])), "no_annotations", "warning", "annotations.json"),
 }
@@ -120,7 +122,7 @@ def test_large_sets_are_sampled_but_every_file_is_looked_up(tmp_path, coco_split
     (train / "images" / "0029.png").unlink()
     findings = preflight(split_of(train), split_of(train), GOOD, sample_limit=5)
     unreadable = only(findings, "image_unreadable")
-    assert "in a sample of 5 of 29" in unreadable.what
+    assert "pixels decoded in a sample of 5 of 29" in unreadable.what
     assert only(findings, "image_missing").what.startswith("1 ")
     assert only(findings, "val_reuses_train").severity is Severity.WARNING
 

@@ -67,16 +67,30 @@ def _bad_schema(write, path, **changes):
     "make, message",
     [
         (lambda w: str(w("x.json", "{not json")), "is not valid JSON"),
-        (lambda w: _bad_schema(w, "train.optim.lr", minimum=1.0, maximum=0.5),
-         "field 'train.optim.lr': minimum 1 is greater than maximum 0.5"),
         (lambda w: _bad_schema(w, "train.optim.lr", depends_on="train.optim.min_lr"), "depends_on cycle"),
-        (lambda w: _bad_schema(w, "train.optim.lr", math_cond="=> 0"), "field 'train.optim.lr': unknown math_cond '=> 0'"),
     ],
 )  # fmt: skip
-def test_bad_schema_exits_2_naming_the_field(capsys, write, make, message):
+def test_bad_schema_exits_2_naming_the_problem(capsys, write, make, message):
     code, out, err = _run(capsys, "show", "--schema", make(write))
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("changes, reason", [
+    (dict(minimum=1.0, maximum=0.5), "minimum 1 is greater than maximum 0.5"),
+    (dict(math_cond="=> 0"), "unknown math_cond '=> 0'"),
+])  # fmt: skip
+def test_a_field_the_schema_garbles_is_left_out_with_one_warning_and_tuning_it_exits_2(capsys, write, changes, reason):
+    schema = _bad_schema(write, "train.optim.lr", **changes)
+    code, out, err = _run(capsys, "show", "--schema", schema)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "'train.optim.lr' cannot be interpreted" in warnings[0] and reason in warnings[0]
+    assert "train.optim.min_lr" in out  # the rest of the space is there
+    assert "cannot be interpreted" in out  # the Not tuned table says why lr is not
+    space = write("s.yaml", "base: none\nparameters:\n  train.optim.lr: {min: 0.001, max: 0.1}\n")
+    code, _, err = _run(capsys, "show", "--schema", schema, "--space", str(space))
+    assert code == 2 and "train.optim.lr cannot be tuned" in err and reason in err and "Traceback" not in err
 
 
 def test_bad_space_file_exits_2(capsys, write):

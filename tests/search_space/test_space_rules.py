@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from automl.errors import ConfigError
-from automl.search_space import SearchSpace, TrainSchema
+from automl.search_space import SearchSpace, TrainSchema, load_space_overrides
 from automl.search_space.params import ChoiceParam, DerivedParam, NumberParam
 
 
@@ -106,7 +106,7 @@ def test_power_multiple_and_weights_on_another_network(classifier_schema):
     assert not any(isinstance(p, DerivedParam) for p in space.params)  # no DINO rule here
 
 
-def test_no_usable_default_and_no_max_asks_for_a_range():
+def test_no_usable_default_and_no_max_asks_for_a_range(tmp_path):
     schema = TrainSchema.from_dict(
         {
             "automl_default_parameters": ["a.offset"],
@@ -115,8 +115,16 @@ def test_no_usable_default_and_no_max_asks_for_a_range():
         },
         "s.json",
     )  # fmt: skip
+    # listed by the schema only: left out with a warning, the rest of the space is built
+    space = SearchSpace.build(schema)
+    assert "a.offset" not in space.paths and "no finite maximum" in space.excluded["a.offset"]
+    (warning,) = space.warnings
+    assert "a.offset: the schema gives no finite maximum" in warning and "left out of the search space" in warning
+    # asked for by a space file without a range: the error, before any trial
+    tune = tmp_path / "tune.yaml"
+    tune.write_text("base: none\nparameters:\n  a.offset: {}\n")
     with pytest.raises(ConfigError, match=r"a\.offset: the schema gives no finite maximum .* set min and max"):
-        SearchSpace.build(schema)
+        SearchSpace.build(schema, load_space_overrides(tune))
 
 
 def test_not_equal_condition_on_an_int_range():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import pytest
 import yaml
 
 from automl.errors import ConfigError, SchemaError
-from automl.search_space import TrainSchema, validate_spec
+from automl.search_space import SearchSpace, TrainSchema, load_space_overrides, validate_spec
 from automl.search_space.math_cond import MathCondError, is_power, parse_math_cond
 
 from space_schemas import CLASSIFIER_SCHEMA, TAO_DIR
@@ -69,10 +70,30 @@ def test_missing_schema_file(tmp_path):
         TrainSchema.load(tmp_path / "nope.json")
 
 
-def test_min_greater_than_max_names_the_field():
-    data = _schema_with("train.optim.weight_decay", minimum=0.5, maximum=0.1)
-    with pytest.raises(SchemaError, match=r"field 'train\.optim\.weight_decay': minimum 0\.5 is greater than maximum 0\.1"):
-        TrainSchema.from_dict(data, "x.json")
+@pytest.mark.parametrize("path, changes, reason", [
+    ("train.optim.weight_decay", dict(minimum=0.5, maximum=0.1), "minimum 0.5 is greater than maximum 0.1"),
+    ("train.optim.min_lr", dict(depends_on="train.optim.lrr"),
+     "depends_on 'train.optim.lrr', which is not a field of the schema (did you mean 'train.optim.lr'?)"),
+    ("train.optim.lr", dict(math_cond="~ 3"), "unknown math_cond '~ 3'"),
+    ("train.optim.lr", dict(type="flaot"), "unknown type 'flaot' (did you mean 'float'?)"),
+    ("train.optim.policy", dict(option_weights=[1, 2]), "one weight per enum value"),
+    ("train.optim.policy", dict(option_weights=[1, -2, 1]), "weights must be finite numbers >= 0"),
+])  # fmt: skip
+def test_a_field_the_loader_cannot_interpret_is_left_out_with_one_warning(write, path, changes, reason):
+    schema = TrainSchema.from_dict(_schema_with(path, **changes), "x.json")
+    assert list(schema.skipped) == [path] and reason in schema.skipped[path]
+    (warning,) = schema.warnings
+    assert warning.startswith(f"x.json: {path!r} cannot be interpreted: ") and reason in warning
+    field = schema.fields[path]
+    assert field.unsupported is not None and field.default == schema.default_of(path) is not None
+    validate_spec(schema.default_spec(), schema)  # it keeps its default: specs still render and validate
+    space = SearchSpace.build(schema)  # the rest of the schema's space is built
+    assert path not in space.paths and "cannot be interpreted" in space.excluded[path]
+    assert [w for w in space.warnings if repr(path) in w] == [warning]  # once
+    tune = write("tune.yaml", f"base: none\nparameters:\n  {path}: {{}}\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(path)} cannot be tuned: its entry in x.json cannot be "
+                                          rf"interpreted \(.*{re.escape(reason)}"):
+        SearchSpace.build(schema, load_space_overrides(tune))
 
 
 def test_depends_on_cycle_is_an_error():
@@ -81,32 +102,14 @@ def test_depends_on_cycle_is_an_error():
         TrainSchema.from_dict(data, "x.json")
 
 
-def test_depends_on_unknown_field_gets_did_you_mean():
-    data = _schema_with("train.optim.min_lr", depends_on="train.optim.lrr")
-    with pytest.raises(SchemaError, match=r"'train\.optim\.min_lr' depends_on 'train\.optim\.lrr'.*did you mean 'train\.optim\.lr'"):
-        TrainSchema.from_dict(data, "x.json")
-
-
-def test_unknown_math_cond_names_the_field():
-    data = _schema_with("train.optim.lr", math_cond="~ 3")
-    with pytest.raises(SchemaError, match=r"field 'train\.optim\.lr': unknown math_cond '~ 3'"):
-        TrainSchema.from_dict(data, "x.json")
-
-
-def test_unknown_default_parameter_path():
+def test_unknown_default_parameter_path_is_left_out_with_did_you_mean():
     data = copy.deepcopy(CLASSIFIER_SCHEMA)
     data["automl_default_parameters"].append("train.optim.lrate")
-    with pytest.raises(SchemaError, match=r"'train\.optim\.lrate', which is not a field.*did you mean 'train\.optim\.lr'"):
-        TrainSchema.from_dict(data, "x.json")
-
-
-def test_unknown_type_and_bad_option_weights():
-    with pytest.raises(SchemaError, match=r"unknown type 'flaot' \(did you mean 'float'\?\)"):
-        TrainSchema.from_dict(_schema_with("train.optim.lr", type="flaot"), "x.json")
-    with pytest.raises(SchemaError, match="one weight per enum value"):
-        TrainSchema.from_dict(_schema_with("train.optim.policy", option_weights=[1, 2]), "x.json")
-    with pytest.raises(SchemaError, match="weights must be finite numbers >= 0"):
-        TrainSchema.from_dict(_schema_with("train.optim.policy", option_weights=[1, -2, 1]), "x.json")
+    schema = TrainSchema.from_dict(data, "x.json")
+    assert "train.optim.lrate" not in schema.default_parameters
+    (warning,) = schema.warnings
+    assert "'train.optim.lrate' is listed in automl_default_parameters but is not a field of the schema " \
+           "(did you mean 'train.optim.lr'?)" in warning
 
 
 def test_option_weights_as_mapping():
@@ -124,13 +127,18 @@ def test_option_weights_as_mapping():
         ("> depends_on", 5, 5, False), ("> depends_on", 6, 5, True), ("<= depends_on", 5, 5, True),
         ("/ 8", 24, None, True), ("/ 8", 20, None, False), ("^ 2", 64, None, True), ("^ 2", 48, None, False),
         ("^ 2", 0.25, None, True), ("/ 0.5", 1.5, None, True),
+        # several clauses, all must hold (TAO image classification's distill.loss_lambda)
+        ("> 0.0 <= 1.0", 1.0, None, True), ("> 0.0 <= 1.0", 0.0, None, False), ("> 0.0 <= 1.0", 1.5, None, False),
+        (">= 1 and < 5", 5, None, False), (">= 1, != 3", 3, None, False), ("/ 8 > 0", 16, None, True),
+        ("> depends_on <= 10", 11, 5, False), ("> depends_on <= 10", 10, 5, True),
     ],
 )  # fmt: skip
 def test_math_cond_forms(text, value, parent, holds):
     assert parse_math_cond(text).holds(value, parent) is holds
 
 
-@pytest.mark.parametrize("text", ["~ 3", "> x", ">> 1", "/ depends_on", "^ 1.5", "/ 0", ""])
+@pytest.mark.parametrize("text", ["~ 3", "> x", ">> 1", "/ depends_on", "^ 1.5", "/ 0", "", "and > 1", "> 1 junk",
+                                  "> depends_on < depends_on", "/ 2 ^ 2", "/ 2 / 4"])
 def test_math_cond_rejects(text):
     with pytest.raises(MathCondError):
         parse_math_cond(text)

@@ -72,9 +72,10 @@ def read_status(results_dir: Path, task: str = "train") -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_dino(*args: str, timeout: float = 240, **popen) -> subprocess.CompletedProcess:
+def run_dino(*args: str, timeout: float = 240, env_extra: dict[str, str] | None = None,
+             **popen) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dino", *args], capture_output=True, text=True, timeout=timeout,
-                          env=dino_env(), **popen)
+                          env={**dino_env(), **(env_extra or {})}, **popen)
 
 
 def dino_env() -> dict[str, str]:

@@ -131,6 +131,11 @@ def test_bad_sources_fail_clearly(tmp_path):
     with pytest.raises(DataError, match="1 of 2 image files .* missing: .*b.png"):
         build_dataset([src], cfg, True, "x")
     (tmp_path / "images" / "b.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read image .*b.png"):  # its header is read when the set is built
+        build_dataset([src], cfg, True, "x")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / "b.png")
+    whole = (tmp_path / "images" / "b.png").read_bytes()
+    (tmp_path / "images" / "b.png").write_bytes(whole[: len(whole) // 2])  # header intact, pixels cut off
     ds = build_dataset([src], cfg, True, "x")
     with pytest.raises(DataError, match="cannot read image .*b.png"):
         ds[1]
