@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
-import torchvision.transforms.functional as F
 from PIL import Image
 
 from dino.config.spec import AugmentationConfig
@@ -36,7 +36,7 @@ def hflip(image: Image.Image, target: dict) -> tuple[Image.Image, dict]:
     target = dict(target)
     boxes = target["boxes"]
     target["boxes"] = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=-1)
-    return F.hflip(image), target
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), target
 
 
 def crop(image: Image.Image, target: dict, top: int, left: int, height: int, width: int) -> tuple[Image.Image, dict]:
@@ -49,7 +49,7 @@ def crop(image: Image.Image, target: dict, top: int, left: int, height: int, wid
     target["area"] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     target["size"] = torch.tensor([height, width])
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return F.crop(image, top, left, height, width), _keep(target, keep)
+    return image.crop((left, top, left + width, top + height)), _keep(target, keep)
 
 
 def resized_hw(w: int, h: int, size: int, max_size: int | None) -> tuple[int, int]:
@@ -71,7 +71,8 @@ def resize(image: Image.Image, target: dict, size: int, max_size: int | None) ->
     if "area" in target:
         target["area"] = target["area"] * (sx * sy)
     target["size"] = torch.tensor([new_h, new_w])
-    return F.resize(image, [new_h, new_w], antialias=True), target
+    # PIL's bilinear filter (antialiased when shrinking), as torchvision's resize of a PIL image
+    return image.resize((new_w, new_h), Image.Resampling.BILINEAR), target
 
 
 class Compose:
@@ -131,9 +132,17 @@ class Normalize:
 
     def __init__(self, mean: list[float], std: list[float]):
         self.mean, self.std = list(mean), list(std)
+        self._mean = np.asarray(self.mean, dtype=np.float32)
+        self._std = np.asarray(self.std, dtype=np.float32)
+
+    def to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL ``[H, W, 3]`` uint8 -> ``Float[3, H, W]``: ``(x / 255 - mean) / std`` per channel
+        (in float32, step by step, so the numbers are torchvision's ``to_tensor`` + ``normalize``)."""
+        pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.float32) / np.float32(255)
+        return torch.from_numpy(np.ascontiguousarray(((pixels - self._mean) / self._std).transpose(2, 0, 1)))
 
     def __call__(self, image, target):
-        tensor = F.normalize(F.to_tensor(image), self.mean, self.std)
+        tensor = self.to_tensor(image)
         target = dict(target)
         h, w = tensor.shape[-2:]
         target["boxes"] = box_xyxy_to_cxcywh(target["boxes"]) / torch.tensor([w, h, w, h], dtype=torch.float32)

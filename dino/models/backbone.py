@@ -1,7 +1,7 @@
 """ResNet backbone returning the multi-scale feature maps DINO attends to.
 
 ``return_interm_indices`` picks stages by number: 1..4 are ``layer1``..``layer4`` of a
-torchvision ResNet (strides 4, 8, 16, 32). The backbone is wrapped with the position
+ResNet (strides 4, 8, 16, 32; torchvision's classes and names, ``dino.models.resnet``). The backbone is wrapped with the position
 encoding in ``Joiner`` (an ``nn.Sequential``), so its parameters are named
 ``backbone.0.body.<torchvision name>`` inside the detector: TAO's ``backbone_names``
 (``["backbone.0"]``) selects them for the backbone learning rate by substring.
@@ -13,67 +13,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.resnet import BasicBlock
-from torchvision.ops import FrozenBatchNorm2d
 
 from dino.models.position_encoding import PositionEmbeddingSine
+from dino.models.resnet import ARCHITECTURES, FrozenBatchNorm2d, StageOutputs, build_resnet
 
 # channels of layer1..layer4 per backbone name
-STAGE_CHANNELS = {
-    "resnet_50": (256, 512, 1024, 2048),
-    "resnet_34": (64, 128, 256, 512),
-    "resnet_18": (64, 128, 256, 512),
-    "resnet_tiny": (8, 16, 32, 64),
-}
-
-
-class TinyResNet(nn.Module):
-    """A four-stage ResNet of one BasicBlock per stage and 8..64 channels, for CPU tests.
-
-    Same attribute names and strides as torchvision's ResNet, so the rest of the model
-    cannot tell the difference.
-    """
-
-    def __init__(self, norm_layer: type[nn.Module] = nn.BatchNorm2d, widths: tuple[int, ...] = (8, 16, 32, 64)):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_ch = widths[0]
-        for i, width in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            down = None
-            if stride != 1 or in_ch != width:
-                down = nn.Sequential(nn.Conv2d(in_ch, width, 1, stride=stride, bias=False), norm_layer(width))
-            block = BasicBlock(in_ch, width, stride, down, norm_layer=norm_layer)
-            self.add_module(f"layer{i + 1}", nn.Sequential(block))
-            in_ch = width
-
-    def forward(self, x: Tensor) -> Tensor:  # only used through IntermediateLayerGetter
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-
-def _build_resnet(name: str, norm_layer: type[nn.Module], dilation: bool) -> nn.Module:
-    if name == "resnet_tiny":
-        if dilation:
-            raise ValueError("model.dilation is only supported with model.backbone=resnet_50")
-        return TinyResNet(norm_layer)
-    constructors = {
-        "resnet_50": torchvision.models.resnet50,
-        "resnet_34": torchvision.models.resnet34,
-        "resnet_18": torchvision.models.resnet18,
-    }
-    if name not in constructors:
-        raise ValueError(f"model.backbone={name!r} is not supported; choose one of {sorted(STAGE_CHANNELS)}")
-    if dilation and name != "resnet_50":
-        raise ValueError(f"model.dilation needs bottleneck blocks; use model.backbone=resnet_50, not {name}")
-    kwargs = {"replace_stride_with_dilation": [False, False, True]} if dilation else {}
-    return constructors[name](weights=None, norm_layer=norm_layer, **kwargs)
+STAGE_CHANNELS = {name: tuple(w * block.expansion for w in widths) for name, (block, _, widths) in ARCHITECTURES.items()}
 
 
 class Backbone(nn.Module):
@@ -107,14 +53,14 @@ class Backbone(nn.Module):
                 f"model.return_interm_indices={list(return_interm_indices)} must be ascending distinct stage "
                 "numbers in 1..4 (1 = layer1, stride 4; 4 = layer4, stride 32)"
             )
-        resnet = _build_resnet(name, norms[norm], dilation)
+        resnet = build_resnet(name, norms[norm], dilation)
         self.name = name
         self.train_backbone = train_backbone
         for pname, param in resnet.named_parameters():
             stem_or_layer1 = not any(pname.startswith(f"layer{i}") for i in (2, 3, 4))
             if not train_backbone or (freeze_stem and stem_or_layer1):
                 param.requires_grad_(False)
-        self.body = IntermediateLayerGetter(resnet, {f"layer{i}": str(k) for k, i in enumerate(return_interm_indices)})
+        self.body = StageOutputs(resnet, {f"layer{i}": str(k) for k, i in enumerate(return_interm_indices)})
         self.num_channels = [STAGE_CHANNELS[name][i - 1] for i in return_interm_indices]
         self.strides = [min(2 ** (i + 1), 16) if dilation else 2 ** (i + 1) for i in return_interm_indices]
 

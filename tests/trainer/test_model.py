@@ -6,11 +6,11 @@ import dataclasses
 import pytest
 import torch
 import torchvision
-from torchvision.ops import FrozenBatchNorm2d
 
 from dino.config.model import ModelConfig
 from dino.models import build_dino, load_pretrained_backbone
 from dino.models.dn_components import ContrastiveDenoising, DenoisingMeta
+from dino.models.resnet import FrozenBatchNorm2d
 
 NUM_CLASSES = 4
 
