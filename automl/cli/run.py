@@ -11,6 +11,7 @@ import optuna
 import sqlalchemy.exc
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from automl.config import build_run_config, read_config_file, read_profile
 from automl.config.loader import deep_merge
@@ -104,8 +105,8 @@ def load_config_from_args(args: argparse.Namespace, console: Console):
     devices = raw.get("devices", "auto")
     on_cpu = devices == "cpu" or (devices == "auto" and not detect_gpus())
     if on_cpu and raw.get("cpu"):
-        console.print("[bold cyan]automl[/] no GPU in use: running the CPU-sized variant of "
-                      f"{where} (its 'cpu:' block; see README)")
+        console.print(Text.assemble(("automl", "bold cyan"), " no GPU in use: running the CPU-sized variant of "
+                                    f"{where} (its 'cpu:' block; see README)"), soft_wrap=True)
         # flags still win over the cpu block
         raw = deep_merge(deep_merge(raw, raw["cpu"]), _flag_overrides(args))
     return build_run_config(raw, use_cpu_variant=False, where=where)
@@ -154,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    console.print(", ".join(f"{k.lower()}: {v}" for k, v in sorted(counts.items())))
+    console.print(Text(", ".join(f"{k.lower()}: {v}" for k, v in sorted(counts.items()))))
     return 0
 
 
