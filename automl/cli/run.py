@@ -15,7 +15,16 @@ from rich.text import Text
 
 from automl.config import build_run_config, read_config_file, read_profile
 from automl.config.loader import deep_merge
-from automl.config.storage import DEFAULT_WORKSPACE, existing_storage_url, redact_url, storage_error, storage_from_env
+from automl.config.storage import (
+    DEFAULT_WORKSPACE,
+    existing_storage_url,
+    parse_storage_url,
+    prepare_workspace,
+    redact_url,
+    storage_error,
+    storage_from_env,
+    storage_source,
+)
 from automl.errors import ConfigError, UserError
 from automl.study.attrs import STUDY_METRIC, TrialAttrs
 from automl.study.slots import detect_gpus
@@ -69,8 +78,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.study_name:
         over.setdefault("study", {})["name"] = args.study_name
     storage = storage_from_env(args.storage)
-    if storage:
-        over.setdefault("study", {})["storage"] = storage
+    if storage:  # checked here too, so the message names the flag or variable it came from
+        over.setdefault("study", {})["storage"] = parse_storage_url(storage, storage_source(args.storage))
     if args.n_trials is not None:
         over.setdefault("budget", {})["n_trials"] = args.n_trials
     if args.timeout is not None:
@@ -120,9 +129,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # logs and pipes: one event per line, no wrapping at 80
         console = Console(width=160)
     cfg = load_config_from_args(args, console)
+    prepare_workspace(cfg.workspace, "--workspace" if args.workspace else "workspace")
     board = ProgressBoard(console, metric=cfg.metric.name,
                           maximize=cfg.metric.resolved_direction() == "maximize")
-    outcome = run_study(cfg, board)
+    try:
+        outcome = run_study(cfg, board)
+    except sqlalchemy.exc.OperationalError as exc:  # the database went away (or never answered)
+        raise storage_error(cfg.storage_url, exc) from exc
     return outcome.exit_code
 
 
@@ -133,6 +146,8 @@ def _open_study(args: argparse.Namespace) -> optuna.Study:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise storage_error(url, exc) from exc
     name = args.study
+    if not names:
+        raise UserError(f"the storage {redact_url(url)} holds no study yet: `automl run` creates one there")
     if name is None:
         if len(names) != 1:
             raise UserError(f"the storage {redact_url(url)} holds {len(names)} studies; pick one with --study: "
