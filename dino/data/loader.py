@@ -78,7 +78,11 @@ class _Loader(DataLoader):
 
 
 class _BatchesInOnePiece:
-    """Iterates a multi-process loader, holding the stop signal while a batch arrives."""
+    """Iterates a multi-process loader, holding the stop signal while a batch arrives.
+
+    The hold lasts until the batch is in (milliseconds to a batch's loading time); a worker
+    that hangs holds the trainer until the launcher's SIGKILL, as it holds training anyway.
+    """
 
     def __init__(self, batches) -> None:
         self._batches = batches
