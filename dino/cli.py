@@ -79,9 +79,10 @@ def _run_task(task: str, args: argparse.Namespace) -> int:
             run_export(spec, ignored, status)
     except (SpecError, DataError) as exc:
         return _fail(status, str(exc), EXIT_BAD_INPUT)
-    except Interrupted as exc:
+    except Interrupted as exc:  # a stop, not an error: one plain line (the status log still says FAILURE)
         again = "resume from the latest checkpoint" if task == "train" else "start it again"
-        return _fail(status, f"{task.capitalize()} {exc}; rerun the same command to {again}", 128 + exc.signum)
+        return _fail(status, f"{task.capitalize()} {exc}; rerun the same command to {again}", 128 + exc.signum,
+                     prefix="")
     except KeyboardInterrupt:
         return _fail(status, f"{task.capitalize()} interrupted", 130)
     except WorkerFailed as exc:  # a DDP rank's error; the rank printed its traceback
@@ -94,8 +95,8 @@ def _run_task(task: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail(status: StatusLog | None, message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _fail(status: StatusLog | None, message: str, code: int, prefix: str = "error: ") -> int:
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
     if status:
         try:
             status.write(message, status="FAILURE", verbosity="ERROR")

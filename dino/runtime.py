@@ -7,11 +7,12 @@ the CLI can catch :class:`Interrupted` before any model code is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 from types import FrameType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,9 @@ class SignalGuard:
     blocks (checkpoint writes), where it is raised when the block ends.
     ``raise_interrupted=False`` (the DDP parent, which must keep supervising its ranks):
     the signal is only recorded in :attr:`received` for the caller to act on.
-    Repeats of a signal (the group's and a forwarded copy) change nothing.
+    Repeats of a signal (the group's and a forwarded copy) change nothing. Code that does
+    not hold the guard enters a critical block of the innermost active one through
+    :func:`deferred_stop` (the data loaders, around receiving a batch).
     """
 
     def __init__(self, raise_interrupted: bool = True) -> None:
@@ -50,12 +53,15 @@ class SignalGuard:
     def __enter__(self) -> SignalGuard:
         for sig in STOP_SIGNALS:
             self._old[sig] = signal.signal(sig, self._handle)
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received:
@@ -83,8 +89,47 @@ class _CriticalBlock:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         guard = self._guard
         guard._depth -= 1
-        if not guard._depth and guard._pending is not None and exc_type is None:
+        # a block ending normally (or a loader's end of epoch) delivers the held signal
+        ended = exc_type is None or (isinstance(exc_type, type) and issubclass(exc_type, StopIteration))
+        if not guard._depth and guard._pending is not None and ended:
             raise Interrupted(guard._pending)
+
+
+_ACTIVE: list[SignalGuard] = []  # the guards installed now, innermost last
+
+
+def deferred_stop() -> contextlib.AbstractContextManager[None]:
+    """A critical block of the innermost active :class:`SignalGuard` (none: no effect)."""
+    return _ACTIVE[-1].critical() if _ACTIVE else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Hold back SIGTERM / SIGINT in this thread while the block runs.
+
+    Processes forked inside inherit the blocked mask, so a signal sent to the whole
+    process group (as launchers stop a job) stays pending in a new data-loader worker
+    until :func:`ignore_stop_signals` discards it, instead of killing it half-started.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_stop_signals() -> None:
+    """In a helper process (a data-loader worker): ignore SIGTERM / SIGINT, then unblock them.
+
+    The group's signal is meant for the trainer, which stops its workers in order when it
+    unwinds; a worker killed by it instead makes the trainer's loader raise "DataLoader
+    worker ... is killed by signal" from its shutdown at exit, a traceback in the log that
+    reads like a crash. A worker whose trainer dies outright exits by itself (torch's
+    parent watchdog) or with the group's SIGKILL.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)  # also drops a signal pending since the fork
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def select_device(gpu_ids: list[int], field: str) -> torch.device:

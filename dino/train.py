@@ -3,8 +3,9 @@
 Everything a user can get wrong (data, spec values, paths) is checked before the first
 training step. The run resumes from ``train.resume_training_checkpoint_path`` or else
 from ``<train dir>/dino_model_latest.pth`` (rewritten after every epoch), so a killed run
-restarted with the same command continues where it stopped. SIGTERM ends the run after
-the current step (a checkpoint being written is finished first) with a FAILURE line.
+restarted with the same command continues where it stopped. SIGTERM ends the run where
+it is (a batch arriving from a loader worker, and an epoch's status line with its
+checkpoint, are finished first) with a FAILURE line and one line on stderr.
 
 With ``train.num_gpus`` > 1 the process launches one worker per device
 (:mod:`dino.ddp_launch`); each worker runs this same loop as one DDP rank
@@ -237,9 +238,6 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         status.kpi["train_loss"] = stats["train_loss"]
         elapsed = time.time() - began
         eta = datetime.timedelta(seconds=elapsed * (last - epoch))
-        status.write("Training loop in progress", epoch=epoch, max_epoch=last, step=step,
-                     max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
-                     time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta), **timings)
         rng = gather_to_main(ctx, rank_rng_state(device)) if ctx.enabled else None  # every rank's stream
         if not ctx.is_main:
             continue
@@ -249,7 +247,12 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                  "model_config": dataclasses.asdict(spec.model), "world_size": ctx.world_size}
         if rng:
             state["rng_ranks"] = rng
+        # the epoch's status line and its checkpoint together: a stop signal cannot leave an
+        # epoch reported done that the rerun trains again (DDP: it came during the rng gather)
         with guard.critical():
+            status.write("Training loop in progress", epoch=epoch, max_epoch=last, step=step,
+                         max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
+                         time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta), **timings)
             path = save_checkpoint(state, train_dir, (epoch + 1) % t.checkpoint_interval == 0 or epoch == last)
         say(f"Epoch {epoch}/{last} done: train_loss {stats['train_loss']:.4f}  "
             f"time {datetime.timedelta(seconds=round(elapsed))}  eta {datetime.timedelta(seconds=round(eta.total_seconds()))}"

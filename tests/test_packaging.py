@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timeout(900)  # the first test builds the wheel (pip may take up to 600 s)
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "automl", "dino", "metric_extractors", "search_spaces")
 LOOKUP = """

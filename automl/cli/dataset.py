@@ -101,6 +101,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from automl.datasets import SpecFacts, has_errors, load_spec_facts, preflight, stage_sources
     from automl.ui.findings import render_findings
@@ -118,9 +119,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     staged = stage_sources(args.train, args.val, args.cache, client=_client(args), progress=args.progress)
     console = Console()
-    console.print(f"train: images {staged.train.image_dir}\n       annotations {staged.train.json_file}")
+    console.print(Text(f"train: images {staged.train.image_dir}\n       annotations {staged.train.json_file}"))
     if not staged.val_is_train:
-        console.print(f"val:   images {staged.val.image_dir}\n       annotations {staged.val.json_file}")
+        console.print(Text(f"val:   images {staged.val.image_dir}\n       annotations {staged.val.json_file}"))
     with _scan_progress(args.progress) as progress:
         findings = preflight(staged.train, staged.val, facts, sample_limit=args.sample_limit, strict=args.strict,
                              progress=progress)

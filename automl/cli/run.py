@@ -10,10 +10,20 @@ import optuna
 import sqlalchemy.exc
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from automl.config import build_run_config, read_config_file, read_profile
 from automl.config.loader import deep_merge
-from automl.config.storage import DEFAULT_WORKSPACE, existing_storage_url, redact_url, storage_error, storage_from_env
+from automl.config.storage import (
+    DEFAULT_WORKSPACE,
+    existing_storage_url,
+    parse_storage_url,
+    prepare_workspace,
+    redact_url,
+    storage_error,
+    storage_from_env,
+    storage_source,
+)
 from automl.errors import ConfigError, UserError
 from automl.study.attrs import STUDY_METRIC
 from automl.study.slots import detect_gpus
@@ -68,8 +78,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.study_name:
         over.setdefault("study", {})["name"] = args.study_name
     storage = storage_from_env(args.storage)
-    if storage:
-        over.setdefault("study", {})["storage"] = storage
+    if storage:  # checked here too, so the message names the flag or variable it came from
+        over.setdefault("study", {})["storage"] = parse_storage_url(storage, storage_source(args.storage))
     if args.n_trials is not None:
         over.setdefault("budget", {})["n_trials"] = args.n_trials
     if args.timeout is not None:
@@ -104,8 +114,8 @@ def load_config_from_args(args: argparse.Namespace, console: Console):
     devices = raw.get("devices", "auto")
     on_cpu = devices == "cpu" or (devices == "auto" and not detect_gpus())
     if on_cpu and raw.get("cpu"):
-        console.print("[bold cyan]automl[/] no GPU in use: running the CPU-sized variant of "
-                      f"{where} (its 'cpu:' block; see README)")
+        console.print(Text.assemble(("automl", "bold cyan"), " no GPU in use: running the CPU-sized variant of "
+                                    f"{where} (its 'cpu:' block; see README)"), soft_wrap=True)
         # flags still win over the cpu block
         raw = deep_merge(deep_merge(raw, raw["cpu"]), _flag_overrides(args))
     return build_run_config(raw, use_cpu_variant=False, where=where)
@@ -119,9 +129,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # logs and pipes: one event per line, no wrapping at 80
         console = Console(width=160)
     cfg = load_config_from_args(args, console)
+    prepare_workspace(cfg.workspace, "--workspace" if args.workspace else "workspace")
     board = ProgressBoard(console, metric=cfg.metric.name,
                           maximize=cfg.metric.resolved_direction() == "maximize")
-    outcome = run_study(cfg, board)
+    try:
+        outcome = run_study(cfg, board)
+    except sqlalchemy.exc.OperationalError as exc:  # the database went away (or never answered)
+        raise storage_error(cfg.storage_url, exc) from exc
     return outcome.exit_code
 
 
@@ -132,6 +146,8 @@ def open_study_of(args: argparse.Namespace) -> optuna.Study:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise storage_error(url, exc) from exc
     name = args.study
+    if not names:
+        raise UserError(f"the storage {redact_url(url)} holds no study yet: `automl run` creates one there")
     if name is None:
         if len(names) != 1:
             raise UserError(f"the storage {redact_url(url)} holds {len(names)} studies; pick one with --study: "
@@ -154,5 +170,5 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    console.print(", ".join(f"{k.lower()}: {v}" for k, v in sorted(counts.items())))
+    console.print(Text(", ".join(f"{k.lower()}: {v}" for k, v in sorted(counts.items()))))
     return 0

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-from automl.config.storage import DEFAULT_WORKSPACE, resolve_storage_url
+from automl.config.storage import DEFAULT_WORKSPACE, parse_storage_url, resolve_storage_url
 from automl.launchers import LAUNCHERS
 from automl.observe.extractors import EXTRACTORS, get_extractor
 from automl.plugins import PluginFamily
@@ -30,6 +30,12 @@ class StudySettings(_Strict):
     heartbeat_interval: int = Field(30, ge=1)  # seconds between a running trial's heartbeats
     grace_period: int | None = Field(None, ge=2)  # stale after this; default 4 x heartbeat
     max_retry: int = Field(3, ge=0)  # how often a stale or interrupted trial is retried
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        """Parsed once here: a bad URL or a missing driver fails before anything is staged."""
+        return None if value is None else parse_storage_url(value, "study.storage")
 
 
 class _PluginChoice(_Strict):

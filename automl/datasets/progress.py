@@ -23,7 +23,7 @@ def byte_progress(description: str, total: int, enabled: bool | None = None) -> 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a file or key name, shown as it is
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),

@@ -7,6 +7,13 @@ read-only, each at its own host path so a rendered spec is valid inside and out.
 as a non-root user (the invoking user, so results belong to them) under Docker's init,
 which forwards SIGTERM to the job and reaps its workers.
 
+A trial runs someone's training code on someone's data, so its container is also locked
+down by default: every capability dropped, no privilege gain through set-uid binaries
+(``no-new-privileges``), and a read-only root filesystem with a tmpfs at ``/tmp`` for
+scratch (``HOME`` points there too: Triton, torch and matplotlib caches). The options
+``drop_capabilities``, ``no_new_privileges`` and ``read_only_root`` turn each off for an
+image that needs it (one that writes into its own tree, say).
+
 A thread follows the container's output into ``job.log_path`` (appended), where the
 monitor tails it. Containers carry labels (study, trial, worker, results dir, log path):
 after a worker dies, :meth:`DockerLauncher.reap_orphans` finds its containers by label,
@@ -53,6 +60,9 @@ LABEL_LOG = "automl.log_path"
 # The user a container runs as when root launches it into a root-owned results folder.
 UNPRIVILEGED_USER = "1000:1000"
 _ENDED = {"exited", "dead"}
+SCRATCH = "/tmp"  # the tmpfs of a read-only container, and its HOME
+# exec: Triton and torch.compile load the kernels they build from their caches there
+_SCRATCH_OPTIONS = "rw,exec,nosuid,nodev,mode=1777"
 
 
 class DockerLauncherError(UserError):
@@ -213,7 +223,10 @@ class DockerLauncher:
     ``shm_size``/``mem_limit``: Docker sizes (``"8g"``); ``mem_limit`` makes an
     over-budget job end with ``oom_killed``. ``ulimits``: e.g. ``{"memlock": -1,
     "stack": 67108864}`` as NVIDIA advises for multi-GPU PyTorch (the engine must be
-    allowed to raise them).
+    allowed to raise them). ``drop_capabilities`` (``--cap-drop ALL``),
+    ``no_new_privileges`` and ``read_only_root`` (with a tmpfs at ``/tmp``, of
+    ``scratch_size`` if given, else the engine's default: half the host's memory, counted
+    against ``mem_limit``) are on by default; turn one off only for an image that needs it.
     """
 
     name = "docker"
@@ -227,6 +240,10 @@ class DockerLauncher:
         extra_env: dict[str, str] | None = None,
         ulimits: dict[str, int] | None = None,
         reap_grace_period: float = 10.0,
+        drop_capabilities: bool = True,
+        no_new_privileges: bool = True,
+        read_only_root: bool = True,
+        scratch_size: str | None = None,
         *,
         client: docker.DockerClient | None = None,
     ) -> None:
@@ -237,6 +254,10 @@ class DockerLauncher:
         self.extra_env = dict(extra_env or {})
         self.ulimits = dict(ulimits or {})
         self.reap_grace_period = reap_grace_period
+        self.drop_capabilities = drop_capabilities
+        self.no_new_privileges = no_new_privileges
+        self.read_only_root = read_only_root
+        self.scratch_size = scratch_size
         self.client = client or _connect()
         self._live: LiveJobs[DockerJob] = LiveJobs()
         self.check_image()
@@ -302,8 +323,8 @@ class DockerLauncher:
 
     def _environment(self, job: JobSpec, user: str | None) -> dict[str, str]:
         env = {"PYTHONUNBUFFERED": "1"}  # progress reaches the log as it happens
-        if user is not None:
-            env["HOME"] = "/tmp"  # an arbitrary uid has no home in the image
+        if user is not None or self.read_only_root:
+            env["HOME"] = SCRATCH  # an arbitrary uid has no home in the image; a read-only one no writable home
         env.update(self.extra_env)
         env.update(job.env)
         # The slot wins over the image: NGC images set NVIDIA_VISIBLE_DEVICES=all, which an
@@ -313,6 +334,18 @@ class DockerLauncher:
         else:
             env.update(NVIDIA_VISIBLE_DEVICES="void", CUDA_VISIBLE_DEVICES="")
         return env
+
+    def _security(self) -> dict[str, Any]:
+        """The container's lock-down (``containers.create`` arguments), per the options."""
+        options: dict[str, Any] = {}
+        if self.drop_capabilities:
+            options["cap_drop"] = ["ALL"]
+        if self.no_new_privileges:
+            options["security_opt"] = ["no-new-privileges:true"]
+        if self.read_only_root:
+            size = f",size={self.scratch_size}" if self.scratch_size else ""
+            options.update(read_only=True, tmpfs={SCRATCH: _SCRATCH_OPTIONS + size})
+        return options
 
     def launch(self, job: JobSpec) -> DockerJob:
         results = _absolute(job.results_dir)
@@ -358,6 +391,7 @@ class DockerLauncher:
                 ulimits=[Ulimit(name=k, soft=v, hard=v) for k, v in self.ulimits.items()] or None,
                 # unrotated, so that a re-attach can replay the output from its first byte
                 log_config=LogConfig(type="json-file", config={}),
+                **self._security(),
             )
         except docker.errors.ImageNotFound:
             self.check_image()

@@ -2,7 +2,9 @@
 
 The board is the study's observer (:mod:`automl.study.events`): it renders each event.
 On a terminal a rich Live table redraws in place; elsewhere (CI, logs, pipes) each
-trial event is one plain line, so nothing is lost in a log file.
+trial event is one plain line, so nothing is lost in a log file. Everything shown is
+built as rich ``Text``, never parsed as console markup: study names, paths and trainer
+messages carry square brackets (``trucks[v2]``, ``[x, y, width, height]``, ``[/x]``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 from optuna.trial import TrialState
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -76,9 +77,8 @@ class ProgressBoard:
             self.console.print(trials_table(event.study_name, event.trials, event.metric, event.best))
 
     def note(self, message: str, level: Level = Level.INFO) -> None:
-        style = _NOTE_STYLE[level]
-        text = escape(message)
-        self.console.print(f"[bold cyan]automl[/] {f'[{style}]{text}[/]' if style else text}", highlight=False)
+        # soft_wrap: a note is one line in a log however long its paths (the terminal wraps it)
+        self.console.print(Text.assemble(("automl", "bold cyan"), " ", (message, _NOTE_STYLE[level])), soft_wrap=True)
 
     # -- lifecycle ------------------------------------------------------------------
     def _start(self, event: StudyStarted) -> None:
@@ -136,7 +136,7 @@ class ProgressBoard:
             text += f" on {','.join(f'cuda:{d}' for d in event.slot) or 'cpu'} (job {event.message})"
         elif event.message:
             text += f": {event.message}"
-        self.console.print(Text(f"{self._header()} | {text}", style=style))
+        self.console.print(Text(f"{self._header()} | {text}", style=style), soft_wrap=True)
 
     def _header(self) -> str:
         c = self._counts
@@ -152,14 +152,15 @@ class ProgressBoard:
     def _render(self) -> Group:
         table = Table(title="running trials", expand=False)
         for col in ("trial", "device", "job", "epoch", self.metric, "best so far"):
-            table.add_column(col)
+            table.add_column(Text(col))
 
         def fmt(v: float | None) -> str:
             return "-" if v is None else f"{v:.4f}"
 
         with self._lock:
             for number, row in sorted(self._running.items()):
-                table.add_row(str(number), row.device, row.job, "-" if row.epoch is None else str(row.epoch),
-                              fmt(row.value), fmt(row.best))
+                table.add_row(*(Text(cell) for cell in (str(number), row.device, row.job,
+                                                         "-" if row.epoch is None else str(row.epoch),
+                                                         fmt(row.value), fmt(row.best))))
             header = self._header()
         return Group(Text(header, style="bold"), table)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 from typing import Callable
 
 import torch
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dino.config.spec import AugmentationConfig, DatasetConfig, DataSource
 from dino.data.coco import CocoDetection, DataError
 from dino.data.transforms import train_transforms, val_transforms
+from dino.runtime import deferred_stop, ignore_stop_signals, stop_signals_blocked
 from dino.status_log import StatusLog
 
 # a file to append every batch's targets to (JSON Lines), to see what the model is given
@@ -84,8 +84,46 @@ def recording_collate(fn: Callable, path: str, split: str, batch: list[tuple[tor
 
 def _worker_init(_worker_id: int) -> None:
     """Workers leave termination to the main process, which stops them in order."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_stop_signals()
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers never take the trainer's stop signal.
+
+    Workers are forked with SIGTERM / SIGINT blocked and ignore them from their first
+    line of our code (``_worker_init``): a SIGTERM to the process group stops the trainer
+    alone, which then shuts its workers down in order. And the trainer takes the signal
+    between batches, not while it receives one from a worker (a batch cut off mid-way
+    leaves the worker's file-descriptor server with a broken connection, which it
+    reports with a traceback). So a stopped run's log ends with its one line.
+    """
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        with deferred_stop(), stop_signals_blocked():
+            return _BatchesInOnePiece(super().__iter__())
+
+
+class _BatchesInOnePiece:
+    """Iterates a multi-process loader, holding the stop signal while a batch arrives.
+
+    The hold lasts until the batch is in (milliseconds to a batch's loading time); a worker
+    that hangs holds the trainer until the launcher's SIGKILL, as it holds training anyway.
+    """
+
+    def __init__(self, batches) -> None:
+        self._batches = batches
+
+    def __iter__(self) -> _BatchesInOnePiece:
+        return self
+
+    def __next__(self):
+        with deferred_stop():
+            return next(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
 
 
 def build_dataset(sources: list[DataSource], cfg: DatasetConfig, train: bool, where: str) -> CocoDetection:
@@ -144,12 +182,12 @@ def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, p
     collate_fn = _collate_fn(cfg, True, fixed_size)
     gen = torch.Generator().manual_seed(seed * 1000 + epoch + 7919 * rank)  # worker seeds differ per rank
     if world_size == 1:
-        return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
+        return _Loader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
                           num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,
                           worker_init_fn=_worker_init)
     sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
-    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, generator=gen,
+    return _Loader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, generator=gen,
                       num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,
                       worker_init_fn=_worker_init)
 
@@ -160,6 +198,6 @@ def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool
     (every image exactly once over the ranks, unlike DistributedSampler's padding)."""
     collate_fn = _collate_fn(cfg, False, fixed_size)
     shard = range(rank, len(ds), world_size) if world_size > 1 else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False, sampler=shard,
+    return _Loader(ds, batch_size=batch_size, shuffle=False, drop_last=False, sampler=shard,
                       num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,
                       worker_init_fn=_worker_init)

@@ -8,7 +8,7 @@ import yaml
 
 from automl.cli import main
 
-from reference_files import TAO_TEMPLATE as TEMPLATE
+from reference_files import tao_file
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def test_check_broken_dataset_and_spec_exits_1_with_fixes(tmp_path, coco_split, 
     train = coco_split(tmp_path / "train", archive=True, keep_folder=False)
     val = coco_split(tmp_path / "val", n_images=2, seed=3)
     (val / "images" / "0001.png").unlink()
-    spec = yaml.safe_load(TEMPLATE.read_text())
+    spec = yaml.safe_load(tao_file("spec_template_train.yaml").read_text())
     spec["model"]["num_feature_levels"] = 3  # fewer levels than the 4 listed stages
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec))

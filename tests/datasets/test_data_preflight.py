@@ -9,7 +9,7 @@ import yaml
 from automl.datasets import Finding, Severity, SpecFacts, StagedSplit, load_spec_facts, preflight
 from automl.errors import ConfigError
 
-from reference_files import TAO_TEMPLATE as TEMPLATE
+from reference_files import tao_file
 
 GOOD = SpecFacts(
     num_classes=4,
@@ -193,9 +193,13 @@ def test_missing_or_identical_val_is_a_warning_not_a_crash(good):
         assert len(findings) == 1
 
 
-def test_spec_facts_from_the_tao_template(tmp_path):
-    facts = load_spec_facts(TEMPLATE)
-    assert facts == SpecFacts(91, 4, 1, (0,), 300, 300, 4, (1, 2, 3, 4))
+def test_spec_facts_from_the_tao_template():
+    template = tao_file("spec_template_train.yaml")
+    assert load_spec_facts(template) == SpecFacts(91, 4, 1, (0,), 300, 300, 4, (1, 2, 3, 4))
+    assert yaml.safe_load(template.read_text())["dataset"]["num_classes"] == 91
+
+
+def test_spec_facts_refuse_values_of_the_wrong_type(tmp_path):
     assert SpecFacts.from_spec({"dataset": {"num_classes": 5}}) == SpecFacts(num_classes=5)
     with pytest.raises(ConfigError, match="dataset.batch_size must be an integer"):
         SpecFacts.from_spec({"dataset": {"batch_size": "4"}})
@@ -205,4 +209,3 @@ def test_spec_facts_from_the_tao_template(tmp_path):
     bad.write_text("dataset: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_spec_facts(bad)
-    assert yaml.safe_load(TEMPLATE.read_text())["dataset"]["num_classes"] == 91

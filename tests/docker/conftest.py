@@ -32,6 +32,15 @@ def _engine() -> docker.DockerClient | None:
         return None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The first Docker test also waits for ``.ci/docker.sh`` (an image build may take up to
+    1500 s) or builds an image of its own: longer than the suite's 600 s per test."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(2400))
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:

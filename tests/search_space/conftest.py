@@ -9,16 +9,14 @@ import pytest
 
 from automl.search_space import TrainSchema, default_schema_path, default_space_path
 
-from space_schemas import TAO_DIR, classifier_schema_text
+from reference_files import tao_file
+from space_schemas import classifier_schema_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture(scope="session")
 def tao_schema_path() -> Path:
-    path = TAO_DIR / "train.schema.json"
-    if not path.exists():
-        pytest.skip(f"TAO reference schema not found at {path}")
-    return path
+    return tao_file("train.schema.json")
 
 
 @pytest.fixture(scope="session")

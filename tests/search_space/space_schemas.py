@@ -7,8 +7,6 @@ import json
 import math
 from pathlib import Path
 
-from reference_files import TAO_DIR  # noqa: F401 (re-exported to the test modules)
-
 REPO = Path(__file__).resolve().parents[2]
 
 # A TAO-format train schema of an image classifier (not DINO): other field names, a power

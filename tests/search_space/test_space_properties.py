@@ -29,7 +29,8 @@ from automl.search_space.dotted import get_path, parse_path
 from automl.search_space.params import ChoiceParam, FixedParam, NumberParam
 from automl.search_space.schema import leaf_problem
 
-from space_schemas import TAO_DIR, classifier_schema_text
+from reference_files import tao_file
+from space_schemas import classifier_schema_text
 
 PROPERTY_SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
@@ -39,10 +40,7 @@ PROPERTY_SETTINGS = settings(
 @functools.cache
 def _schema(name: str) -> TrainSchema:
     if name == "tao":
-        path = TAO_DIR / "train.schema.json"
-        if not path.exists():
-            pytest.skip("TAO reference schema not available")
-        return TrainSchema.load(path)
+        return TrainSchema.load(tao_file("train.schema.json"))
     if name == "classifier":
         return TrainSchema.from_json(classifier_schema_text(), "classifier.schema.json")
     return TrainSchema.load(default_schema_path())
@@ -51,7 +49,7 @@ def _schema(name: str) -> TrainSchema:
 @functools.cache
 def _template(name: str) -> dict:
     if name == "tao":
-        return load_spec_template(TAO_DIR / "spec_template_train.yaml")
+        return load_spec_template(tao_file("spec_template_train.yaml"))
     if name == "classifier":
         return _schema(name).default_spec()
     return load_spec_template(default_template_path())

@@ -8,7 +8,7 @@ from automl.errors import ConfigError
 from automl.search_space import load_spec_template, render_spec, validate_spec, write_spec
 from automl.search_space.dotted import format_path, parse_path, set_path
 
-from space_schemas import TAO_DIR
+from reference_files import tao_file
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_dino_cross_field_rules(dino_schema, template):
 
 
 def test_tao_template_renders_on_tao_schema(tao_schema):
-    tao_template = load_spec_template(TAO_DIR / "spec_template_train.yaml")
+    tao_template = load_spec_template(tao_file("spec_template_train.yaml"))
     spec = render_spec(tao_template, {"wandb.enable": False, "dataset.workers": 2}, tao_schema)
     assert spec["wandb"]["enable"] is False and spec["dataset"]["workers"] == 2
 

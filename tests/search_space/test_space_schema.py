@@ -14,7 +14,8 @@ from automl.errors import ConfigError, SchemaError
 from automl.search_space import SearchSpace, TrainSchema, load_space_overrides, validate_spec
 from automl.search_space.math_cond import MathCondError, is_power, parse_math_cond
 
-from space_schemas import CLASSIFIER_SCHEMA, TAO_DIR
+from reference_files import tao_file
+from space_schemas import CLASSIFIER_SCHEMA
 
 
 def test_tao_dino_schema_loads_with_infinity(tao_schema_path):
@@ -32,7 +33,7 @@ def test_tao_dino_schema_loads_with_infinity(tao_schema_path):
 
 
 def test_tao_template_validates_against_tao_schema(tao_schema):
-    template = yaml.safe_load((TAO_DIR / "spec_template_train.yaml").read_text())
+    template = yaml.safe_load(tao_file("spec_template_train.yaml").read_text())
     validate_spec(template, tao_schema)
 
 

@@ -24,7 +24,8 @@ from dino_test_utils import TINY_MODEL, dino_env, read_status, run_dino, tiny_sp
 
 EPOCHS = 3
 TWO = ["train.num_gpus=2", "train.gpu_ids=[0,1]"]
-STEPS_1GPU = 6  # 24 train images / batch 4: what one process takes per epoch (test_train_run.py)
+STEPS_1GPU = 6  # shapes_small: 24 train images / batch 4, what one process takes per epoch
+STEPS_LEARNABLE_1GPU = 18  # shapes_learnable: 72 train images / batch 4
 
 
 def popen_train(spec_path: Path, *overrides: str) -> subprocess.Popen:
@@ -78,14 +79,14 @@ def stop_and_time(proc: subprocess.Popen, send) -> tuple[int, float, str]:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(shapes_small, tmp_path_factory):
+def killed_and_resumed(shapes_learnable, tmp_path_factory):
     """A 2-process run SIGTERMed (whole group, as the local launcher does) after its first
-    checkpoint, then the same command rerun to the end."""
+    checkpoint, then the same command rerun to the end; on data the tiny model learns."""
     root = tmp_path_factory.mktemp("ddp")
-    spec_path = write_spec(root / "spec.yaml", tiny_spec(shapes_small, root / "results", train={"num_epochs": EPOCHS}))
+    spec_path = write_spec(root / "spec.yaml", tiny_spec(shapes_learnable, root / "results", train={"num_epochs": EPOCHS}))
     train_dir = root / "results" / "train"
     proc = popen_train(spec_path)
-    wait_for(lambda: (train_dir / "model_epoch_000_step_3.pth").exists(), proc)
+    wait_for(lambda: (train_dir / f"model_epoch_000_step_{STEPS_LEARNABLE_1GPU // 2}.pth").exists(), proc)
     time.sleep(0.3)  # into epoch 1
     code, took, killed_out = stop_and_time(proc, lambda: os.killpg(proc.pid, signal.SIGTERM))
     orphans = group_members(proc.pid)
@@ -119,9 +120,13 @@ def test_resumed_run_continues_with_one_status_stream_and_half_the_steps(killed_
     done_before = [line["epoch"] for line in run["before"] if "epoch" in line]
     assert done_before and done_before[0] == 0
     epoch_lines = [line for line in after if "epoch" in line]
-    assert [line["epoch"] for line in epoch_lines] == list(range(max(done_before) + 1, EPOCHS))  # none twice
-    # each rank sees half of the 24 images: 3 steps per epoch instead of one process's 6
-    steps = STEPS_1GPU // 2
+    # an epoch in the status log has its checkpoint (written together), so the rerun resumes
+    # right after the last reported epoch and trains none twice
+    assert f"Resuming from {run['train_dir']}" in proc.stdout
+    assert f"epoch {max(done_before)} finished" in proc.stdout, proc.stdout
+    assert [line["epoch"] for line in epoch_lines] == list(range(max(done_before) + 1, EPOCHS))
+    # each rank sees half of the 72 images: 9 steps per epoch instead of one process's 18
+    steps = STEPS_LEARNABLE_1GPU // 2
     for line in epoch_lines:
         assert line["step"] == steps * (line["epoch"] + 1) and line["max_step"] == steps * EPOCHS
     # one writer: the same lines a single process writes, once each
@@ -136,8 +141,8 @@ def test_resumed_run_continues_with_one_status_stream_and_half_the_steps(killed_
     assert proc.stdout.count("Resuming from") == 1
     assert len(re.findall(r"^Validation mAP50 : \S+$", proc.stdout, re.M)) == len(epoch_lines)
     names = sorted(os.listdir(run["train_dir"]))
-    assert names == ["dino_model_latest.pth", "model_epoch_000_step_3.pth", "model_epoch_001_step_6.pth",
-                     "model_epoch_002_step_9.pth", "status.json"]
+    assert names == ["dino_model_latest.pth", *(f"model_epoch_{e:03d}_step_{steps * (e + 1)}.pth" for e in range(EPOCHS)),
+                     "status.json"]
     ckpt = torch.load(run["train_dir"] / "dino_model_latest.pth", map_location="cpu", weights_only=False)
     assert ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2 and ckpt["epoch"] == EPOCHS - 1
     assert not any(k.startswith("module.") for k in ckpt["model"])  # loadable by one process
@@ -153,6 +158,7 @@ def test_a_ddp_checkpoint_evaluates_in_one_process(killed_and_resumed, monkeypat
     assert main(["evaluate", "-e", str(run["spec"])]) == 0
     value = float(re.search(r"^Test mAP50 : (\S+)$", capsys.readouterr().out, re.M).group(1))
     final = [line for line in read_status(run["root"] / "results") if "epoch" in line][-1]["kpi"]
+    assert value > 0.0  # a score to compare, not 0.0 == 0.0
     assert value == pytest.approx(float(final["val_mAP50"]), abs=1e-6)
 
 

@@ -17,6 +17,9 @@ import sys
 
 import pytest
 
+# the first test waits for the interpreted kernels (the subprocess may take up to 900 s)
+pytestmark = pytest.mark.timeout(1200)
+
 DEVICE = os.environ.get("DINO_FUSED_TEST_DEVICE", "cpu")  # cuda: the compiled kernels, no interpreter
 
 # shapes, (B, Lq, nH, hd, P), value dtype, spread of the locations around [0, 1]; "same"

@@ -9,9 +9,7 @@ import yaml
 
 from dino.config import Spec, SpecError, known_paths, load_spec
 
-from reference_files import TAO_DIR as REFERENCE
-
-TRAIN_TEMPLATE = REFERENCE / "spec_template_train.yaml"
+from reference_files import tao_file
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -21,7 +19,7 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 
 def test_tao_train_template_loads_with_defaults_and_reports_ignored_once():
-    spec, ignored = load_spec(TRAIN_TEMPLATE)
+    spec, ignored = load_spec(tao_file("spec_template_train.yaml"))
     assert isinstance(spec, Spec)
     assert spec.model.backbone == "resnet_50" and spec.model.return_interm_indices == [1, 2, 3, 4]
     assert spec.dataset.augmentation.scales[-1] == 800 and spec.dataset.num_classes == 91
@@ -35,7 +33,7 @@ def test_tao_train_template_loads_with_defaults_and_reports_ignored_once():
 
 
 def test_tao_evaluate_template_loads():
-    spec, _ = load_spec(REFERENCE / "spec_template_evaluate.yaml")
+    spec, _ = load_spec(tao_file("spec_template_evaluate.yaml"))
     assert spec.evaluate.checkpoint == "???" and spec.evaluate.batch_size == -1
 
 
@@ -111,7 +109,7 @@ def test_spec_file_problems(tmp_path):
 
 
 def test_known_paths_cover_every_template_leaf():
-    template = yaml.safe_load(TRAIN_TEMPLATE.read_text())
+    template = yaml.safe_load(tao_file("spec_template_train.yaml").read_text())
     paths = set(known_paths())
 
     def leaves(node, prefix=""):
