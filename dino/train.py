@@ -235,6 +235,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         status.kpi["train_loss"] = stats["train_loss"]
         elapsed = time.time() - began
         eta = datetime.timedelta(seconds=elapsed * (last - epoch))
+        if device.type == "cuda":  # what this process holds of the card: the orchestrator packs trials by it
+            timings["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20)
         status.write("Training loop in progress", epoch=epoch, max_epoch=last, step=step,
                      max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
                      time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta), **timings)

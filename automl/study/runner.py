@@ -49,7 +49,7 @@ from automl.study.events import Level, Note, Observer, StudyStarted, StudyStoppe
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
 from automl.study.recovery import counted_trials, recover_study
 from automl.study.results import StudyOutcome, finalize_study
-from automl.study.slots import SlotPool, plan_slots
+from automl.study.slots import describe_packing, pool_for
 from automl.tuning import build_pruner, build_sampler
 from automl.ui.artifacts import ArtifactRecorder
 
@@ -237,7 +237,7 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     reaped = launcher.reap_orphans(cfg.study.name, running)
     if reaped:
         observe(Note(f"stopped {len(reaped)} orphaned job(s) of this study: {', '.join(reaped)}"))
-    slots = SlotPool(plan_slots(cfg.devices, cfg.trainer.num_gpus, cfg.cpu_parallel))
+    slots = pool_for(cfg, observe)
     stop_event = threading.Event()
     ctx = StudyContext(
         config=cfg, schema=schema, space=space, template=template,
@@ -259,7 +259,8 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     try:
         if remaining is None or remaining > 0:
             best = (study.best_trial.number, float(study.best_value)) if study.best_trials else None
-            observe(StudyStarted(study.study_name, remaining, tuple(slots.slots), best))
+            observe(StudyStarted(study.study_name, remaining, tuple(s.devices for s in slots.slots), best,
+                                 packing=describe_packing(slots)))
             try:
                 study.optimize(
                     DinoObjective(ctx),
