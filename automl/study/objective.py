@@ -33,7 +33,7 @@ from automl.study import attrs
 from automl.study.caches import kernel_cache_env
 from automl.study.events import Observer, TrialEvent, ignore
 from automl.study.sharing import RetryAlone, finish_lease_attrs, retry_alone, set_lease_attrs, timed_stop
-from automl.study.slots import Lease, SlotPool
+from automl.study.slots import Lease, SlotPool, SlotWaitCancelled
 from automl.study.trial_paths import trial_results_dir
 from metric_extractors import EpochMetrics
 
@@ -94,38 +94,46 @@ class DinoObjective:
         results_dir.mkdir(parents=True, exist_ok=True)
         alone = bool(trial.user_attrs.get(attrs.RUN_ALONE))
         while True:
-            # the slot first, then the sample: a trial waiting for room is sampled with what
-            # finished meanwhile (an out-of-memory retry gets its same values back)
-            with self.ctx.slots.acquire(trial.number, alone=alone) as lease:
-                params = self.ctx.space.suggest(trial)
-                slot = lease.slot.devices
-                trial.set_user_attr(attrs.RESULTS_DIR, str(results_dir))
-                trial.set_user_attr(attrs.WORKER, worker_id())
-                for stale in attrs.CLEARED_ON_RETRY:
-                    if stale in trial.user_attrs:  # inherited from the trial this one retries
-                        trial.set_user_attr(stale, None)
-                spec_path = self._write_spec(trial, params, results_dir, slot)
-                trial.set_user_attr(attrs.SPEC_PATH, str(spec_path))
-                trial.set_user_attr(attrs.DEVICE, ",".join(f"cuda:{d}" for d in slot) or "cpu")
-                set_lease_attrs(trial, lease)
-                self._upload(trial, spec_path, "spec.yaml")
-                cache_env = kernel_cache_env(cfg)
-                job = JobSpec(
-                    study_name=cfg.study.name,
-                    trial_number=trial.number,
-                    command=(*cfg.trainer.command, "-e", str(spec_path)),
-                    results_dir=results_dir,
-                    log_path=results_dir / "stdout.log",
-                    devices=slot,
-                    env={**lease.env, **cache_env},
-                    read_only_paths=self.ctx.read_only_paths,
-                    workdir=results_dir,
-                    cache_dirs=tuple(Path(v) for v in cache_env.values()),
-                )
-                try:
-                    return self._run_job(trial, job, lease)
-                except RetryAlone:
-                    alone = True  # the lease ends here; the next one waits for an empty slot
+            try:
+                return self._attempt(trial, results_dir, alone)
+            except RetryAlone:
+                alone = True  # that lease has ended; the next one waits for an empty slot
+            except SlotWaitCancelled as exc:
+                trial.set_user_attr(attrs.INTERRUPTED, True)
+                raise TrialInterrupted(str(exc)) from None
+
+    def _attempt(self, trial: optuna.Trial, results_dir: Path, alone: bool) -> float:
+        """One job of the trial on a leased slot (a second one after an OOM beside others).
+        The slot first, then the sample: a trial that waited for room is sampled with what
+        finished meanwhile (a retry gets its same values back)."""
+        cfg = self.ctx.config
+        with self.ctx.slots.acquire(trial.number, alone=alone, cancel=self.ctx.stop_event) as lease:
+            params = self.ctx.space.suggest(trial)
+            slot = lease.slot.devices
+            trial.set_user_attr(attrs.RESULTS_DIR, str(results_dir))
+            trial.set_user_attr(attrs.WORKER, worker_id())
+            for stale in attrs.CLEARED_ON_RETRY:
+                if stale in trial.user_attrs:  # inherited from the trial this one retries
+                    trial.set_user_attr(stale, None)
+            spec_path = self._write_spec(trial, params, results_dir, slot)
+            trial.set_user_attr(attrs.SPEC_PATH, str(spec_path))
+            trial.set_user_attr(attrs.DEVICE, ",".join(f"cuda:{d}" for d in slot) or "cpu")
+            set_lease_attrs(trial, lease)
+            self._upload(trial, spec_path, "spec.yaml")
+            cache_env = kernel_cache_env(cfg)
+            job = JobSpec(
+                study_name=cfg.study.name,
+                trial_number=trial.number,
+                command=(*cfg.trainer.command, "-e", str(spec_path)),
+                results_dir=results_dir,
+                log_path=results_dir / "stdout.log",
+                devices=slot,
+                env={**lease.env, **cache_env},
+                read_only_paths=self.ctx.read_only_paths,
+                workdir=results_dir,
+                cache_dirs=tuple(Path(v) for v in cache_env.values()),
+            )
+            return self._run_job(trial, job, lease)
 
     def _write_spec(self, trial: optuna.Trial, params: dict[str, Any], results_dir: Path,
                     slot: tuple[int, ...]) -> Path:

@@ -100,6 +100,10 @@ def card_memory(slots: Sequence[Slot], gpus: Sequence[GpuInfo], configured_mib: 
     return min(v for v in values if v is not None)
 
 
+class SlotWaitCancelled(Exception):
+    """The run was stopped while a trial waited for room on a slot."""
+
+
 @dataclasses.dataclass
 class Lease:
     """One trial's place on a slot, from launch to the job's end."""
@@ -186,14 +190,17 @@ class SlotPool:
         return next((s for s in free if len(self._on[s]) < self.capacity), None)
 
     @contextmanager
-    def acquire(self, trial: int, alone: bool = False) -> Iterator[Lease]:
-        """A slot for ``trial``, blocking until one has room (an empty one if ``alone``)."""
+    def acquire(self, trial: int, alone: bool = False, cancel: threading.Event | None = None) -> Iterator[Lease]:
+        """A slot for ``trial``, blocking until one has room (an empty one if ``alone``).
+        Raises :class:`SlotWaitCancelled` if ``cancel`` is set while it waits."""
         with self._cond:
             if alone:
                 self._alone_waiting += 1
             try:
                 while (slot := self._pick(alone)) is None:
-                    self._cond.wait()
+                    if cancel is not None and cancel.is_set():
+                        raise SlotWaitCancelled(f"trial {trial} stopped while it waited for a slot")
+                    self._cond.wait(timeout=0.5 if cancel is not None else None)
             finally:
                 if alone:
                     self._alone_waiting -= 1

@@ -107,7 +107,7 @@ def test_a_neighbours_out_of_memory_is_retried_alone(tmp_path, coco_dirs, monkey
     cfg = _config(tmp_path, coco_dirs, devices={"use": "cpu", "trials_per_slot": 2}, pruner=NO_PRUNING,
                   budget={"n_trials": 2})
     board = Recorder()
-    run_study(cfg, board)
+    outcome = run_study(cfg, board)
     trials = _trials(cfg)
     assert len(trials) == 2  # retried within its own trial: the study still has two
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE], \
@@ -128,6 +128,7 @@ def test_a_neighbours_out_of_memory_is_retried_alone(tmp_path, coco_dirs, monkey
     assert starts[1] >= other_end
     assert trial.user_attrs["packed_with"] == [] and trial.user_attrs["ran_beside"] == []
     assert any(getattr(e, "kind", None) == "retry_alone" and e.trial == trial.number for e in board.events)
+    assert "out of GPU memory beside others, retried alone" in outcome.report.read_text()
 
 
 def test_a_second_out_of_memory_alone_fails_with_the_diagnosis(tmp_path, coco_dirs, monkeypatch):
@@ -186,13 +187,15 @@ def test_not_learning_prunes_before_any_trial_finished_and_the_job_goes_fast(tmp
                                        {"name": "median", "warmup_epochs": 2, "startup_trials": 2}]}
     cfg = _config(tmp_path, coco_dirs, pruner=pruner, budget={"n_trials": 2})
     _enqueue(cfg, [1e-6, 3e-4])
-    run_study(cfg, Recorder())
+    outcome = run_study(cfg, Recorder())
     flat, good = _trials(cfg)
     assert flat.state == TrialState.PRUNED and good.state == TrialState.COMPLETE
     assert flat.user_attrs["prune_epoch"] == 1 and flat.user_attrs["pruned_by"] == "not_learning"
     assert flat.datetime_complete < good.datetime_start  # nobody had finished when it was judged
     assert 0 <= flat.user_attrs["stop_seconds"] < 5
     assert "TRAINED EPOCH 4" not in _log(cfg, 0).read_text()
+    page = outcome.report.read_text()
+    assert "pruned at epoch 1 by not_learning; job gone" in page
 
 
 @pytest.mark.parametrize("flag, expected", [("2", 2), ("auto", "auto")])

@@ -12,7 +12,7 @@ from automl.config import build_run_config
 from automl.errors import ConfigError
 from automl.study.events import Note
 from automl.study.packing import CUDA_CONTEXT_MIB, PackingPolicy, fitting_trials
-from automl.study.slots import GpuInfo, Slot, SlotPool, card_memory, plan_slots
+from automl.study.slots import GpuInfo, Slot, SlotPool, SlotWaitCancelled, card_memory, plan_slots
 
 H200_MIB = 143771  # memory.total of an H200 as nvidia-smi reports it
 
@@ -137,6 +137,18 @@ def test_auto_admits_more_trials_once_a_peak_is_reported_and_fewer_after_an_oom(
     rel1.set()
     t0.join(5)
     t1.join(5)
+
+
+def test_a_wait_for_a_slot_ends_when_the_run_is_stopped():
+    pool = SlotPool([Slot(())], _policy(1, gpu=False))
+    stop = threading.Event()
+    with pool.acquire(0):
+        threading.Timer(0.3, stop.set).start()
+        began = time.monotonic()
+        with pytest.raises(SlotWaitCancelled, match="trial 1 stopped while it waited"):
+            with pool.acquire(1, cancel=stop):
+                pass
+        assert time.monotonic() - began < 2
 
 
 def test_devices_config_shapes():
