@@ -19,7 +19,7 @@ import datetime as dt
 import math
 from typing import Literal, Sequence
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from automl.study import attrs
 
@@ -107,9 +107,16 @@ def _when(value: object) -> float | None:
 def slot_usage(trials: Sequence[FrozenTrial]) -> list[SlotUsage]:
     """Per slot, from the trials' ``slot``, ``job_started_at`` and ``job_ended_at``
     attributes: how many trials ran there and how many at once. Trials without those
-    attributes (older runs, jobs that never started) are left out."""
+    attributes (older runs, jobs that never started) are left out, and so are copies
+    queued for a retry, which carry their predecessor's."""
     spans: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    seen: set[tuple[object, ...]] = set()
     for t in trials:
+        # a retry copy inherits its predecessor's attributes: the same job, counted once
+        job = (t.user_attrs.get(attrs.JOB_ID), t.user_attrs.get(attrs.JOB_STARTED_AT))
+        if t.state == TrialState.WAITING or job in seen:
+            continue
+        seen.add(job)
         slot = t.user_attrs.get(attrs.SLOT)
         start = _when(t.user_attrs.get(attrs.JOB_STARTED_AT))
         end = _when(t.user_attrs.get(attrs.JOB_ENDED_AT))

@@ -17,7 +17,7 @@ def trials_table(study_name: str, trials: Sequence[FrozenTrial], metric: str, be
     usage = slot_usage(trials)
     table = Table(title=f"study {study_name}",
                   caption="; ".join(u.describe() for u in usage) if usage else None)
-    for col in ("trial", "state", metric, "epochs", "device", "beside"):
+    for col in ("trial", "state", metric, "epochs", "slot", "beside"):
         table.add_column(col, no_wrap=True)
     table.add_column("note", max_width=48, overflow="fold")
     table.add_column("params", max_width=72, overflow="fold")

@@ -167,3 +167,36 @@ def test_devices_config_shapes():
         devices({"memory_margin": 1.5})
     with pytest.raises(ConfigError, match=r"cpu_parallel is now devices.trials_per_slot.*trials_per_slot: 2"):
         build_run_config({"data": {"synth": {}}, "cpu_parallel": 2}, use_cpu_variant=False, where="x")
+
+
+def _ran(number, start_s, end_s, slot="cuda:0", state=None, job=None, worker="hostA:1:2"):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    at = "2026-12-02T01:{:02d}:{:02d}+00:00"
+    t = create_trial(state=state or TrialState.COMPLETE, value=None if state else 0.5,
+                     params={"x": 0.1}, distributions={"x": FloatDistribution(0, 1)},
+                     user_attrs={"slot": slot, "job_id": job or f"pid-{number}", "worker": worker,
+                                 "job_started_at": at.format(*divmod(start_s, 60)),
+                                 "job_ended_at": at.format(*divmod(end_s, 60))})
+    t.number = number
+    return t
+
+
+def test_slot_usage_counts_jobs_at_once_and_skips_retry_copies():
+    from optuna.trial import TrialState
+
+    from automl.study.packing import slot_usage
+
+    trials = [_ran(0, 0, 180), _ran(1, 40, 120), _ran(2, 120, 300), _ran(3, 0, 60, slot="cuda:1"),
+              # queued to retry trial 1: same job attributes, inherited
+              _ran(4, 40, 120, state=TrialState.WAITING, job="pid-1")]
+    gpu0, gpu1 = slot_usage(trials)
+    assert (gpu0.slot, gpu0.trials, gpu0.max_at_once) == ("cuda:0", (0, 1, 2), 2)
+    assert gpu0.busy_s == 300 and gpu0.mean_at_once == pytest.approx((40 + 80 * 2 + 60 * 2 + 120) / 300)
+    assert (gpu1.slot, gpu1.max_at_once) == ("cuda:1", 1)
+    assert "up to 2 at once" in gpu0.describe()
+    # several hosts: each host's cuda:0 is its own slot
+    two_hosts = slot_usage([_ran(0, 0, 60), _ran(1, 0, 60, worker="hostB:1:2")])
+    assert [u.slot for u in two_hosts] == ["hostA/cuda:0", "hostB/cuda:0"]
+    assert all(u.max_at_once == 1 for u in two_hosts)
