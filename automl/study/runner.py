@@ -50,6 +50,7 @@ from automl.study.objective import DinoObjective, StudyContext, TrialFailed, Tri
 from automl.study.recovery import counted_trials, recover_study
 from automl.study.results import StudyOutcome, finalize_study
 from automl.study.slots import describe_packing, pool_for
+from automl.study.storage import ThreadSafeRDBStorage
 from automl.tuning import build_pruner, build_sampler
 from automl.ui.artifacts import ArtifactRecorder
 
@@ -88,7 +89,7 @@ def resolve_project_path(path: Path | None, default: Path) -> Path:
 def open_storage(cfg: RunConfig) -> RDBStorage:
     """RDB storage with heartbeats; stale trials come back as WAITING with the same params."""
     heartbeat = cfg.study.heartbeat_interval
-    return RDBStorage(
+    return ThreadSafeRDBStorage(
         cfg.storage_url,
         engine_kwargs={"pool_pre_ping": True} if not cfg.storage_url.startswith("sqlite") else None,
         heartbeat_interval=heartbeat,

@@ -10,7 +10,9 @@ For packing tests: ``JOB START <t>`` / ``JOB END <t>`` (``time.time()``) bracket
 ``SCRIPTED_PEAK_MIB`` adds ``peak_gpu_memory_mib`` to every epoch line, as the real
 trainer does on a GPU; with ``SCRIPTED_OOM_BESIDE=<dir>`` a job started while an earlier
 one is still running (both registered in that folder) fails with a CUDA OOM, as a trial
-that finds the card already full would.
+that finds the card already full would; with ``SCRIPTED_PACK_DIR=<dir>`` every job
+registers there, and one whose lr makes it run out of memory first waits (up to 3 s) for
+a neighbour to appear, so that its failure happens beside one.
 """
 
 import atexit
@@ -33,15 +35,19 @@ def status(path: Path, **line) -> None:
         fh.write(json.dumps(line) + "\n")
 
 
-def _started_beside_another(folder: Path) -> bool:
-    """Register this job in ``folder``; True if a job registered earlier is still alive."""
+def _register(folder: Path) -> Path:
+    """This job's entry in ``folder`` (removed when it exits)."""
     folder.mkdir(parents=True, exist_ok=True)
     mine = folder / f"{time.time_ns():020d}-{os.getpid()}"
     mine.touch()
     atexit.register(lambda: mine.unlink(missing_ok=True))
+    return mine
+
+
+def _others_alive(folder: Path, mine: Path, earlier_only: bool) -> bool:
     for other in sorted(folder.iterdir()):
-        if other.name >= mine.name:
-            break
+        if other == mine or (earlier_only and other.name > mine.name):
+            continue
         try:
             os.kill(int(other.name.split("-")[1]), 0)
             return True
@@ -68,12 +74,19 @@ def main() -> int:
             print(f"FileNotFoundError: [Errno 2] No such file or directory: '{source['json_file']}'")
             return 1
     beside = os.environ.get("SCRIPTED_OOM_BESIDE")
-    if beside and _started_beside_another(Path(beside)):
+    if beside and _others_alive(Path(beside), _register(Path(beside)), earlier_only=True):
         time.sleep(0.2)
         print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 4.00 GiB (GPU 0; the card is "
               "shared)", flush=True)
         status(log, status="FAILURE", message="CUDA out of memory")
         return 1
+    if lr > 2e-2 and (pack := os.environ.get("SCRIPTED_PACK_DIR")):
+        # a job that blows up whatever runs beside it: wait (3 s at most) for a neighbour first
+        mine, deadline = _register(Path(pack)), time.monotonic() + 3
+        while not _others_alive(Path(pack), mine, earlier_only=False) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    elif (pack := os.environ.get("SCRIPTED_PACK_DIR")):
+        _register(Path(pack))
     if lr > 2e-2:  # a setting that blows up the GPU, as a real job would report it
         print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
         status(log, status="FAILURE", message="CUDA out of memory")

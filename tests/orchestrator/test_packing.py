@@ -133,9 +133,10 @@ def test_a_neighbours_out_of_memory_is_retried_alone(tmp_path, coco_dirs, monkey
 
 def test_a_second_out_of_memory_alone_fails_with_the_diagnosis(tmp_path, coco_dirs, monkeypatch):
     monkeypatch.setenv("SCRIPTED_EPOCH_SECONDS", "0.4")
+    monkeypatch.setenv("SCRIPTED_PACK_DIR", str(tmp_path / "on_the_card"))
     cfg = _config(tmp_path, coco_dirs, devices={"use": "cpu", "trials_per_slot": 2}, pruner=NO_PRUNING,
                   budget={"n_trials": 2})
-    _enqueue(cfg, [3e-4, 5e-2])  # 5e-2 runs out of memory whatever runs beside it
+    _enqueue(cfg, [3e-4, 5e-2])  # 5e-2 runs out of memory beside trial 0, and again alone
     run_study(cfg, Recorder())
     good, oom = _trials(cfg)
     assert good.state == TrialState.COMPLETE
