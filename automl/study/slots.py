@@ -149,7 +149,6 @@ class SlotPool:
         self._on: dict[Slot, list[Lease]] = {s: [] for s in slots}
         self._alone_waiting = 0
         self._peak_mib: int | None = None
-        self._peak_trial: int | None = None
         self._oom_cap: int | None = None
         self._said_no_peak = False
 
@@ -239,7 +238,7 @@ class SlotPool:
             if self._peak_mib is not None and peak_mib <= self._peak_mib:
                 return
             before = self.capacity
-            self._peak_mib, self._peak_trial = peak_mib, trial
+            self._peak_mib = peak_mib
             after = self.capacity
             if after != before:
                 self._cond.notify_all()
