@@ -148,30 +148,34 @@ class PluginFamily(Generic[T]):
         """Make ``target`` (``module:attr``) available under ``name``."""
         self._targets[name] = target
 
-    def resolve(self, name: str) -> Any:
-        """The class or factory ``name`` stands for; ConfigError says what is wrong."""
+    def resolve(self, name: str, where: str | None = None) -> Any:
+        """The class or factory ``name`` stands for; ConfigError says what is wrong
+        (``where``: the config key naming it, default the family's)."""
+        where = where or self.where
         if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{self.where}: expected a {self.kind} name ({', '.join(self.available())}) "
+            raise ConfigError(f"{where}: expected a {self.kind} name ({', '.join(self.available())}) "
                               f"or an import path, got {name!r}")
         target = self._targets.get(name, name)
         try:
             return import_target(target)
         except ValueError as exc:
             if name in self._targets:
-                raise ConfigError(f"{self.where}: {self.kind} {name!r} is not available here: {exc}") from None
+                raise ConfigError(f"{where}: {self.kind} {name!r} is not available here: {exc}") from None
             close = difflib.get_close_matches(name, self.available(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close and ":" not in name else ""
             raise ConfigError(
-                f"{self.where}: {self.kind} {name!r} is neither a known name ({', '.join(self.available())}) "
+                f"{where}: {self.kind} {name!r} is neither a known name ({', '.join(self.available())}) "
                 f"nor a loadable import path: {exc}{hint}"
             ) from None
 
-    def options_model(self, name: str) -> type[BaseModel]:
-        return options_model(self.resolve(name), self.supplied)
+    def options_model(self, name: str, where: str | None = None) -> type[BaseModel]:
+        return options_model(self.resolve(name, where), self.supplied)
 
-    def validate(self, name: str, options: Mapping[str, Any], where: str | None = None) -> BaseModel:
-        """``options`` checked by plugin ``name``; ``where`` is their place in the config."""
-        model = self.options_model(name)
+    def validate(self, name: str, options: Mapping[str, Any], where: str | None = None,
+                 name_where: str | None = None) -> BaseModel:
+        """``options`` checked by plugin ``name``; ``where`` is their place in the config,
+        ``name_where`` the name's (both default to the family's keys)."""
+        model = self.options_model(name, name_where)
         where = where or self.options_where
         if not isinstance(options, Mapping):
             raise ConfigError(f"{where}: {self.kind} options must be a mapping, got {options!r}")

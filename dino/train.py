@@ -238,6 +238,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         status.kpi["train_loss"] = stats["train_loss"]
         elapsed = time.time() - began
         eta = datetime.timedelta(seconds=elapsed * (last - epoch))
+        if device.type == "cuda":  # what this process holds of the card: the orchestrator packs trials by it
+            timings["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20)
         rng = gather_to_main(ctx, rank_rng_state(device)) if ctx.enabled else None  # every rank's stream
         if not ctx.is_main:
             continue

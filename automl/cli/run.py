@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--n-trials", type=int, help="finished trials the study should hold")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     run.add_argument("--devices", help="auto, cpu, or GPU indices like 0,1,2")
+    run.add_argument("--trials-per-slot", help="trials sharing one device slot at once: a number or auto "
+                                                 "(from the first trial's measured GPU memory)")
     run.add_argument("--workspace", type=Path, help="where trials, datasets and the report go")
     run.add_argument("--launcher", help="local or docker")
     run.add_argument("--train-data", help="training source: folder, archive or s3:// URI")
@@ -92,12 +94,17 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         over.setdefault("launcher", {})["name"] = args.launcher
     if args.devices:
         if args.devices in ("auto", "cpu"):
-            over["devices"] = args.devices
+            over["devices"] = {"use": args.devices}
         else:
             try:
-                over["devices"] = [int(d) for d in args.devices.split(",")]
+                over["devices"] = {"use": [int(d) for d in args.devices.split(",")]}
             except ValueError:
                 raise ConfigError(f"--devices must be auto, cpu or indices like 0,1; got {args.devices!r}") from None
+    if getattr(args, "trials_per_slot", None):
+        value = args.trials_per_slot
+        if value != "auto" and not value.isdigit():
+            raise ConfigError(f"--trials-per-slot must be a number or auto; got {value!r}")
+        over.setdefault("devices", {})["trials_per_slot"] = value if value == "auto" else int(value)
     if args.train_data:
         over["data"] = {"train": args.train_data, "val": args.val_data, "synth": None}
     elif args.val_data:
@@ -107,12 +114,24 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return over
 
 
+def _devices_as_mapping(raw: dict[str, Any]) -> dict[str, Any]:
+    """``devices: cpu`` (or a list) as ``{use: cpu}``, in the config and its cpu block."""
+    out = dict(raw)
+    if isinstance(out.get("devices"), (str, list)):
+        out["devices"] = {"use": out["devices"]}
+    if isinstance(out.get("cpu"), dict):
+        out["cpu"] = _devices_as_mapping(out["cpu"])
+    return out
+
+
 def load_config_from_args(args: argparse.Namespace, console: Console):
     raw = read_profile(args.profile) if args.profile else read_config_file(args.config)
     where = f"profile {args.profile}" if args.profile else str(args.config)
+    raw = _devices_as_mapping(raw)  # so that --trials-per-slot keeps a file's device list
     raw = deep_merge(raw, _flag_overrides(args))
     devices = raw.get("devices", "auto")
-    on_cpu = devices == "cpu" or (devices == "auto" and not detect_gpus())
+    use = devices.get("use", "auto") if isinstance(devices, dict) else devices
+    on_cpu = use == "cpu" or (use == "auto" and not detect_gpus())
     if on_cpu and raw.get("cpu"):
         console.print(Text.assemble(("automl", "bold cyan"), " no GPU in use: running the CPU-sized variant of "
                                     f"{where} (its 'cpu:' block; see README)"), soft_wrap=True)

@@ -107,7 +107,7 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     lines = [f"invalid run config ({where}):"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see README's config reference)"
         lines.append(f"  {loc}: {msg}")

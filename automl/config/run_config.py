@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from automl.config.storage import DEFAULT_WORKSPACE, parse_storage_url, resolve_storage_url
 from automl.launchers import LAUNCHERS
 from automl.observe.extractors import EXTRACTORS, get_extractor
 from automl.plugins import PluginFamily
 from automl.tuning import PRUNERS, SAMPLERS
+from automl.tuning.pruners import PrunerOptions
 
 # Metric names whose larger values are better; anything ending in "loss" is minimised.
 _MAXIMIZED_PREFIXES = ("val_map", "map", "ap", "val_ap", "accuracy", "val_acc", "f1", "recall", "precision")
@@ -120,7 +121,10 @@ class LauncherSettings(_PluginChoice):
 
     family: ClassVar[PluginFamily[Any]] = LAUNCHERS
     default: ClassVar[str] = "local"
-    grace_period: float = Field(10.0, ge=0)  # SIGTERM -> SIGKILL, seconds
+    grace_period: float = Field(10.0, ge=0)  # SIGTERM -> SIGKILL, seconds (interrupts: checkpoint kept)
+    # a pruned job's checkpoint is never resumed, so it gets less time and its GPU is soon
+    # free: the trainer stops within a step; the rest is interpreter teardown (1-6 s measured)
+    prune_grace_period: float = Field(2.0, ge=0)
     poll_interval: float = Field(1.0, gt=0)
 
     @model_validator(mode="before")
@@ -143,6 +147,47 @@ class TrainerSettings(_Strict):
     num_gpus: int = Field(1, ge=1)  # devices per trial (train.num_gpus)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DeviceSettings(_Strict):
+    """``devices:`` which devices trials run on, and how many trials share one slot.
+
+    ``devices: auto | cpu | [0, 1]`` is short for ``{use: ...}`` with one trial per slot.
+    A slot is ``trainer.num_gpus`` GPUs (or the CPU); ``trials_per_slot`` trials run on
+    each at once, every one with the slot's devices. ``auto`` decides from the first
+    measured peak GPU memory (see :mod:`automl.study.packing`); on the CPU it gives each
+    trial ``min_cores_per_trial`` cores.
+    """
+
+    use: Literal["auto", "cpu"] | list[int] = "auto"  # auto: every GPU nvidia-smi lists, else the CPU
+    trials_per_slot: int | Literal["auto"] = 1
+    max_trials_per_slot: int = Field(4, ge=1)  # auto's ceiling
+    memory_margin: float = Field(0.1, ge=0, lt=1)  # auto: fraction of each card left free
+    min_cores_per_trial: int = Field(2, ge=1)  # auto: CPU cores each concurrent trial keeps
+    gpu_memory_mib: int | None = Field(None, gt=0)  # the card's memory when nvidia-smi cannot tell
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, (str, list)):
+            return {"use": data}
+        return data
+
+    @field_validator("use", mode="before")
+    @classmethod
+    def _which(cls, value: Any) -> Any:
+        if value in ("auto", "cpu") or (isinstance(value, list) and value
+                                        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in value)):
+            return value
+        raise ValueError(f"expected auto, cpu or a list of GPU indices like [0, 1], got {value!r}")
+
+    @field_validator("trials_per_slot", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"expected a number of trials (1 or more) or 'auto', got {value!r}")
 
 
 class SynthSettings(_Strict):
@@ -201,9 +246,29 @@ class RunConfig(_Strict):
     budget: BudgetSettings = BudgetSettings()
     retention: RetentionSettings = RetentionSettings()
     export: ExportSettings = ExportSettings()
-    devices: Literal["auto", "cpu"] | list[int] = "auto"
-    cpu_parallel: int = Field(1, ge=1)  # concurrent trials when running on the CPU
+    devices: DeviceSettings = DeviceSettings()
     workspace: Path = DEFAULT_WORKSPACE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "cpu_parallel" in data:
+            raise ValueError(
+                f"cpu_parallel is now devices.trials_per_slot (concurrency belongs to the device slots): "
+                f"write `devices: {{use: cpu, trials_per_slot: {data['cpu_parallel']}}}`"
+            )
+        return data
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner_fits_the_metric(cls, pruner: PrunerSettings, info: ValidationInfo) -> PrunerSettings:
+        metric = info.data.get("metric")
+        if isinstance(pruner.options, PrunerOptions) and isinstance(metric, MetricSettings):
+            try:
+                pruner.options.check_direction(metric.resolved_direction())
+            except ValueError as exc:
+                raise ValueError(f"{exc} (metric {metric.name!r} is {metric.resolved_direction()}d)") from None
+        return pruner
 
     @field_validator("metric")
     @classmethod

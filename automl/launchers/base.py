@@ -28,6 +28,9 @@ class JobSpec:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     read_only_paths: tuple[Path, ...] = ()  # datasets, pretrained weights
     workdir: Path | None = None
+    # writable folders every job of the workspace shares (compiled-kernel caches); a
+    # launcher that isolates jobs mounts them read-write at the same path
+    cache_dirs: tuple[Path, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

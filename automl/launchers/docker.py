@@ -315,6 +315,11 @@ class DockerLauncher:
                 )
             if all(Path(m["Target"]) != path for m in mounts):
                 mounts.append(_bind(path, read_only=True))
+        for raw in job.cache_dirs:  # shared, writable: compiled kernels outlive the container
+            cache = _absolute(raw)
+            cache.mkdir(parents=True, exist_ok=True)
+            if all(Path(m["Target"]) != cache for m in mounts):  # nested in a read-only one is fine
+                mounts.append(_bind(cache, read_only=False))
         if job.workdir is not None:
             workdir = _absolute(job.workdir)
             if workdir.exists() and not _covered(workdir, mounts):
@@ -354,6 +359,9 @@ class DockerLauncher:
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         if os.getuid() == 0:
             _hand_over(results, user)
+            for cache in job.cache_dirs:  # the container user writes the shared caches too
+                _absolute(cache).mkdir(parents=True, exist_ok=True)
+                _hand_over(_absolute(cache), user)
         mounts = self._mounts(job, user)
         labels = {
             LABEL_STUDY: job.study_name,

@@ -53,6 +53,10 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+# seconds the rest of a job's process group gets after its leader exited when stopped
+LEFTOVER_GRACE = 0.5
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -118,16 +122,25 @@ class LocalJob:
         return wait_by_polling(self, timeout, 0.05)
 
     def stop(self, grace_period: float = 10.0) -> JobResult:
-        """SIGTERM the job's group; SIGKILL what is left after ``grace_period`` s."""
+        """SIGTERM the job's group; SIGKILL what is left after ``grace_period`` s.
+
+        Once the leader (the trainer, which writes the checkpoints) has exited, what is
+        left of its group gets :data:`LEFTOVER_GRACE` s, not the whole grace period:
+        data-loader workers that inherited the trainer's SIGTERM handler outlive it by
+        seconds (measured: 3 s with 2 workers on CPU) and would hold the stop that long."""
         if self.poll() is not None:
             return self._result  # type: ignore[return-value]
         self._stopped = True
         pgid = self._popen.pid  # session leader: pgid == pid
-        deadline = time.monotonic() + max(0.0, grace_period)
+        now = time.monotonic()
+        deadline, leader_gone = now + max(0.0, grace_period), None
         _signal_group(pgid, signal.SIGTERM)
-        while not (self._leader_exited() and not _procfs.group_members(pgid)):
-            if time.monotonic() >= deadline:
-                self._killed_by_us = True
+        while not ((exited := self._leader_exited()) and not _procfs.group_members(pgid)):
+            now = time.monotonic()
+            if exited and leader_gone is None:
+                leader_gone = now
+            if now >= deadline or (leader_gone is not None and now - leader_gone >= LEFTOVER_GRACE):
+                self._killed_by_us = not exited
                 _signal_group(pgid, signal.SIGKILL)
                 break
             time.sleep(0.05)

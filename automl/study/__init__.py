@@ -1,8 +1,11 @@
 """The study: one ``automl run`` from a RunConfig to its outcome.
 
 ``runner`` wires the rooms together (data, space, storage, launcher) and runs
-``study.optimize``; ``objective`` is one trial as one training job; ``recovery``,
-``slots``, ``trial_paths`` and ``attrs`` are what trials and workers share;
+``study.optimize``; ``objective`` is one trial as one training job; ``slots`` (the pool
+of device slots), ``packing`` (how many trials share one) and ``sharing`` (what a trial
+records about it, the out-of-memory retry alone) place jobs on devices; ``caches`` holds
+what outlives a trial (compiled kernels); ``recovery``, ``trial_paths`` and ``attrs`` are
+what trials and workers share;
 ``results`` and ``best_export`` hand back the best spec, checkpoint and model;
 ``schedule`` runs a command every night. The study reports what happens as
 :mod:`events` and returns results; it never prints (that is :mod:`automl.ui`).

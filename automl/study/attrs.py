@@ -26,8 +26,18 @@ FAILURE_FIX = "failure_fix"  # what to change
 EXIT_CODE = "exit_code"
 PRUNE_EPOCH = "prune_epoch"
 LOG_TAIL = "log_tail"  # the last lines of the job's log
+SLOT = "slot"  # the slot it ran on: "cuda:0", "cuda:0,cuda:1" or "cpu"
+PACKED_WITH = "packed_with"  # trial numbers on the same slot when its job started
+RAN_BESIDE = "ran_beside"  # every trial that shared the slot while its job ran
+JOB_STARTED_AT = "job_started_at"  # ISO time its job was launched (the trial may have waited for a slot)
+JOB_ENDED_AT = "job_ended_at"  # ISO time its job was seen gone
+PEAK_GPU_MEMORY_MIB = "peak_gpu_memory_mib"  # the largest peak the job reported (torch reserved, MiB)
+STOP_SECONDS = "stop_seconds"  # prune (or stop) decision to the job gone
+PRUNED_BY = "pruned_by"  # the rules of a composite pruner that fired
+RUN_ALONE = "run_alone"  # it ran out of GPU memory beside others: runs alone from now
+OOM_RETRY = "oom_retry"  # what the out-of-memory attempt beside others left (kept on purpose)
 
-CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH)
+CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH, PRUNED_BY, STOP_SECONDS)
 
 # study user attributes
 STUDY_METRIC = "metric"  # the metric's name, for readers without the run config
@@ -52,6 +62,16 @@ class TrialAttrs:
     exit_code: int | None = None
     prune_epoch: int | None = None
     log_tail: str | None = None
+    slot: str | None = None
+    packed_with: tuple[int, ...] = ()
+    ran_beside: tuple[int, ...] = ()
+    job_started_at: str | None = None
+    job_ended_at: str | None = None
+    peak_gpu_memory_mib: int | None = None
+    stop_seconds: float | None = None
+    pruned_by: str | None = None
+    run_alone: bool = False
+    oom_retry: str | None = None
 
     @classmethod
     def of(cls, trial: Trial | FrozenTrial) -> TrialAttrs:
@@ -59,4 +79,7 @@ class TrialAttrs:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in attrs.items() if k in known and v is not None}
         values["interrupted"] = bool(values.get("interrupted"))
+        values["run_alone"] = bool(values.get("run_alone"))
+        for key in ("packed_with", "ran_beside"):
+            values[key] = tuple(values.get(key) or ())
         return cls(**values)

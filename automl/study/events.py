@@ -44,13 +44,14 @@ class StudyStarted:
     remaining: int | None  # trials this run may still finish; None: no limit
     slots: tuple[tuple[int, ...], ...]  # GPU indices per slot; () is a CPU slot
     best: tuple[int, float] | None  # (trial number, value) already in the study
+    packing: str = ""  # how many trials share a slot, e.g. "up to 4 per slot (auto)"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrialEvent:
     """One step of one trial, from the objective."""
 
-    kind: str  # started | epoch | pruned | completed | failed | interrupted
+    kind: str  # started | epoch | pruned | completed | failed | interrupted | retry_alone
     trial: int
     slot: tuple[int, ...] = ()
     epoch: int | None = None

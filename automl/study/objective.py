@@ -25,12 +25,15 @@ from automl.launchers.base import JobResult, JobSpec, Launcher
 from automl.launchers.records import worker_id
 from automl.observe.diagnosis import diagnose
 from automl.observe.extractors import get_extractor
+from automl.observe.memory import PeakMemoryReader
 from automl.observe.monitor import TrialMonitor
 from automl.optuna_private import frozen_trial, trial_id
 from automl.search_space import SearchSpace, TrainSchema, render_spec
 from automl.study import attrs
+from automl.study.caches import kernel_cache_env
 from automl.study.events import Observer, TrialEvent, ignore
-from automl.study.slots import SlotPool
+from automl.study.sharing import RetryAlone, finish_lease_attrs, retry_alone, set_lease_attrs, timed_stop
+from automl.study.slots import Lease, SlotPool, SlotWaitCancelled
 from automl.study.trial_paths import trial_results_dir
 from metric_extractors import EpochMetrics
 
@@ -89,8 +92,24 @@ class DinoObjective:
         cfg = self.ctx.config
         results_dir = trial_results_dir(cfg.study_dir, trial)
         results_dir.mkdir(parents=True, exist_ok=True)
-        params = self.ctx.space.suggest(trial)
-        with self.ctx.slots.acquire() as slot:
+        alone = bool(trial.user_attrs.get(attrs.RUN_ALONE))
+        while True:
+            try:
+                return self._attempt(trial, results_dir, alone)
+            except RetryAlone:
+                alone = True  # that lease has ended; the next one waits for an empty slot
+            except SlotWaitCancelled as exc:
+                trial.set_user_attr(attrs.INTERRUPTED, True)
+                raise TrialInterrupted(str(exc)) from None
+
+    def _attempt(self, trial: optuna.Trial, results_dir: Path, alone: bool) -> float:
+        """One job of the trial on a leased slot (a second one after an OOM beside others).
+        The slot first, then the sample: a trial that waited for room is sampled with what
+        finished meanwhile (a retry gets its same values back)."""
+        cfg = self.ctx.config
+        with self.ctx.slots.acquire(trial.number, alone=alone, cancel=self.ctx.stop_event) as lease:
+            params = self.ctx.space.suggest(trial)
+            slot = lease.slot.devices
             trial.set_user_attr(attrs.RESULTS_DIR, str(results_dir))
             trial.set_user_attr(attrs.WORKER, worker_id())
             for stale in attrs.CLEARED_ON_RETRY:
@@ -99,7 +118,9 @@ class DinoObjective:
             spec_path = self._write_spec(trial, params, results_dir, slot)
             trial.set_user_attr(attrs.SPEC_PATH, str(spec_path))
             trial.set_user_attr(attrs.DEVICE, ",".join(f"cuda:{d}" for d in slot) or "cpu")
+            set_lease_attrs(trial, lease)
             self._upload(trial, spec_path, "spec.yaml")
+            cache_env = kernel_cache_env(cfg)
             job = JobSpec(
                 study_name=cfg.study.name,
                 trial_number=trial.number,
@@ -107,19 +128,12 @@ class DinoObjective:
                 results_dir=results_dir,
                 log_path=results_dir / "stdout.log",
                 devices=slot,
-                env=self._job_env(slot),
+                env={**lease.env, **cache_env},
                 read_only_paths=self.ctx.read_only_paths,
                 workdir=results_dir,
+                cache_dirs=tuple(Path(v) for v in cache_env.values()),
             )
-            return self._run_job(trial, job, slot)
-
-    def _job_env(self, slot: tuple[int, ...]) -> dict[str, str]:
-        """CPU jobs share the cores between the concurrent slots; oversubscribed BLAS
-        threads made a tiny model ten times slower on a busy 2-core machine."""
-        if slot:
-            return {}
-        threads = max(1, (os.cpu_count() or 1) // self.ctx.slots.size)
-        return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            return self._run_job(trial, job, lease)
 
     def _write_spec(self, trial: optuna.Trial, params: dict[str, Any], results_dir: Path,
                     slot: tuple[int, ...]) -> Path:
@@ -143,10 +157,12 @@ class DinoObjective:
         os.replace(tmp, spec_path)
         return spec_path
 
-    def _run_job(self, trial: optuna.Trial, job: JobSpec, slot: tuple[int, ...]) -> float:
+    def _run_job(self, trial: optuna.Trial, job: JobSpec, lease: Lease) -> float:
         cfg = self.ctx.config
+        slot = lease.slot.devices
         extractor = get_extractor(cfg.metric.extractor, cfg.metric.extractor_options)
         monitor = TrialMonitor(job.results_dir, job.log_path, extractor)
+        memory = PeakMemoryReader(job.results_dir)
         # a retried trial inherits its predecessor's epochs; they are not reported twice
         reported = dict(frozen_trial(trial).intermediate_values)
         handle = self.ctx.launcher.launch(job)
@@ -156,17 +172,21 @@ class DinoObjective:
         try:
             while True:
                 result = handle.poll()  # read before the logs: no epoch written before exit is missed
+                if (peak := memory.poll()) is not None:
+                    lease.report_peak(peak)
                 prune_epoch = self._report_new_epochs(trial, monitor.poll(), reported, slot)
                 if prune_epoch is None and result is not None:
                     # the last line may lack its newline: flush what the extractor holds
                     prune_epoch = self._report_new_epochs(trial, monitor.finish(), reported, slot)
                 if prune_epoch is not None:
-                    result = handle.stop(cfg.launcher.grace_period)
+                    result = timed_stop(trial, handle, cfg.launcher.prune_grace_period)
+                    self._finish_lease(trial, lease, memory)
                     self._prune(trial, job, slot, prune_epoch, reported[prune_epoch])
                 if result is not None:
                     break
                 if self.ctx.stop_event.is_set():
-                    result = handle.stop(cfg.launcher.grace_period)
+                    result = timed_stop(trial, handle, cfg.launcher.grace_period)
+                    self._finish_lease(trial, lease, memory)
                     trial.set_user_attr(attrs.INTERRUPTED, True)
                     self._finish_attrs(trial, job)
                     self.ctx.on_event(TrialEvent("interrupted", trial.number, slot))
@@ -175,9 +195,10 @@ class DinoObjective:
         finally:
             if result is None:  # an exception escaped the loop: never leave a job behind
                 result = handle.stop(cfg.launcher.grace_period)
+        self._finish_lease(trial, lease, memory)
         self._finish_attrs(trial, job)
         if result.exit_code != 0 or result.oom_killed:
-            self._fail(trial, job, result, monitor)
+            self._fail(trial, job, result, monitor, lease)
         if not reported:
             message = (
                 f"the job exited 0 but metric {cfg.metric.name!r} never appeared; "
@@ -218,9 +239,15 @@ class DinoObjective:
         self.ctx.on_event(TrialEvent("pruned", trial.number, slot, epoch=epoch, value=value))
         raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.ctx.config.metric.name}={value:.4f})")
 
-    def _fail(self, trial: optuna.Trial, job: JobSpec, result: JobResult, monitor: TrialMonitor) -> None:
+    def _fail(self, trial: optuna.Trial, job: JobSpec, result: JobResult, monitor: TrialMonitor,
+              lease: Lease) -> None:
         tail = _tail(job.log_path, LOG_TAIL_LINES)
         diagnosis = diagnose(result.exit_code, tail, monitor.status_lines(), result.oom_killed)
+        if retry_alone(trial, lease, diagnosis, result.exit_code):
+            self.ctx.on_event(TrialEvent("retry_alone", trial.number, lease.slot.devices, message=(
+                f"ran out of GPU memory beside trial(s) {', '.join(map(str, sorted(lease.neighbours)))}; "
+                "retried alone from its latest checkpoint")))
+            raise RetryAlone(trial.number)
         trial.set_user_attr(attrs.EXIT_CODE, result.exit_code)
         trial.set_user_attr(attrs.FAILURE, diagnosis.summary)
         trial.set_user_attr(attrs.FAILURE_CODE, diagnosis.code)
@@ -228,6 +255,13 @@ class DinoObjective:
         message = f"exit code {result.exit_code}: {diagnosis.summary} -> {diagnosis.fix}"
         self.ctx.on_event(TrialEvent("failed", trial.number, message=message))
         raise TrialFailed(message)
+
+    def _finish_lease(self, trial: optuna.Trial, lease: Lease, memory: PeakMemoryReader) -> None:
+        """Called once the job is gone: when it ended, beside whom, its peak memory."""
+        if (peak := memory.poll()) is not None:
+            lease.report_peak(peak)
+        memory.close()
+        finish_lease_attrs(trial, lease)
 
     def _finish_attrs(self, trial: optuna.Trial, job: JobSpec) -> None:
         tail = _tail(job.log_path, LOG_TAIL_LINES)

@@ -49,7 +49,8 @@ from automl.study.events import Level, Note, Observer, StudyStarted, StudyStoppe
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
 from automl.study.recovery import counted_trials, recover_study
 from automl.study.results import StudyOutcome, finalize_study
-from automl.study.slots import SlotPool, plan_slots
+from automl.study.slots import describe_packing, pool_for
+from automl.study.storage import ThreadSafeRDBStorage
 from automl.tuning import build_pruner, build_sampler
 from automl.ui.artifacts import ArtifactRecorder
 
@@ -88,7 +89,7 @@ def resolve_project_path(path: Path | None, default: Path) -> Path:
 def open_storage(cfg: RunConfig) -> RDBStorage:
     """RDB storage with heartbeats; stale trials come back as WAITING with the same params."""
     heartbeat = cfg.study.heartbeat_interval
-    return RDBStorage(
+    return ThreadSafeRDBStorage(
         cfg.storage_url,
         engine_kwargs={"pool_pre_ping": True} if not cfg.storage_url.startswith("sqlite") else None,
         heartbeat_interval=heartbeat,
@@ -249,7 +250,7 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     reaped = launcher.reap_orphans(cfg.study.name, running)
     if reaped:
         observe(Note(f"stopped {len(reaped)} orphaned job(s) of this study: {', '.join(reaped)}"))
-    slots = SlotPool(plan_slots(cfg.devices, cfg.trainer.num_gpus, cfg.cpu_parallel))
+    slots = pool_for(cfg, observe)
     stop_event = threading.Event()
     ctx = StudyContext(
         config=cfg, schema=schema, space=space, template=template,
@@ -271,7 +272,8 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     try:
         if remaining is None or remaining > 0:
             best = (study.best_trial.number, float(study.best_value)) if study.best_trials else None
-            observe(StudyStarted(study.study_name, remaining, tuple(slots.slots), best))
+            observe(StudyStarted(study.study_name, remaining, tuple(s.devices for s in slots.slots), best,
+                                 packing=describe_packing(slots)))
             try:
                 study.optimize(
                     DinoObjective(ctx),

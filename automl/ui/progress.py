@@ -86,7 +86,9 @@ class ProgressBoard:
         self._started = time.monotonic()
         where = ", ".join(",".join(f"cuda:{d}" for d in s) or "cpu" for s in event.slots)
         total = event.remaining if event.remaining is not None else "unbounded"
-        self.note(f"study {event.study_name!r}: {total} trial(s) to run on {len(event.slots)} slot(s) [{where}]")
+        packing = f"; {event.packing}" if event.packing else ""
+        self.note(f"study {event.study_name!r}: {total} trial(s) to run on {len(event.slots)} slot(s) "
+                  f"[{where}]{packing}")
         if event.best is not None:
             self._best = event.best
         if self.console.is_terminal:
@@ -129,7 +131,7 @@ class ProgressBoard:
     def _print_event(self, event: TrialEvent) -> None:
         value = "" if event.value is None else f" {self.metric}={event.value:.4f}"
         epoch = "" if event.epoch is None else f" epoch {event.epoch}"
-        style = {"pruned": "yellow", "failed": "red", "completed": "green"}.get(event.kind, "")
+        style = {"pruned": "yellow", "failed": "red", "completed": "green", "retry_alone": "yellow"}.get(event.kind, "")
         kind = "" if event.kind == "epoch" else f" {event.kind}"
         text = f"trial {event.trial}{kind}{epoch}{value}"
         if event.kind == "started":

@@ -28,6 +28,7 @@ from automl.config.storage import redact_url
 from automl.errors import UserError
 from automl.optuna_private import trial_id
 from automl.study import attrs
+from automl.study.packing import slot_usage
 from automl.study.results import trial_value
 from automl.ui.artifacts import ArtifactRecorder
 
@@ -375,19 +376,56 @@ def _best_epoch(t: FrozenTrial, maximize: bool) -> str:
 def _outcome(t: FrozenTrial) -> str:
     """One line on how the trial ended: prune epoch, failure diagnosis and fix."""
     attrs = t.user_attrs
+    retried = ""
+    if attrs.get("oom_retry"):
+        retried = f"<br>out of GPU memory beside others, retried alone: {_e(attrs['oom_retry'])}"
     if t.state == TrialState.PRUNED:
         epoch = attrs.get("prune_epoch", max(t.intermediate_values, default=None))
-        return f"pruned at epoch {_e(_fmt(epoch))}"
+        text = f"pruned at epoch {_e(_fmt(epoch))}"
+        if attrs.get("pruned_by"):
+            text += f" by {_e(attrs['pruned_by'])}"
+        if attrs.get("stop_seconds") is not None:
+            text += f"; job gone {_e(_fmt(attrs['stop_seconds']))} s after the decision"
+        return text + retried
     if t.state == TrialState.FAIL:
         text = _e(attrs.get("failure") or "failed (no diagnosis recorded)")
         if attrs.get("exit_code") is not None:
             text += f" (exit code {_e(attrs['exit_code'])})"
         if attrs.get("failure_fix"):
             text += f"<br><b>fix:</b> {_e(attrs['failure_fix'])}"
-        return text
+        return text + retried
     if attrs.get("interrupted"):
-        return "interrupted (will be retried)"
-    return ""
+        return "interrupted (will be retried)" + retried
+    return retried.removeprefix("<br>")
+
+
+def _beside(t: FrozenTrial) -> str:
+    """Who shared the trial's slot: already there at its start, and all who did meanwhile."""
+    at_start = t.user_attrs.get("packed_with")
+    during = t.user_attrs.get("ran_beside")
+    if at_start is None and during is None:
+        return "–"
+    start = ", ".join(f"#{n}" for n in at_start or []) or "none"
+    ever = ", ".join(f"#{n}" for n in during or []) or "none"
+    return f"at start: {_e(start)}<br>meanwhile: {_e(ever)}"
+
+
+def _packing(trials: list[FrozenTrial]) -> list[str]:
+    usage = slot_usage(trials)
+    if not usage:
+        return []
+    out = ["<h2>Packing</h2>",
+           '<p class="muted">How many trials shared each device slot (from each job\'s start and end).</p>',
+           "<table><tr><th>slot</th><th>trials</th><th>most at once</th><th>mean at once while busy</th>"
+           "<th>busy</th><th>trial numbers</th></tr>"]
+    for u in usage:
+        out.append(
+            f"<tr><td><code>{_e(u.slot)}</code></td><td class=num>{len(u.trials)}</td>"
+            f"<td class=num>{u.max_at_once}</td><td class=num>{u.mean_at_once:.2f}</td>"
+            f"<td class=num>{u.busy_s:.0f} s</td><td>{_e(', '.join(f'#{n}' for n in u.trials))}</td></tr>"
+        )
+    out.append("</table>")
+    return out
 
 
 def _log_tail(t: FrozenTrial) -> str:
@@ -453,10 +491,12 @@ def _render_html(
         out.append("<h2>Parameter importances</h2>")
         out.append(f'<p class="muted">Not computed: {_e(importances.reason)}.</p>')
 
+    out.extend(_packing(trials))
+
     out.append("<h2>All trials</h2>")
     out.append(
         "<table><tr><th>trial</th><th>state</th><th>" + _e(metric) + "</th><th>epochs</th>"
-        "<th>device</th><th>job</th><th>outcome</th><th>duration</th><th>params</th></tr>"
+        "<th>slot</th><th>beside</th><th>job</th><th>outcome</th><th>duration</th><th>params</th></tr>"
     )
     for t in trials:
         out.append(
@@ -464,7 +504,8 @@ def _render_html(
             f'<td><span class="state {t.state.name}">{t.state.name}</span></td>'
             f"<td class=num>{_e(_fmt(t.value))}</td>"
             f"<td class=num>{len(t.intermediate_values)}</td>"
-            f"<td>{_attr(t, 'device')}</td><td>{_attr(t, 'job_id')}</td>"
+            f"<td>{_attr(t, 'slot') if 'slot' in t.user_attrs else _attr(t, 'device')}</td>"
+            f"<td>{_beside(t)}</td><td>{_attr(t, 'job_id')}</td>"
             f"<td>{_outcome(t)}</td><td>{_e(_duration(t))}</td><td>{_params(t)}</td></tr>"
         )
     out.append("</table>")

@@ -154,6 +154,32 @@ def test_stop_kills_a_job_ignoring_sigterm_and_its_children(tmp_path, launcher):
     assert wait_for(lambda: not _procfs.is_running(child), 5)
 
 
+def test_stop_does_not_wait_the_grace_period_for_helpers_of_an_exited_leader(tmp_path, launcher):
+    """Data-loader workers that inherited the trainer's SIGTERM handler outlive it; once the
+    trainer has exited, its helpers get LEFTOVER_GRACE, not the whole grace period."""
+    from automl.launchers.local import LEFTOVER_GRACE
+
+    code = """
+        import signal, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+            "time.sleep(60)"])
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+        print("child", child.pid, flush=True)
+        time.sleep(60)
+    """
+    job = spec(tmp_path, code)
+    handle = launcher.launch(job)
+    assert wait_for(lambda: "child" in output(job.log_path) and "up" in output(job.log_path))
+    child = int(output(job.log_path).split("child ")[1].split()[0])
+    start = time.monotonic()
+    result = handle.stop(grace_period=20)
+    took = time.monotonic() - start
+    assert took < LEFTOVER_GRACE + 3, took
+    assert result.stopped and result.exit_code == 143  # the leader's own exit, not our SIGKILL
+    assert wait_for(lambda: not _procfs.is_running(child), 5)
+
+
 def test_children_left_by_a_finished_leader_are_ended(tmp_path, launcher):
     code = """
         import subprocess, sys

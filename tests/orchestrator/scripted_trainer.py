@@ -5,8 +5,17 @@
 latest one, and fails like a real job on request. Its mAP50 curve is a deterministic
 function of ``train.optim.lr`` (best near 3e-4), so tests know which trials are weak.
 Each trained epoch prints ``TRAINED EPOCH <e>`` so tests can check nothing is redone.
+
+For packing tests: ``JOB START <t>`` / ``JOB END <t>`` (``time.time()``) bracket the run;
+``SCRIPTED_PEAK_MIB`` adds ``peak_gpu_memory_mib`` to every epoch line, as the real
+trainer does on a GPU; with ``SCRIPTED_OOM_BESIDE=<dir>`` a job started while an earlier
+one is still running (both registered in that folder) fails with a CUDA OOM, as a trial
+that finds the card already full would; with ``SCRIPTED_PACK_DIR=<dir>`` every job
+registers there, and one whose lr makes it run out of memory first waits (up to 3 s) for
+a neighbour to appear, so that its failure happens beside one.
 """
 
+import atexit
 import json
 import math
 import os
@@ -26,7 +35,32 @@ def status(path: Path, **line) -> None:
         fh.write(json.dumps(line) + "\n")
 
 
+def _register(folder: Path) -> Path:
+    """This job's entry in ``folder`` (removed when it exits)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = folder / f"{time.time_ns():020d}-{os.getpid()}"
+    mine.touch()
+    atexit.register(lambda: mine.unlink(missing_ok=True))
+    return mine
+
+
+def _others_alive(folder: Path, mine: Path, earlier_only: bool) -> bool:
+    for other in sorted(folder.iterdir()):
+        if other == mine or (earlier_only and other.name > mine.name):
+            continue
+        try:
+            os.kill(int(other.name.split("-")[1]), 0)
+            return True
+        except (ProcessLookupError, ValueError):
+            continue
+    return False
+
+
 def main() -> int:
+    print(f"JOB START {time.time():.3f}", flush=True)
+    for name in ("OMP_NUM_THREADS", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+        print(f"ENV {name}={os.environ.get(name, '')}", flush=True)
+    atexit.register(lambda: print(f"JOB END {time.time():.3f}", flush=True))
     spec = yaml.safe_load(Path(sys.argv[sys.argv.index("-e") + 1]).read_text())
     results = Path(spec["results_dir"]) / "train"
     results.mkdir(parents=True, exist_ok=True)
@@ -39,6 +73,20 @@ def main() -> int:
         if not Path(source["json_file"]).exists():
             print(f"FileNotFoundError: [Errno 2] No such file or directory: '{source['json_file']}'")
             return 1
+    beside = os.environ.get("SCRIPTED_OOM_BESIDE")
+    if beside and _others_alive(Path(beside), _register(Path(beside)), earlier_only=True):
+        time.sleep(0.2)
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 4.00 GiB (GPU 0; the card is "
+              "shared)", flush=True)
+        status(log, status="FAILURE", message="CUDA out of memory")
+        return 1
+    if lr > 2e-2 and (pack := os.environ.get("SCRIPTED_PACK_DIR")):
+        # a job that blows up whatever runs beside it: wait (3 s at most) for a neighbour first
+        mine, deadline = _register(Path(pack)), time.monotonic() + 3
+        while not _others_alive(Path(pack), mine, earlier_only=False) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    elif (pack := os.environ.get("SCRIPTED_PACK_DIR")):
+        _register(Path(pack))
     if lr > 2e-2:  # a setting that blows up the GPU, as a real job would report it
         print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
         status(log, status="FAILURE", message="CUDA out of memory")
@@ -56,8 +104,9 @@ def main() -> int:
         kpi = {"val_mAP": f"{value / 2:.4f}", "val_mAP50": f"{value:.4f}", "val_loss": 1 - value}
         print(f"TRAINED EPOCH {epoch}", flush=True)
         print(f"Validation mAP50 : {value:.4f}", flush=True)
+        extra = {"peak_gpu_memory_mib": int(os.environ["SCRIPTED_PEAK_MIB"])} if "SCRIPTED_PEAK_MIB" in os.environ else {}
         status(log, status="RUNNING", message="Train and validation metrics generated.", epoch=epoch,
-               max_epoch=epochs - 1, kpi=kpi)
+               max_epoch=epochs - 1, kpi=kpi, **extra)
         (results / f"model_epoch_{epoch:03d}_step_{(epoch + 1) * 10}.pth").write_bytes(b"ckpt")
     status(log, status="SUCCESS", message="Training finished successfully.", kpi=kpi)
     return 0

@@ -127,3 +127,116 @@ def test_threshold_warmup_counts_epochs_like_the_median_rule():
     pruner = build_pruner(PrunerSettings(name="threshold", lower=0.5, warmup_epochs=2))
     assert not pruner.prune(study, _running(study, {0: 0.1}))
     assert pruner.prune(study, _running(study, {0: 0.1, 1: 0.1}))
+
+
+# -- not_learning: a trial judged on its own curve ------------------------------------------
+
+def test_not_learning_prunes_a_flat_curve_before_any_trial_has_finished():
+    """Trial 0 of the GPU smoke study on main (lr 4e-4): 0.0002, 0.0009, ... for 10 epochs.
+    The median rule cannot judge it (no finished trial); not_learning does after the warm-up."""
+    study = _study()
+    pruner = build_pruner(PrunerSettings(name="not_learning"))
+    median = build_pruner(PrunerSettings(name="median", startup_trials=1))
+    assert not pruner.prune(study, _running(study, {0: 0.0002}))  # warm-up: 2 validations
+    flat = _running(study, {0: 0.0002, 1: 0.0009})
+    assert not study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert pruner.prune(study, flat)
+    assert not median.prune(study, flat)  # nothing to compare with yet
+
+
+@pytest.mark.parametrize("curve", [
+    {0: 0.0, 1: 0.006, 2: 0.013},  # slow, below the bar after the warm-up, but rising each epoch
+    {0: 0.011, 1: 0.076, 2: 0.309},  # trial 5 of the smoke study (lr 5.7e-5), the slowest learner there
+    {0: 0.0001, 1: 0.024, 2: 0.076},  # RT-DETR's slowest learner (lr 2e-5), DESIGN.md's lr sweep
+])
+def test_not_learning_leaves_a_slow_curve_that_rises_alone(curve):
+    study = _study()
+    pruner = build_pruner(PrunerSettings(name="not_learning"))
+    for last in range(1, len(curve)):
+        assert not pruner.prune(study, _running(study, {s: curve[s] for s in range(last + 1)})), last
+
+
+def test_not_learning_prunes_a_curve_that_stops_rising_below_the_bar():
+    study = _study()
+    pruner = build_pruner(PrunerSettings(name="not_learning", min_value=0.01, min_rise=0.005))
+    assert not pruner.prune(study, _running(study, {0: 0.0, 1: 0.006}))
+    assert pruner.prune(study, _running(study, {0: 0.0, 1: 0.006, 2: 0.008}))
+
+
+def test_not_learning_refuses_a_minimised_metric():
+    with pytest.raises(ConfigError, match="not_learning.*maximised.*val_loss"):
+        build_run_config({"data": {"synth": {}}, "metric": {"name": "val_loss"}, "pruner": {"name": "not_learning"}},
+                         use_cpu_variant=False, where="study.yaml")
+    with pytest.raises(ConfigError, match=r"rules\[0\].*not_learning"):
+        build_run_config({"data": {"synth": {}}, "metric": {"name": "val_loss"},
+                          "pruner": {"name": "any", "rules": [{"name": "not_learning"}, {"name": "median"}]}},
+                         use_cpu_variant=False, where="study.yaml")
+    study = _study("minimize")  # used directly, without a run config: a loud error, not a silent no
+    with pytest.raises(RuntimeError, match="maximised metrics only"):
+        build_pruner(PrunerSettings(name="not_learning")).prune(study, _running(study, {0: 1.0, 1: 1.0}))
+
+
+# -- any: several rules ------------------------------------------------------------------
+
+def _any(*rules):
+    return build_pruner(PrunerSettings(name="any", rules=list(rules)))
+
+
+def test_any_prunes_when_one_rule_does_and_says_which():
+    study = _study()
+    _add(study, {0: 0.2, 1: 0.5})
+    pruner = _any({"name": "not_learning"}, {"name": "median", "startup_trials": 1})
+    weak = _running(study, {0: 0.1, 1: 0.3})  # learning, but below the median (0.5)
+    assert pruner.prune(study, weak)
+    assert study._storage.get_trial(weak._trial_id).user_attrs["pruned_by"] == "median"
+    flat = _running(study, {0: 0.001, 1: 0.002})
+    assert pruner.prune(study, flat)
+    assert study._storage.get_trial(flat._trial_id).user_attrs["pruned_by"] == "not_learning, median"
+    good = _running(study, {0: 0.3, 1: 0.6})
+    assert not pruner.prune(study, good)
+    assert "pruned_by" not in study._storage.get_trial(good._trial_id).user_attrs
+
+
+def test_any_asks_every_rule_even_after_one_fired():
+    """Successive halving records each rung in prune(); it must not be skipped."""
+    calls = []
+
+    class Recording(optuna.pruners.BasePruner):
+        def __init__(self, answer):
+            self.answer = answer
+
+        def prune(self, study, trial):
+            calls.append(self.answer)
+            return self.answer
+
+    from automl.tuning.pruners import AnyPruner
+
+    study = _study()
+    assert AnyPruner([("a", Recording(True)), ("b", Recording(False))]).prune(study, _running(study, {0: 0.1}))
+    assert calls == [True, False]
+
+
+@pytest.mark.parametrize("rules, key, message", [
+    ([{"name": "not_learning"}, {"name": "median", "patience": 5}], "pruner.rules[1].patience",
+     "pruner 'median' has no option 'patience'"),
+    ([{"name": "not_learning", "startup_trials": 2}], "pruner.rules[0].startup_trials",
+     "pruner 'not_learning' has no option 'startup_trials'"),
+    ([{"name": "not_learning", "min_value": -1}], "pruner.rules[0].min_value", "greater than 0"),
+    ([{"name": "medain"}], "pruner.rules[0].name", "did you mean 'median'"),
+    ([{"warmup_epochs": 2}], "pruner.rules", "rule 0 must be a mapping with a name"),
+    ([], "pruner.rules", "at least 1"),
+])
+def test_any_validates_each_rule_with_its_own_settings(rules, key, message):
+    with pytest.raises(ConfigError) as err:
+        build_run_config({"data": {"synth": {}}, "pruner": {"name": "any", "rules": rules}},
+                         use_cpu_variant=False, where="study.yaml")
+    text = str(err.value)
+    assert key in text and message in text and "study.yaml" in text, text
+
+
+def test_any_without_rules_and_nested_rules():
+    with pytest.raises(ConfigError, match="pruner.rules: pruner 'any' needs this option"):
+        PrunerSettings(name="any")
+    nested = _any({"name": "any", "rules": [{"name": "not_learning"}]}, {"name": "threshold", "lower": 0.5})
+    study = _study()
+    assert nested.prune(study, _running(study, {0: 0.6, 1: 0.4}))  # the threshold rule

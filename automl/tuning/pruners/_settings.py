@@ -10,19 +10,16 @@ rules judge a trial by its best value so far.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import optuna
 from optuna.pruners import BasePruner
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-from automl.plugins import PluginSettings
+from automl.tuning.pruners._any import AnyPruner
+from automl.tuning.pruners._base import PrunerOptions
 from automl.tuning.pruners._best_so_far import BestSoFarPercentilePruner
-
-
-class PrunerOptions(PluginSettings):
-    def build(self, **context: Any) -> BasePruner:  # pragma: no cover - abstract
-        raise NotImplementedError
+from automl.tuning.pruners._not_learning import NotLearningPruner
 
 
 class _Warmup(PrunerOptions):
@@ -130,3 +127,81 @@ class NoPruning(PrunerOptions):
 
     def build(self, **context: Any) -> BasePruner:
         return optuna.pruners.NopPruner()
+
+
+class NotLearning(_Warmup):
+    """``not_learning``: prune a trial whose best value so far is still below ``min_value``
+    after the warm-up, unless its last epoch rose by ``min_rise`` or more; no reference
+    trials needed (:mod:`._not_learning`). Maximised metrics only.
+
+    Defaults from the recorded curves (``gpu_smoke_main.h200.json``, DESIGN.md): after 2
+    epochs every DINO R50 trial that went on to learn was at val_mAP50 >= 0.028 (RT-DETR's
+    slowest learner, lr 2e-5: 0.024), every one that never learned at <= 0.003 (its best
+    over 10 epochs: 0.0084; its largest gain in one epoch: 0.0038, below ``min_rise``).
+    """
+
+    min_value: float = Field(0.01, gt=0)
+    min_rise: float = Field(0.005, ge=0)
+
+    def check_direction(self, direction: Literal["maximize", "minimize"]) -> None:
+        if direction != "maximize":
+            raise ValueError("rule 'not_learning' judges maximised metrics that start at zero (mAP, recall); "
+                             "for a minimised metric use 'threshold' with upper=, or 'median'")
+
+    def build(self, **context: Any) -> BasePruner:
+        return NotLearningPruner(warmup_epochs=self.warmup_epochs, min_value=self.min_value, min_rise=self.min_rise)
+
+
+class _Rule(BaseModel):
+    """One rule of an ``any`` pruner: a pruner name and its options, validated by it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    options: SerializeAsAny[BaseModel]
+
+
+class AnyOf(PrunerOptions):
+    """``any``: several rules, a trial is pruned when any one says so (:mod:`._any`).
+
+    ``pruner: {name: any, rules: [{name: not_learning}, {name: median, startup_trials: 2}]}``;
+    each rule is any pruner name (or ``module:Class``) with its own options beside it,
+    checked by that pruner: ``pruner.rules[1].patience`` is an error if rule 1 is median.
+    """
+
+    rules: tuple[_Rule, ...] = Field(min_length=1)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _validate_each(cls, value: Any) -> Any:
+        from automl.tuning.pruners import PRUNERS  # the family this model belongs to
+
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"rules must be a list of pruners such as [{{name: not_learning}}, "
+                             f"{{name: median}}], got {value!r}")
+        rules = []
+        for i, raw in enumerate(value):
+            if isinstance(raw, _Rule):
+                rules.append(raw)
+                continue
+            if isinstance(raw, str):
+                raw = {"name": raw}
+            if not isinstance(raw, Mapping) or "name" not in raw:
+                raise ValueError(f"rule {i} must be a mapping with a name, e.g. {{name: median}}; got {raw!r}")
+            options = dict(raw)
+            name = options.pop("name")
+            rules.append(_Rule(name=name, options=PRUNERS.validate(name, options, where=f"pruner.rules[{i}]",
+                                                                      name_where=f"pruner.rules[{i}].name")))
+        return tuple(rules)
+
+    def check_direction(self, direction: Literal["maximize", "minimize"]) -> None:
+        for i, rule in enumerate(self.rules):
+            if isinstance(rule.options, PrunerOptions):
+                try:
+                    rule.options.check_direction(direction)
+                except ValueError as exc:
+                    raise ValueError(f"rules[{i}]: {exc}") from None
+
+    def build(self, **context: Any) -> BasePruner:
+        from automl.tuning.pruners import PRUNERS
+
+        return AnyPruner([(rule.name, PRUNERS.build(rule.name, rule.options)) for rule in self.rules])
