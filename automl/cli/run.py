@@ -100,14 +100,19 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def load_config_from_args(args: argparse.Namespace, console: Console):
     raw = read_profile(args.profile) if args.profile else read_config_file(args.config)
     where = f"profile {args.profile}" if args.profile else str(args.config)
-    raw = deep_merge(raw, _flag_overrides(args))
+    return config_from_raw(raw, _flag_overrides(args), where, console)
+
+
+def config_from_raw(raw: dict[str, Any], flags: dict[str, Any], where: str, console: Console):
+    """The RunConfig of ``raw`` with ``flags`` applied, CPU variant merged when no GPU is in use."""
+    raw = deep_merge(raw, flags)
     devices = raw.get("devices", "auto")
     on_cpu = devices == "cpu" or (devices == "auto" and not detect_gpus())
     if on_cpu and raw.get("cpu"):
         console.print("[bold cyan]automl[/] no GPU in use: running the CPU-sized variant of "
                       f"{where} (its 'cpu:' block; see README)")
         # flags still win over the cpu block
-        raw = deep_merge(deep_merge(raw, raw["cpu"]), _flag_overrides(args))
+        raw = deep_merge(deep_merge(raw, raw["cpu"]), flags)
     return build_run_config(raw, use_cpu_variant=False, where=where)
 
 
@@ -143,13 +148,14 @@ def _open_study(args: argparse.Namespace) -> optuna.Study:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from automl.study.results import has_complete
+    from automl.study.results import best_own_trial
     from automl.ui.tables import trials_table
 
     study = _open_study(args)
     console = Console()
     metric = study.user_attrs.get(STUDY_METRIC, "value")
-    best = study.best_trial.number if has_complete(study) else None
+    best_trial = best_own_trial(study)
+    best = best_trial.number if best_trial is not None else None
     console.print(trials_table(study.study_name, study.get_trials(deepcopy=False), metric, best))
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -159,13 +165,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
+    from automl.study.results import best_own_trial
     from automl.study.trial_paths import latest_checkpoint
 
     study = _open_study(args)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
+    best = best_own_trial(study)  # not a trial seeded from an earlier night
+    if best is None:
+        raise UserError(f"study {study.study_name!r} has no completed trial yet")
     recorded = TrialAttrs.of(best)
     ckpt = latest_checkpoint(Path(recorded.results_dir)) if recorded.results_dir else None
     info = {

@@ -26,6 +26,8 @@ FAILURE_FIX = "failure_fix"  # what to change
 EXIT_CODE = "exit_code"
 PRUNE_EPOCH = "prune_epoch"
 LOG_TAIL = "log_tail"  # the last lines of the job's log
+WARM_START_FROM = "warm_start_from"  # "<study>#<n>": an enqueued parameter set of an earlier night
+SEEDED_FROM = "seeded_from"  # "<study>#<n>": a trial copied in as sampler history; never run here
 
 CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH)
 
@@ -50,6 +52,8 @@ class TrialAttrs:
     exit_code: int | None = None
     prune_epoch: int | None = None
     log_tail: str | None = None
+    warm_start_from: str | None = None
+    seeded_from: str | None = None
 
     @classmethod
     def of(cls, trial: Trial | FrozenTrial) -> TrialAttrs:
