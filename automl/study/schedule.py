@@ -137,9 +137,10 @@ class ChildProcess:
 
     grace_s: float = DEFAULT_STOP_GRACE_S
     poll_s: float = 1.0
+    program: tuple[str, ...] = (sys.executable, "-m", "automl")
 
     def __call__(self, args: Sequence[str], limit_s: float | None) -> tuple[int, bool]:
-        proc = subprocess.Popen([sys.executable, "-m", "automl", *args])
+        proc = subprocess.Popen([*self.program, *args])
         started = time.monotonic()
         asked: list[int] = []
         previous = {}
@@ -217,11 +218,12 @@ class Scheduler:
     def run_forever(self, max_runs: int | None = None) -> list[int]:
         """Wait for each slot and run it; returns the exit codes of the runs started."""
         codes: list[int] = []
-        last = self.state.last_slot()
+        # the next slot is the one after the last slot run; on a first start, after now
+        last = self.state.last_slot() or self.clock.now()
         announced: dt.datetime | None = None
         while max_runs is None or len(codes) < max_runs:
             now = self.clock.now()
-            due = self.schedule.next_after(last if last is not None else now)
+            due = self.schedule.next_after(last)
             if due.astimezone(UTC) > now.astimezone(UTC):
                 if due != announced:
                     self.emit(NextRun(due))
