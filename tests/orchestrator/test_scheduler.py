@@ -192,7 +192,7 @@ def test_a_missed_run_runs_once_not_three_times(tmp_path):
 
 def test_a_suspended_machine_catches_up_once(tmp_path):
     clock = FakeClock(at(UTC, 2026, 6, 1, 1, 0), jumps=[dt.timedelta(days=3)])  # asleep for 3 days at 01:00
-    child = FakeChild(clock)
+    child = FakeChild(clock, duration=dt.timedelta(minutes=10))
     sched, events = scheduler(tmp_path, clock, child, tz="UTC", catch_up_s=24 * 3600)
     sched.run_forever(max_runs=2)
     # woke at 01:01 on 06-04: three slots missed (06-01, 06-02, 06-03), one run, for the latest
