@@ -201,8 +201,8 @@ class _Night:
                 f"the held-out set {holdout.source or holdout.json_file} has category id {max_category_id(holdout)}, "
                 f"but the models have dataset.num_classes={num_classes}: use a held-out set of the same classes "
                 "(nightly.evaluation.data) or raise dataset.num_classes")
-        fresh = [name for name, split in (("train", data.train), ("val", data.val), ("holdout", holdout))
-                 if split.staged_now]
+        splits = [("train", data.train), ("val", data.val)] + ([("holdout", holdout)] if source is not None else [])
+        fresh = [name for name, split in splits if split.staged_now]
         self.record.data.train = data.train.source
         self.record.data.val = data.val.source
         self.record.data.holdout = holdout.source or str(holdout.json_file)

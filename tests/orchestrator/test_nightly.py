@@ -284,3 +284,26 @@ def test_the_record_is_json_lines(tmp_path, coco_dirs):
     end = lines[-1]
     assert {"stage", "warm_start", "tune", "evaluate", "promote", "retention", "total"} <= set(end["durations"])
     assert end["promoted"] and end["reason"] and end["best_value"] is not None and end["evaluation"]["candidate"]
+
+
+def test_each_night_stages_the_newest_data_from_s3(tmp_path, coco_dirs, aws_env):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=aws_env)
+    s3.create_bucket(Bucket="night-data")
+    for split, root in (("train", coco_dirs[0]), ("val", coco_dirs[1])):
+        s3.upload_file(str(root / "annotations.json"), "night-data", f"{split}/annotations.json")
+        for image in (root / "images").iterdir():
+            s3.upload_file(str(image), "night-data", f"{split}/images/{image.name}")
+    cfg = nightly_cfg(tmp_path, coco_dirs, data={"train": "s3://night-data/train", "val": "s3://night-data/val"},
+                      budget={"n_trials": 1})
+    assert run_night(cfg, quiet, night=NIGHT1).data.staged_afresh == ["train", "val"]
+    assert run_night(cfg, quiet, night=NIGHT2).data.staged_afresh == []  # unchanged: cache hits by ETag
+    coco = json.loads((coco_dirs[0] / "annotations.json").read_text())
+    coco["annotations"] = coco["annotations"][:-1]  # tonight's export dropped a box
+    s3.put_object(Bucket="night-data", Key="train/annotations.json", Body=json.dumps(coco).encode())
+    third = run_night(cfg, quiet, night=NIGHT3)
+    assert third.data.staged_afresh == ["train"] and third.status == "done"
+    spec = yaml.safe_load((cfg.run.workspace / "dino-20261126" / "trial_0000" / "spec.yaml").read_text())
+    trained_on = json.loads(Path(spec["dataset"]["train_data_sources"][0]["json_file"]).read_text())
+    assert len(trained_on["annotations"]) == len(coco["annotations"])  # tonight's trials read the new file
