@@ -31,6 +31,7 @@ CONDITIONS = {  # name: (top_k, seed_sampler)
     "cold": (0, False),
     "enqueue top-3": (3, False),
     "seed only": (0, True),
+    "enqueue top-1 + seed": (1, True),
     "enqueue top-3 + seed": (3, True),
 }
 

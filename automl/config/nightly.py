@@ -8,7 +8,7 @@ nights follow one another::
       budget: 6h                # wall clock of the whole night (tuning + evaluation + promotion)
       reserve: 30m              # of it kept for evaluation, export and promotion
       timezone: Europe/Berlin   # whose date names the night's study (<study.name>-YYYYMMDD)
-      warm_start: {top_k: 3, nights: 7, seed_sampler: true}
+      warm_start: {top_k: 1, nights: 7, seed_sampler: true}
       evaluation: {data: s3://bucket/holdout, timeout: 30m}
       champion: {dir: /srv/models/dino, metric: test_mAP50, margin: 0.005, keep: 3}
       keep_nights: 3            # nights whose trial checkpoints are kept
@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 class WarmStartSettings(_Strict):
     """Start tonight where the previous nights left off (same storage, same base name)."""
 
-    top_k: int = Field(3, ge=0)  # best parameter sets of previous nights enqueued first; 0: none
+    top_k: int = Field(1, ge=0)  # best parameter sets of previous nights enqueued first; 0: none
     nights: int = Field(7, ge=1)  # how many previous nights are looked at
     # previous nights' finished trials added to tonight's study (add_trial) as the sampler's
     # history; measured to help (bench/nightly_warm_start.md)

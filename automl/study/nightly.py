@@ -238,7 +238,8 @@ class _Night:
 
     # -- 4. tuning ----------------------------------------------------------------------
     def _tune(self, data: PreparedData) -> StudyOutcome | None:
-        cfg = self.run_cfg
+        # the ONNX export is made for a promoted model only (step 6), not for every night's best
+        cfg = self.run_cfg.model_copy(update={"export": self.run_cfg.export.model_copy(update={"enabled": False})})
         left = self._left()
         timer: threading.Timer | None = None
         if left is not None:
@@ -364,12 +365,11 @@ class _Night:
             self.record.champion_value = ev.candidate if self.record.promoted else ev.champion
 
     def _export(self, outcome: StudyOutcome) -> tuple[Path | None, str | None]:
-        """The ONNX file of the night's best: the run's export, else one made now."""
+        """The ONNX file of the night's best (``dino export`` through the launcher), when the
+        run config exports (``export.enabled``)."""
         cfg = self.run_cfg
         if not cfg.export.enabled:
             return None, None
-        if outcome.exported_model is not None and outcome.exported_model.exists():
-            return outcome.exported_model, None
         assert outcome.best_trial is not None and outcome.best_checkpoint is not None
         study = open_study(cfg)
         spec = Path(study.trials[outcome.best_trial].user_attrs[attrs.SPEC_PATH])
