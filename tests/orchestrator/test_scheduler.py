@@ -318,3 +318,14 @@ def test_the_scheduler_runs_a_real_child(tmp_path):
 def test_bad_schedule_flags_fail_at_once(argv, message, capsys):
     assert automl_main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_each_scheduler_event_is_one_line():
+    from automl.ui.nightly import schedule_line
+
+    slot = at(BERLIN, 2026, 11, 25, 2)
+    assert schedule_line(NextRun(slot)) == "[schedule] next run at 2026-11-25 02:00 CET"
+    line = schedule_line(RunStarting(slot, ("nightly", "--night", "2026-11-25"), late_s=6 * 3600))
+    assert "6h late: catching up a missed run" in line and "automl nightly --night 2026-11-25" in line
+    assert "overran its budget" in schedule_line(RunFinished(slot, 143, 21900, stopped=True))
+    assert schedule_line(RunSkipped(slot, "why")).endswith("skipped: why")
