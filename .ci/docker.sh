@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Docker engine and the trainer image for tests/docker, on a fresh CI machine or here.
-# Idempotent: installs docker.io + debootstrap if missing, starts dockerd if it is not
+# Idempotent: installs docker.io + debootstrap (and docker-compose) if missing, starts dockerd if it is not
 # answering, builds the trainer image if it is missing or older than the sources.
 #
 #   .ci/docker.sh            (root; the lead's .ci/run calls it before the tests)
@@ -27,6 +27,18 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   apt_get install -y docker.io debootstrap >/dev/null 2>&1 \
     || { apt_get update >/dev/null && apt_get install -y docker.io debootstrap >/dev/null; }
   stamp "installed docker.io and debootstrap" "$t"
+fi
+
+t=$SECONDS
+# the compose tooling tests/deploy validates docker-compose.yml with: Debian bookworm ships
+# Compose v1 as the docker-compose package (no `docker compose` plugin in its archive)
+if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+  [[ $(id -u) == 0 ]] || { echo "ci/docker: docker-compose missing and not root" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 -q install -y docker-compose >/dev/null 2>&1 \
+    || { apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null \
+         && apt-get -o DPkg::Lock::Timeout=600 -q install -y docker-compose >/dev/null; }
+  stamp "installed docker-compose" "$t"
 fi
 
 t=$SECONDS

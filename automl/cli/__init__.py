@@ -29,7 +29,8 @@ COMMAND_MODULES = (
     "automl.cli.space",  # space show / sample
     "automl.cli.dataset",  # dataset synth / check / stage
     "automl.cli.dashboard",  # dashboard, report
-    "automl.cli.schedule",  # nightly tuning
+    "automl.cli.schedule",  # a command on a cron schedule
+    "automl.cli.nightly",  # one night of tuning, its history and page
 )
 DEBUG_ENV = "AUTOML_DEBUG"
 # what the file system refuses for reasons a user can fix

@@ -51,12 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _best(study: optuna.Study, workspace: Path):
     from automl.study.handoff import BestTrial
+    from automl.study.results import best_own_trial
     from automl.study.trial_paths import latest_checkpoint
 
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
+    best = best_own_trial(study)  # not a trial seeded from an earlier night
+    if best is None:
+        raise UserError(f"study {study.study_name!r} has no completed trial yet")
     recorded = TrialAttrs.of(best)
     ckpt = latest_checkpoint(Path(recorded.results_dir)) if recorded.results_dir else None
     info = {

@@ -128,7 +128,12 @@ def load_config_from_args(args: argparse.Namespace, console: Console):
     raw = read_profile(args.profile) if args.profile else read_config_file(args.config)
     where = f"profile {args.profile}" if args.profile else str(args.config)
     raw = _devices_as_mapping(raw)  # so that --trials-per-slot keeps a file's device list
-    raw = deep_merge(raw, _flag_overrides(args))
+    return config_from_raw(raw, _flag_overrides(args), where, console)
+
+
+def config_from_raw(raw: dict[str, Any], flags: dict[str, Any], where: str, console: Console):
+    """The RunConfig of ``raw`` with ``flags`` applied, CPU variant merged when no GPU is in use."""
+    raw = deep_merge(raw, flags)
     devices = raw.get("devices", "auto")
     use = devices.get("use", "auto") if isinstance(devices, dict) else devices
     on_cpu = use == "cpu" or (use == "auto" and not detect_gpus())
@@ -136,7 +141,7 @@ def load_config_from_args(args: argparse.Namespace, console: Console):
         console.print(Text.assemble(("automl", "bold cyan"), " no GPU in use: running the CPU-sized variant of "
                                     f"{where} (its 'cpu:' block; see README)"), soft_wrap=True)
         # flags still win over the cpu block
-        raw = deep_merge(deep_merge(raw, raw["cpu"]), _flag_overrides(args))
+        raw = deep_merge(deep_merge(raw, raw["cpu"]), flags)
     return build_run_config(raw, use_cpu_variant=False, where=where)
 
 
@@ -178,13 +183,14 @@ def open_study_of(args: argparse.Namespace) -> optuna.Study:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from automl.study.results import has_complete
+    from automl.study.results import best_own_trial
     from automl.ui.tables import trials_table
 
     study = open_study_of(args)
     console = Console()
     metric = study.user_attrs.get(STUDY_METRIC, "value")
-    best = study.best_trial.number if has_complete(study) else None
+    best_trial = best_own_trial(study)
+    best = best_trial.number if best_trial is not None else None
     console.print(trials_table(study.study_name, study.get_trials(deepcopy=False), metric, best))
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):

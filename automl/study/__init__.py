@@ -7,6 +7,8 @@ records about it, the out-of-memory retry alone) place jobs on devices; ``caches
 what outlives a trial (compiled kernels); ``recovery``, ``trial_paths`` and ``attrs`` are
 what trials and workers share;
 ``results`` and ``best_export`` hand back the best spec, checkpoint and model;
-``schedule`` runs a command every night. The study reports what happens as
+``nightly`` is one night that improves a champion (``warm_start``, ``holdout``,
+``champion``, ``night_record``, ``night_retention``, ``run_lock``); ``cron`` and
+``schedule`` run a command on a cron schedule. The study reports what happens as
 :mod:`events` and returns results; it never prints (that is :mod:`automl.ui`).
 """

@@ -36,6 +36,8 @@ STOP_SECONDS = "stop_seconds"  # prune (or stop) decision to the job gone
 PRUNED_BY = "pruned_by"  # the rules of a composite pruner that fired
 RUN_ALONE = "run_alone"  # it ran out of GPU memory beside others: runs alone from now
 OOM_RETRY = "oom_retry"  # what the out-of-memory attempt beside others left (kept on purpose)
+WARM_START_FROM = "warm_start_from"  # "<study>#<n>": an enqueued parameter set of an earlier night
+SEEDED_FROM = "seeded_from"  # "<study>#<n>": a trial copied in as sampler history; never run here
 
 CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH, PRUNED_BY, STOP_SECONDS)
 
@@ -72,6 +74,8 @@ class TrialAttrs:
     pruned_by: str | None = None
     run_alone: bool = False
     oom_retry: str | None = None
+    warm_start_from: str | None = None
+    seeded_from: str | None = None
 
     @classmethod
     def of(cls, trial: Trial | FrozenTrial) -> TrialAttrs:

@@ -47,8 +47,23 @@ def trial_value(trial: FrozenTrial) -> float:
     return trial.value
 
 
+def own_trials(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+    """The trials this study ran, without those seeded from earlier studies as sampler
+    history (:mod:`automl.study.warm_start`)."""
+    return [t for t in study.get_trials(deepcopy=False, states=states) if attrs.SEEDED_FROM not in t.user_attrs]
+
+
+def best_own_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best completed trial this study ran (``study.best_trial`` may be a seeded one)."""
+    complete = own_trials(study, (TrialState.COMPLETE,))
+    if not complete:
+        return None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(complete, key=trial_value)
+
+
 def has_complete(study: optuna.Study) -> bool:
-    return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    return best_own_trial(study) is not None
 
 
 def write_best(cfg: RunConfig, best: FrozenTrial) -> tuple[Path, Path | None]:
@@ -78,7 +93,7 @@ def apply_retention(study: optuna.Study, keep_best: int | None, maximize: bool) 
     if keep_best is None:
         return []
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
+    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE and attrs.SEEDED_FROM not in t.user_attrs),
                       key=trial_value, reverse=maximize)
     keep = {t.number for t in complete[:keep_best]}
     removed: list[Path] = []
@@ -104,15 +119,15 @@ def finalize_study(
     """Best spec and checkpoint, the exported model, retention and the report; the
     summary goes to ``observe``."""
     counts = {s.name.lower(): 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
+    for t in own_trials(study):  # trials seeded from earlier studies did not run here
         counts[t.state.name.lower()] += 1
     outcome = StudyOutcome(cfg.study.name, counts, interrupted=interrupted, failure_summary=failure_summary)
-    best_number = study.best_trial.number if has_complete(study) else None
+    best = best_own_trial(study)
+    best_number = best.number if best is not None else None
     observe(TrialsSummary(study.study_name, cfg.metric.name, tuple(study.get_trials()), best_number))
     if failure_summary:
         observe(Note(failure_summary, Level.ERROR))
-    if has_complete(study):
-        best = study.best_trial
+    if best is not None:
         outcome.best_trial, outcome.best_value = best.number, best.value
         outcome.best_spec, outcome.best_checkpoint = write_best(cfg, best)
         if exporter is not None and outcome.best_checkpoint is not None and not interrupted:

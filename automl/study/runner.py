@@ -220,7 +220,10 @@ def build_launcher(cfg: RunConfig) -> Launcher:
     return LAUNCHERS.build(cfg.launcher.name, options)
 
 
-def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
+def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event | None = None,
+              data: PreparedData | None = None) -> StudyOutcome:
+    """``stop_event``: set it to stop the running trials cleanly (re-queued, as on SIGTERM);
+    the nightly sets it at the end of its budget. ``data``: already staged and checked."""
     cfg = resolve_trainer_command(cfg)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the observer reports every trial itself
     cfg.workspace.mkdir(parents=True, exist_ok=True)
@@ -228,7 +231,7 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     schema = TrainSchema.load(resolve_project_path(cfg.trainer.schema_path, default_schema_path()))
     template = yaml.safe_load(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
     check_template(cfg, schema, template)
-    data: PreparedData = prepare_data(cfg, template, observe)
+    data = data if data is not None else prepare_data(cfg, template, observe)
     space = SearchSpace.build(
         schema,
         overrides=load_space_overrides(resolve_project_path(cfg.trainer.space, default_space_path())),
@@ -251,7 +254,7 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     if reaped:
         observe(Note(f"stopped {len(reaped)} orphaned job(s) of this study: {', '.join(reaped)}"))
     slots = pool_for(cfg, observe)
-    stop_event = threading.Event()
+    stop_event = stop_event if stop_event is not None else threading.Event()
     ctx = StudyContext(
         config=cfg, schema=schema, space=space, template=template,
         data_assignments=data.assignments, read_only_paths=data.read_only_paths,

@@ -28,6 +28,7 @@ from automl.config.storage import redact_url
 from automl.errors import UserError
 from automl.optuna_private import trial_id
 from automl.study import attrs
+from automl.study.night_record import NightRecord
 from automl.study.packing import slot_usage
 from automl.study.results import trial_value
 from automl.ui.artifacts import ArtifactRecorder
@@ -106,7 +107,9 @@ def write_report(
         maximize = study.direction == StudyDirection.MAXIMIZE
         metric = (study.metric_names or [study.user_attrs.get(attrs.STUDY_METRIC) or "objective"])[0]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        ranked = sorted(complete, key=trial_value, reverse=maximize)
+        # a trial seeded from an earlier night is history, not a result of this study
+        ranked = sorted((t for t in complete if attrs.SEEDED_FROM not in t.user_attrs), key=trial_value,
+                        reverse=maximize)
         best = ranked[0] if ranked else None
 
         figures: dict[str, str] = {}  # title -> file name
@@ -396,6 +399,8 @@ def _outcome(t: FrozenTrial) -> str:
         return text + retried
     if attrs.get("interrupted"):
         return "interrupted (will be retried)" + retried
+    if attrs.get("seeded_from"):
+        return f"seeded from {_e(attrs['seeded_from'])} (sampler history, not run here)"
     return retried.removeprefix("<br>")
 
 
@@ -532,3 +537,78 @@ def _render_html(
         out.append(f'<p class="muted">From {_e(spec.source)}.</p><pre>{_e(spec.text)}</pre>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- nightly page
+# (the nightly's own page; the study report above does not depend on it)
+
+
+def write_nightly_page(records: list[NightRecord], out_dir: Path, base: str, metric: str) -> Path:
+    """``out_dir/nightly.html`` + ``champion.png``: the champion's held-out ``metric``
+    across nights, each night's best beside it, promotions marked, and every night's
+    record as a row; ``records`` in the order the nights ran."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nights = [r for r in records if r.status != "skipped"]
+    figure = out_dir / "champion.png"
+    figure.unlink(missing_ok=True)
+    scored = [r for r in nights if r.champion_value is not None or r.evaluation.candidate is not None]
+    if scored:
+        _plot_champion(scored, metric, figure)
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Nightly {_e(base)}: champion across nights</title><style>{_CSS}</style></head><body>",
+        f"<h1>Nightly <code>{_e(base)}</code></h1>",
+        f'<p class="sub">{len(nights)} night(s) · champion scored on the fixed held-out set by '
+        f"<b>{_e(metric)}</b> · written {_e(dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z'))}</p>",
+        "<h2>The champion's metric across nights</h2>",
+    ]
+    if scored:
+        out.append(f'<figure><img src="{figure.name}" alt="champion {_e(metric)} per night"></figure>')
+    else:
+        out.append('<p class="muted">No night has scored a model yet.</p>')
+    out.append("<h2>Nights</h2>")
+    out.append(
+        "<table><tr><th>night</th><th>study</th><th>status</th><th>best trial</th>"
+        f"<th>night's best {_e(metric)}</th><th>champion {_e(metric)}</th><th>promoted</th>"
+        "<th>champion after</th><th>why</th><th>duration</th></tr>"
+    )
+    for r in records:
+        took = r.durations.get("total")
+        out.append(
+            f"<tr><td>{_e(r.night)}</td><td><code>{_e(r.study)}</code></td><td>{_e(r.status)}</td>"
+            f"<td class=num>{_e(_fmt(r.best_trial))}</td><td class=num>{_e(_fmt(r.evaluation.candidate))}</td>"
+            f"<td class=num>{_e(_fmt(r.evaluation.champion))}</td><td>{'yes' if r.promoted else 'no'}</td>"
+            f"<td><code>{_e(r.champion or '–')}</code></td><td>{_e(r.error or r.reason)}</td>"
+            f"<td class=num>{_e('–' if took is None else f'{took / 60:.1f} min')}</td></tr>"
+        )
+    out.append("</table></body></html>")
+    path = out_dir / "nightly.html"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def _plot_champion(records: list[NightRecord], metric: str, path: Path) -> None:
+    """The champion's score after each night (a step line), each night's best as a dot,
+    promotions as stars."""
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.add_subplot()
+    xs = list(range(len(records)))
+    champ = [r.champion_value for r in records]
+    ax.step([x for x, v in zip(xs, champ) if v is not None], [v for v in champ if v is not None], where="post",
+            color=_BEST_COLOR, lw=2.2, label="champion (held-out, that night)")
+    cand = [(x, v) for x, r in zip(xs, records) if (v := r.evaluation.candidate) is not None]
+    if cand:
+        ax.scatter([x for x, _ in cand], [v for _, v in cand], color=_STATE_COLORS[TrialState.COMPLETE],
+                   label="night's best (held-out)", zorder=3)
+    promoted = [(x, v) for x, r in zip(xs, records) if r.promoted and (v := r.evaluation.candidate) is not None]
+    if promoted:
+        ax.scatter([x for x, _ in promoted], [v for _, v in promoted], marker="*", s=180,
+                   color=_BEST_COLOR, label="promoted", zorder=4)
+    ax.set_xticks(xs, [r.night for r in records], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_title(f"Champion {metric} across nights")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)

@@ -13,6 +13,8 @@ one is still running (both registered in that folder) fails with a CUDA OOM, as 
 that finds the card already full would; with ``SCRIPTED_PACK_DIR=<dir>`` every job
 registers there, and one whose lr makes it run out of memory first waits (up to 3 s) for
 a neighbour to appear, so that its failure happens beside one.
+``scripted_trainer.py evaluate -e spec.yaml`` and ``export`` answer like the trainer's
+tasks (a held-out score that is a function of the lr; an ONNX stand-in file).
 """
 
 import atexit
@@ -56,12 +58,44 @@ def _others_alive(folder: Path, mine: Path, earlier_only: bool) -> bool:
     return False
 
 
+def quality_of(spec: dict) -> float:
+    return math.exp(-((math.log10(float(spec["train"]["optim"]["lr"]) / 3e-4)) ** 2))
+
+
+def evaluate(spec: dict) -> int:
+    """``evaluate -e spec``: the held-out score of the spec's lr, as TAO's kpi ``test_mAP50``
+    (``SCRIPTED_EVAL_FAIL=1``: the job crashes like a broken checkpoint)."""
+    out = Path(spec["evaluate"]["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    if not Path(spec["evaluate"]["checkpoint"]).exists() or os.environ.get("SCRIPTED_EVAL_FAIL") == "1":
+        print("RuntimeError: cannot load the checkpoint", flush=True)
+        return 1
+    if not Path(spec["dataset"]["test_data_sources"]["json_file"]).exists():
+        print("FileNotFoundError: held-out annotations", flush=True)
+        return 1
+    value = quality_of(spec) * float(os.environ.get("SCRIPTED_HOLDOUT_FACTOR", "0.9"))
+    status(out / "status.json", status="SUCCESS", message="Test metrics generated.",
+           kpi={"test_mAP": f"{value / 2:.4f}", "test_mAP50": f"{value:.4f}"})
+    print(f"Test mAP50 : {value:.4f}", flush=True)
+    return 0
+
+
+def export(args: dict) -> int:
+    Path(args["export.onnx_file"]).write_bytes(b"onnx:" + Path(args["export.checkpoint"]).read_bytes())
+    return 0
+
+
 def main() -> int:
+    task = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "train"
     print(f"JOB START {time.time():.3f}", flush=True)
     for name in ("OMP_NUM_THREADS", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
         print(f"ENV {name}={os.environ.get(name, '')}", flush=True)
     atexit.register(lambda: print(f"JOB END {time.time():.3f}", flush=True))
     spec = yaml.safe_load(Path(sys.argv[sys.argv.index("-e") + 1]).read_text())
+    if task == "evaluate":
+        return evaluate(spec)
+    if task == "export":
+        return export(dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a))
     results = Path(spec["results_dir"]) / "train"
     results.mkdir(parents=True, exist_ok=True)
     log = results / "status.json"
@@ -96,7 +130,7 @@ def main() -> int:
     if start:
         print(f"resuming from epoch {start}", flush=True)
     status(log, status="STARTED", message="Starting training")
-    quality = math.exp(-((math.log10(lr / 3e-4)) ** 2))
+    quality = quality_of(spec)
     kpi = {}
     for epoch in range(start, epochs):
         time.sleep(seconds)
