@@ -127,7 +127,8 @@ class _Night:
         self.started = time.monotonic()
         self.deadline = None if self.budget is None else self.started + self.budget
         self.night = dt.date.fromisoformat(self.record.night)
-        self.slot = plan_slots(self.run_cfg.devices, self.run_cfg.trainer.num_gpus, self.run_cfg.cpu_parallel)[0]
+        # the evaluations' devices: the first slot of the run's devices
+        self.slot = plan_slots(self.run_cfg.devices.use, self.run_cfg.trainer.num_gpus)[0].devices
 
     # -- the night ---------------------------------------------------------------------
     def run(self) -> NightRecord:
