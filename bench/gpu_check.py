@@ -216,6 +216,12 @@ def section_smoke(c: Check, args) -> None:
     verify = [line for line in export_text.splitlines() if "ONNX Runtime vs PyTorch" in line]
     c.add("smoke", "1-trial GPU smoke study (R50, bf16, 2 epochs) exports its best model", proc.returncode == 0
           and onnx.exists(), (verify[-1] if verify else c.log_tail("smoke_study", 3))[:400])
+    for log in sorted(ws.glob("dino-smoke/trial_*/stdout.log")):  # a fallback is a failure of what was asked
+        text = log.read_text(errors="replace")
+        fell_back = [line for line in text.splitlines() if "failed its self-check" in line
+                     or "CUDA graph capture of the detector failed" in line]
+        c.add("smoke", f"{log.parent.name}: fused attention and graphed validation, no fallback", not fell_back,
+              fell_back[0][:300] if fell_back else "no fallback warning in the trial's log")
     for status in sorted(ws.glob("dino-smoke/trial_*/train/status.json")):
         for line in status.read_text().splitlines():
             if '"startup"' in line:

@@ -131,6 +131,11 @@ def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard
         text = "; ".join(ignored)
         say(f"Ignored spec fields (accepted, not used by this trainer): {text}", file=sys.stderr)
         status.write(f"Ignored spec fields (accepted, not used by this trainer): {text}", verbosity="WARNING")
+    # Multi-scale batches change shape every step; with fixed-size segments the caching
+    # allocator kept ~45 GiB of a card per 320-px smoke trial (gpu_smoke_main.h200), which
+    # is what packing several trials on one GPU is sized by. Growable segments keep it near
+    # what the trial uses. Before the first CUDA allocation; a user's own setting wins.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     seed_everything(t.seed)  # the same on every rank: identical initial weights
     torch.backends.cudnn.benchmark = t.cudnn.benchmark
     torch.backends.cudnn.deterministic = t.cudnn.deterministic
