@@ -16,7 +16,7 @@ from automl.config import build_run_config, read_config_file, read_profile
 from automl.config.loader import deep_merge
 from automl.config.storage import DEFAULT_WORKSPACE, existing_storage_url, redact_url, storage_error, storage_from_env
 from automl.errors import ConfigError, UserError
-from automl.study.attrs import STUDY_METRIC, TrialAttrs
+from automl.study.attrs import STUDY_AGGREGATE, STUDY_METRIC, TrialAttrs
 from automl.study.slots import detect_gpus
 
 
@@ -159,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from automl.study.trial_paths import latest_checkpoint
+    from automl.study.best_checkpoint import checkpoint_for_value
 
     study = _open_study(args)
     try:
@@ -167,12 +167,15 @@ def cmd_best(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
     recorded = TrialAttrs.of(best)
-    ckpt = latest_checkpoint(Path(recorded.results_dir)) if recorded.results_dir else None
+    choice = checkpoint_for_value(best, study.user_attrs.get(STUDY_AGGREGATE, "best"),
+                                  study.user_attrs.get(STUDY_METRIC, ""))
     info = {
         "study": study.study_name, "trial": best.number, "value": best.value, "params": best.params,
         "spec": recorded.spec_path, "results_dir": recorded.results_dir,
-        "checkpoint": str(ckpt) if ckpt else None,
+        **choice.as_dict(),
     }
+    if choice.note():
+        info["checkpoint_note"] = choice.note()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

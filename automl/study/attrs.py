@@ -27,10 +27,14 @@ EXIT_CODE = "exit_code"
 PRUNE_EPOCH = "prune_epoch"
 LOG_TAIL = "log_tail"  # the last lines of the job's log
 
-CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH)
+CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_CODE, FAILURE_FIX, PRUNE_EPOCH)
+# failure codes that every other trial would repeat (a config mistake): the study stops at once
+STOPS_STUDY = ("metric_missing",)
 
 # study user attributes
-STUDY_METRIC = "metric"  # the metric's name, for readers without the run config
+STUDY_METRIC = "metric"  # the metric's name, fixed at creation (automl.study.identity)
+STUDY_AGGREGATE = "aggregate"  # metric.aggregate: best | last, fixed at creation
+STUDY_EXPORT = "best_export"  # which worker exports which trial (automl.study.export_claim)
 STUDY_BEST_SPEC = "best_spec"  # optional: a best spec recorded by other tools
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from automl.launchers.base import JobResult, JobSpec, Launcher
@@ -26,9 +28,10 @@ def export_best(
     read_only_paths: tuple[Path, ...],
     timeout_s: float,
     env: dict[str, str] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> tuple[JobResult, Path]:
-    """Run the export job to completion (stopped after ``timeout_s``); returns its result
-    and log file."""
+    """Run the export job to completion (stopped after ``timeout_s``, or when
+    ``stop_event`` is set: a Ctrl-C during the export); returns its result and log file."""
     results_dir = Path(spec).parent
     log = out_file.with_suffix(".log")
     job = JobSpec(
@@ -44,7 +47,15 @@ def export_best(
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     handle = launcher.launch(job)
-    try:
-        return handle.wait(timeout_s), log
-    except TimeoutError:
-        return handle.stop(10.0), log
+    if stop_event is None:
+        try:
+            return handle.wait(timeout_s), log
+        except TimeoutError:
+            return handle.stop(10.0), log
+    deadline = time.monotonic() + timeout_s
+    while not stop_event.is_set() and time.monotonic() < deadline:
+        try:
+            return handle.wait(min(1.0, max(0.0, deadline - time.monotonic()))), log
+        except TimeoutError:
+            continue
+    return handle.stop(10.0), log
