@@ -37,8 +37,9 @@ def export() -> int:
     """``scripted_trainer.py export -e spec.yaml export.checkpoint=C export.onnx_file=F``:
     F gets C's text, so a test sees which checkpoint was exported."""
     args = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
-    Path(args["export.onnx_file"]).write_text(f"exported {Path(args['export.checkpoint']).name}: "
-                                              + Path(args["export.checkpoint"]).read_text())
+    checkpoint = Path(args["export.checkpoint"])
+    Path(args["export.onnx_file"]).write_text(f"exported {checkpoint.parent.parent.name}/{checkpoint.name}: "
+                                              + checkpoint.read_text())
     return 0
 
 

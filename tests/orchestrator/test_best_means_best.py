@@ -55,7 +55,7 @@ def test_the_best_epochs_checkpoint_is_kept_reported_and_exported(tmp_path, coco
     assert outcome.best_checkpoint == train / "model_best.pth"
     # the export is of that checkpoint
     assert outcome.exported_model == (ws / "best_model.onnx").resolve()
-    assert outcome.exported_model.read_text() == "exported model_best.pth: epoch 2"
+    assert outcome.exported_model.read_text() == "exported trial_0000/model_best.pth: epoch 2"
     # retention kept it (and the rest of the best trial's), removed the other trial's
     assert sorted(p.name for p in train.glob("*.pth")) == ["dino_model_latest.pth", "model_best.pth",
                                                           "model_epoch_005_step_60.pth"]
