@@ -49,6 +49,13 @@ def shares_held(trials: list[FrozenTrial]) -> int:
     )  # fmt: skip
 
 
+def finished_shares(trials: list[FrozenTrial]) -> int:
+    """Trials that used their share: finished and not superseded by a retry."""
+    replaced = superseded(trials)
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in trials if t.number not in replaced and t.state in done)
+
+
 def may_start(trials: list[FrozenTrial], n_trials: int) -> bool:
     """Whether the next ``ask`` may start a trial: the queue's head is a retry (its share
     is held already), or a share is left."""

@@ -36,6 +36,7 @@ from automl.config.storage import storage_error
 from automl.datasets.prepare import PreparedData, prepare_data
 from automl.errors import ConfigError
 from automl.launchers import LAUNCHERS, Launcher
+from automl.launchers.records import worker_id
 from automl.optuna_private import GatedStudy, storage_of
 from automl.search_space import (
     SearchSpace,
@@ -49,7 +50,7 @@ from automl.search_space import (
 )
 from automl.study import attrs
 from automl.study.best_export import export_best
-from automl.study.budget import BudgetSpent, TrialBudget, may_start, shares_held
+from automl.study.budget import BudgetSpent, TrialBudget, finished_shares, may_start
 from automl.study.checks import check_run
 from automl.study.events import Level, Note, Observer, StudyStarted, StudyStopped, TrialFinished
 from automl.study.export_claim import claim_export, finish_export
@@ -250,7 +251,7 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
         interrupts.study = gated
         trials = study.get_trials(deepcopy=False)
         if cfg.budget.n_trials is None or may_start(trials, cfg.budget.n_trials):
-            remaining = None if cfg.budget.n_trials is None else max(0, cfg.budget.n_trials - shares_held(trials))
+            remaining = None if cfg.budget.n_trials is None else max(0, cfg.budget.n_trials - finished_shares(trials))
             best = (study.best_trial.number, float(study.best_value)) if study.best_trials else None
             observe(StudyStarted(study.study_name, remaining, tuple(slots.slots), best))
             try:
@@ -268,7 +269,8 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
             finally:
                 observe(StudyStopped())
         if interrupts.interrupted:
-            queued = recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
+            recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
+            queued = _queued_retries(study, worker_id())
             observe(Note(f"interrupted by {interrupts.reason()}: running jobs stopped"
                          + (f"; trial(s) {queued} queued to resume from their checkpoints" if queued else "")
                          + "; run the same command to continue", Level.WARNING))
@@ -279,6 +281,14 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
             failure_summary=failures.summary() if failures.tripped else None,
             elapsed_s=time.monotonic() - started,
         )
+
+
+def _queued_retries(study: optuna.Study, worker: str) -> list[int]:
+    """Trials this worker interrupted whose retry waits in the queue."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = {t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING}
+    return sorted(t.number for t in trials if t.user_attrs.get(attrs.INTERRUPTED)
+                  and t.user_attrs.get(attrs.WORKER) == worker and t.number in waiting)
 
 
 def _exporter(cfg: RunConfig, study: optuna.Study, lock: StorageLock, launcher: Launcher,

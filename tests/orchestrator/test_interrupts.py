@@ -50,7 +50,8 @@ def test_interrupted_trial_is_queued_with_its_checkpoint(tmp_path, coco_dirs, si
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 130, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
-    assert f"interrupted by SIGINT (Ctrl-C), {len(signals)} signals" in out and "queued to resume" in out
+    # (a signal that arrives while the same one is pending merges with it: the count is not checked)
+    assert "interrupted by SIGINT (Ctrl-C)" in out and "trial(s) [0] queued to resume" in out
     assert _job_pids(tmp_path) == []  # the trainer was stopped, not left behind
     checkpoints = sorted(p.name for p in train.glob("model_epoch_*.pth"))
     assert len(checkpoints) >= 2
