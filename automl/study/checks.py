@@ -10,6 +10,7 @@ study (:func:`automl.study.runner.open_study`), before staging too.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -67,8 +68,21 @@ def check_extractor(cfg: RunConfig) -> None:
     check_metric_name(extractor, cfg.metric.name, cfg.metric.extractor)
 
 
+def check_trainer_command(cfg: RunConfig) -> None:
+    """A local trial runs ``trainer.command`` on this host: it must exist here (a
+    container's command lives in its image and is not checked)."""
+    if cfg.launcher.name != "local" or not cfg.trainer.command:
+        return
+    program = cfg.trainer.command[0]
+    found = shutil.which(program) if os.sep not in program else (program if os.access(program, os.X_OK) else None)
+    if found is None:
+        raise ConfigError(f"trainer.command: {program!r} is not an executable on this host (PATH or path); install "
+                          "the trainer (`pip install -e .` gives `dino`) or give its full path")
+
+
 def check_run(cfg: RunConfig) -> None:
     """Every host-side check, in the order a user would fix them."""
     check_workspace(cfg.workspace, cfg.study_dir)
     check_devices(cfg.devices)
     check_extractor(cfg)
+    check_trainer_command(cfg)

@@ -49,7 +49,7 @@ from automl.search_space import (
     search_spaces_dir,
 )
 from automl.study import attrs
-from automl.study.best_export import export_best
+from automl.study.best_export import export_best, export_command
 from automl.study.budget import BudgetSpent, TrialBudget, finished_shares, may_start
 from automl.study.checks import check_run
 from automl.study.events import Level, Note, Observer, StudyStarted, StudyStopped, TrialFinished
@@ -212,6 +212,11 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     study = open_study(cfg)  # the storage is reachable, and this study is what the config asks for
     fix_identity(study, cfg)
     study.set_metric_names([cfg.metric.name])  # the dashboard's axes name the metric
+    if cfg.export.enabled:
+        try:
+            export_command(cfg.trainer.command)
+        except ValueError as exc:
+            observe(Note(f"the best model will not be exported: {exc} (or set export.enabled: false)", Level.WARNING))
     data: PreparedData = prepare_data(cfg, template, observe)
     space = SearchSpace.build(
         schema,

@@ -90,3 +90,12 @@ def test_an_unreachable_database_is_a_message_before_staging(tmp_path, coco_dirs
     assert "cannot open the study storage" in proc.stderr and "Traceback" not in proc.stderr
     assert "secret" not in proc.stderr + proc.stdout
     assert not (tmp_path / "ws" / "cache").exists()
+
+
+def test_a_local_trainer_command_that_does_not_exist_runs_no_trial(tmp_path, coco_dirs):
+    raw = scripted_config(tmp_path, coco_dirs, trainer={"command": ["no-such-trainer-xyz", "train"],
+                                                         "space": str(tmp_path / "space.yaml")})
+    proc = _automl_run(write_config(tmp_path, raw))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "trainer.command: 'no-such-trainer-xyz' is not an executable on this host" in proc.stderr
+    assert _trials(tmp_path / "ws" / "study.db") == 0 and not (tmp_path / "ws" / "cache").exists()
