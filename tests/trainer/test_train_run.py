@@ -92,8 +92,8 @@ def test_status_stdout_and_checkpoints_follow_the_tao_contract(killed_and_resume
     assert len(re.findall(r"^Validation mAP : \S+$", stdout, re.M)) == EPOCHS
     assert len(re.findall(r"^Epoch \d+/2 done: train_loss \d+\.\d+", stdout, re.M)) == EPOCHS
     names = sorted(os.listdir(run["root"] / "clean" / "train"))
-    assert names == ["dino_model_latest.pth", "model_epoch_000_step_6.pth", "model_epoch_001_step_12.pth",
-                     "model_epoch_002_step_18.pth", "status.json"]
+    assert names == ["dino_model_latest.pth", "model_best.json", "model_best.pth", "model_epoch_000_step_6.pth",
+                     "model_epoch_001_step_12.pth", "model_epoch_002_step_18.pth", "status.json"]
 
 
 def test_evaluate_the_latest_checkpoint(killed_and_resumed):
