@@ -202,7 +202,9 @@ def build_launcher(cfg: RunConfig) -> Launcher:
     return LAUNCHERS.build(cfg.launcher.name, options)
 
 
-def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
+def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event | None = None) -> StudyOutcome:
+    """``stop_event``: set it (from another thread) to stop the running trials as a
+    Ctrl-C does: their jobs stop and the trials are queued to resume."""
     cfg = resolve_trainer_command(cfg)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the observer reports every trial itself
     check_run(cfg)  # workspace, devices, extractor: before anything is staged
@@ -236,7 +238,7 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
     lock = StorageLock(cfg.storage_url, getattr(storage_of(study), "engine", None), f"automl-study:{cfg.study.name}")
     budget = TrialBudget(cfg.budget.n_trials, lock)
     gated = GatedStudy(study, budget.gate)  # every trial starts through the budget's gate
-    stop_event = threading.Event()
+    stop_event = stop_event if stop_event is not None else threading.Event()
     interrupts = Interrupts(stop_event)
     ctx = StudyContext(
         config=cfg, schema=schema, space=space, template=template,
@@ -273,16 +275,17 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
                 pass  # the stop event is set: handled below
             finally:
                 observe(StudyStopped())
-        if interrupts.interrupted:
+        interrupted = interrupts.interrupted or stop_event.is_set()
+        if interrupted:
             recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
             queued = _queued_retries(study, worker_id())
-            observe(Note(f"interrupted by {interrupts.reason()}: running jobs stopped"
+            observe(Note(f"interrupted by {interrupts.reason() or 'a stop request'}: running jobs stopped"
                          + (f"; trial(s) {queued} queued to resume from their checkpoints" if queued else "")
                          + "; run the same command to continue", Level.WARNING))
         return finalize_study(
             cfg, study, observe,
             exporter=_exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe),
-            interrupted=interrupts.interrupted,
+            interrupted=interrupted,
             failure_summary=failures.summary() if failures.tripped else None,
             elapsed_s=time.monotonic() - started,
         )

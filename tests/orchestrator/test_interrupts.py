@@ -79,3 +79,34 @@ def test_interrupted_trial_is_queued_with_its_checkpoint(tmp_path, coco_dirs, si
     for name in checkpoints:
         epoch = int(name.split("_")[2])
         assert log.count(f"TRAINED EPOCH {epoch}\n") == 1, log
+
+
+def test_a_stop_requested_by_another_thread_keeps_the_trial_too(tmp_path, coco_dirs, monkeypatch):
+    """``run_study(stop_event=...)`` (a scheduler ending a run at its deadline) stops like a Ctrl-C."""
+    import threading
+
+    from rich.console import Console
+
+    from automl.config import build_run_config
+    from automl.study.runner import run_study
+    from automl.ui.progress import ProgressBoard
+
+    monkeypatch.setenv("SCRIPTED_EPOCH_SECONDS", "0.3")
+    cfg = build_run_config(scripted_config(tmp_path, coco_dirs, budget={"n_trials": 2}, pruner={"name": "none"},
+                                           fixed={"train.num_epochs": 8, "dataset.batch_size": 2}),
+                           use_cpu_variant=False, where="test")
+    stop = threading.Event()
+    train = tmp_path / "ws" / "scripted" / "trial_0000" / "train"
+
+    def stop_after_two_checkpoints() -> None:
+        while len(list(train.glob("model_epoch_*.pth"))) < 2:
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=stop_after_two_checkpoints, daemon=True).start()
+    outcome = run_study(cfg, ProgressBoard(Console(file=open(os.devnull, "w"))), stop_event=stop)
+    assert outcome.interrupted and outcome.exit_code == 130
+    study = optuna.load_study(study_name="scripted", storage=cfg.storage_url)
+    first, retry = study.trials
+    assert first.user_attrs["failure"].startswith("interrupted (stop requested)")
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
