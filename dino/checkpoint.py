@@ -1,14 +1,19 @@
-"""Checkpoints: ``model_epoch_<EEE>_step_<S>.pth`` and the ``dino_model_latest.pth`` alias.
+"""Checkpoints: ``model_epoch_<EEE>_step_<S>.pth``, the ``dino_model_latest.pth`` alias and
+``model_best.pth``, the checkpoint of the best validation epoch so far.
 
 A checkpoint is a plain ``torch.save`` dict: ``model`` (state dict), ``optimizer``,
 ``scheduler``, ``scaler``, ``epoch`` (0-based index of the last finished epoch),
 ``step`` (optimizer steps so far), ``rng`` (python / numpy / torch / cuda states),
-``kpi``, ``num_classes`` and ``model_config``. Files are written to a temporary name and
+``kpi``, ``num_classes``, ``model_config`` and ``best`` (the best epoch so far, see
+:class:`BestCheckpoint`). Files are written to a temporary name and
 moved into place with ``os.replace``, so a kill never leaves a torn checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import random
 import re
@@ -19,8 +24,11 @@ import numpy as np
 import torch
 
 from dino.config import Spec, SpecError
+from dino.config.spec import BEST_METRICS
 
 LATEST = "dino_model_latest.pth"
+BEST = "model_best.pth"
+BEST_RECORD = "model_best.json"  # which epoch model_best.pth holds, readable without torch
 _NAME = re.compile(r"^model_epoch_(\d+)_step_(\d+)\.pth$")
 
 
@@ -63,13 +71,110 @@ def save_checkpoint(state: dict[str, Any], train_dir: str, keep_named: bool) -> 
         return latest
     named = os.path.join(train_dir, checkpoint_name(state["epoch"], state["step"]))
     atomic_save(state, named)
-    tmp = f"{latest}.tmp{os.getpid()}"
-    try:
-        os.link(named, tmp)
-    except OSError:
-        shutil.copyfile(named, tmp)
-    os.replace(tmp, latest)
+    _link_or_copy(named, latest)
     return named
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """``dst`` becomes ``src``'s content atomically (a hard link where the filesystem allows)."""
+    tmp = f"{dst}.tmp{os.getpid()}"
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+@dataclasses.dataclass(frozen=True)
+class BestRecord:
+    """The epoch ``model_best.pth`` holds: ``metric`` had ``value`` there, its best so far."""
+
+    metric: str
+    value: float
+    epoch: int
+    step: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class BestCheckpoint:
+    """Keeps ``model_best.pth`` beside the epoch files: the checkpoint of the epoch whose
+    validation ``metric`` is the best so far (``train.best_checkpoint_metric``).
+
+    ``train.checkpoint_interval`` keeps every N-th epoch only, so without it the best
+    epoch's weights would be gone when a later epoch scores worse; a study that reports
+    a trial's best epoch must be able to hand back that epoch's checkpoint. Only a strict
+    improvement moves it (the earliest of equal values stays). ``model_best.json`` says
+    which epoch it holds, for readers without torch (the orchestrator).
+    """
+
+    def __init__(self, train_dir: str, metric: str, resumed: dict[str, Any] | None = None) -> None:
+        self.train_dir = train_dir
+        self.metric = metric
+        self.best: BestRecord | None = None
+        if resumed and resumed.get("metric") == metric:
+            self.best = BestRecord(metric, float(resumed["value"]), int(resumed["epoch"]), int(resumed["step"]))
+        self._pending: BestRecord | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.metric)
+
+    def offer(self, kpi: dict[str, Any], epoch: int, step: int, validated: bool) -> bool:
+        """Record this epoch if its validation beat the best so far (call before saving
+        its checkpoint, so the state saved carries the new best); True when it did."""
+        self._pending = None
+        if not self.enabled or not validated:
+            return False
+        try:
+            value = float(kpi[self.metric])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if math.isnan(value):
+            return False
+        if self.best is not None:
+            better = value > self.best.value if BEST_METRICS[self.metric] == "max" else value < self.best.value
+            if not better:
+                return False
+        self.best = self._pending = BestRecord(self.metric, value, epoch, step)
+        return True
+
+    def state(self) -> dict[str, Any] | None:
+        """What a checkpoint stores, so a resumed run knows the best so far."""
+        return self.best.as_dict() if self.best else None
+
+    def keep(self, checkpoint: str) -> str | None:
+        """After the epoch's checkpoint is written: make it ``model_best.pth`` if
+        :meth:`offer` said so. Returns the path of the best checkpoint when it moved."""
+        if self._pending is None:
+            return None
+        record, self._pending = self._pending, None
+        return self._write(checkpoint, record)
+
+    def repair(self, resumed_from: str, ckpt_epoch: int) -> None:
+        """A run killed between an epoch's checkpoint and its ``model_best.pth`` resumes
+        from a checkpoint whose recorded best is that very epoch: finish the job."""
+        if self.best is None or self.best.epoch != ckpt_epoch:
+            return
+        if self.recorded_epoch() != ckpt_epoch:
+            self._write(resumed_from, self.best)
+
+    def recorded_epoch(self) -> int | None:
+        try:
+            with open(os.path.join(self.train_dir, BEST_RECORD), encoding="utf-8") as f:
+                return int(json.load(f)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write(self, checkpoint: str, record: BestRecord) -> str:
+        path = os.path.join(self.train_dir, BEST)
+        _link_or_copy(checkpoint, path)
+        tmp = os.path.join(self.train_dir, f"{BEST_RECORD}.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({**record.as_dict(), "checkpoint": BEST}, f)
+        os.replace(tmp, os.path.join(self.train_dir, BEST_RECORD))
+        return path
 
 
 def latest_checkpoint(train_dir: str) -> str | None:

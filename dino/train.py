@@ -25,6 +25,7 @@ import time
 import torch
 
 from dino.checkpoint import (
+    BestCheckpoint,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
@@ -172,7 +173,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
     say(plan.note)
     status.write(plan.note)
 
-    start_epoch, step = 0, 0
+    start_epoch, step, resumed_best = 0, 0, None
     if t.resume_training_checkpoint_path:
         _require_file(t.resume_training_checkpoint_path, "train.resume_training_checkpoint_path")
     resume = broadcast_from_main(ctx, t.resume_training_checkpoint_path or latest_checkpoint(train_dir))
@@ -192,10 +193,14 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         else:
             set_rng_state(ckpt["rng"])
         status.kpi = dict(ckpt.get("kpi", {}))
+        resumed_best = ckpt.get("best")
         say(f"Resuming from {resume}: epoch {ckpt['epoch']} finished, step {step}")
         status.write(f"Resuming training from {resume} (epoch {ckpt['epoch']} finished, step {step})")
     elif ctx.rank:
         seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank)  # other augmentation / denoising draws than rank 0's
+    best = BestCheckpoint(train_dir, t.best_checkpoint_metric, resumed_best)
+    if resume and ctx.is_main:
+        best.repair(resume, start_epoch - 1)
 
     fixed_size = t.compile and device.type == "cuda"
     if fixed_size:
@@ -227,6 +232,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)
         scheduler.step()
         step += stats["steps"]
+        validated = False
         if (epoch + 1) % t.validation_interval == 0 or epoch == last:
             sync_buffers(model, ctx)
             res = evaluate(model, criterion, post,
@@ -240,6 +246,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                 say(f"Validation mAP50 : {res['mAP50']}")
                 status.kpi = {"val_mAP": str(res["mAP"]), "val_mAP50": str(res["mAP50"]), "val_loss": res["loss"]}
                 status.write("Eval metrics generated.")
+                validated = True
         status.kpi["train_loss"] = stats["train_loss"]
         elapsed = time.time() - began
         eta = datetime.timedelta(seconds=elapsed * (last - epoch))
@@ -248,10 +255,12 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         rng = gather_to_main(ctx, rank_rng_state(device)) if ctx.enabled else None  # every rank's stream
         if not ctx.is_main:
             continue
+        improved = best.offer(status.kpi, epoch, step, validated)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                  "rng": rng[0] if rng else rng_state(), "kpi": dict(status.kpi), "num_classes": d.num_classes,
-                 "model_config": dataclasses.asdict(spec.model), "world_size": ctx.world_size}
+                 "model_config": dataclasses.asdict(spec.model), "world_size": ctx.world_size,
+                 "best": best.state()}
         if rng:
             state["rng_ranks"] = rng
         # the epoch's status line and its checkpoint together: a stop signal cannot leave an
@@ -261,6 +270,10 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                          max_step=steps_per_epoch * t.num_epochs, time_per_epoch=str(datetime.timedelta(seconds=elapsed)),
                          time_per_step=str(datetime.timedelta(seconds=stats["time_per_step"])), eta=str(eta), **timings)
             path = save_checkpoint(state, train_dir, (epoch + 1) % t.checkpoint_interval == 0 or epoch == last)
+            best.keep(path)
+        if improved and best.best is not None:
+            status.write(f"Best checkpoint: epoch {epoch}, {best.metric} {best.best.value}",
+                         best_checkpoint=best.best.as_dict())
         say(f"Epoch {epoch}/{last} done: train_loss {stats['train_loss']:.4f}  "
             f"time {datetime.timedelta(seconds=round(elapsed))}  eta {datetime.timedelta(seconds=round(eta.total_seconds()))}"
             f"  checkpoint {os.path.basename(path)}")

@@ -41,6 +41,13 @@ class MetricExtractor:
     name: ClassVar[str] = "extractor"
     source: str = "stdout"  # which file: "status" (train/status.json) or "stdout" (the job's log)
 
+    @property
+    def metric_names(self) -> list[str] | None:
+        """The metrics this extractor can ever produce, when known before the job runs
+        (a regex knows its groups), else None. A study whose metric is not among them is
+        refused before any trial."""
+        return None
+
     def feed(self, data: bytes) -> list[EpochMetrics]:
         """Consume newly appended bytes; return metrics completed by them."""
         raise NotImplementedError(f"{type(self).__name__} must define feed(data)")

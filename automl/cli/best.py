@@ -25,7 +25,7 @@ from rich.table import Table
 
 from automl.cli.run import add_study_arguments, open_study_of
 from automl.errors import UserError
-from automl.study.attrs import STUDY_LAUNCHER, STUDY_METRIC, STUDY_TRAINER_COMMAND, TrialAttrs
+from automl.study.attrs import STUDY_AGGREGATE, STUDY_LAUNCHER, STUDY_METRIC, STUDY_TRAINER_COMMAND, TrialAttrs
 from automl.study.events import Note
 
 
@@ -50,20 +50,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _best(study: optuna.Study, workspace: Path):
+    from automl.study.best_checkpoint import checkpoint_for_value
     from automl.study.handoff import BestTrial
     from automl.study.results import best_own_trial
-    from automl.study.trial_paths import latest_checkpoint
 
     best = best_own_trial(study)  # not a trial seeded from an earlier night
     if best is None:
         raise UserError(f"study {study.study_name!r} has no completed trial yet")
     recorded = TrialAttrs.of(best)
-    ckpt = latest_checkpoint(Path(recorded.results_dir)) if recorded.results_dir else None
+    # the checkpoint of the epoch the trial's value comes from (best means best)
+    choice = checkpoint_for_value(best, study.user_attrs.get(STUDY_AGGREGATE, "best"),
+                                  study.user_attrs.get(STUDY_METRIC, ""))
+    ckpt = choice.path
     info = {
         "study": study.study_name, "trial": best.number, "value": best.value, "params": best.params,
-        "spec": recorded.spec_path, "results_dir": recorded.results_dir,
-        "checkpoint": str(ckpt) if ckpt else None,
+        "spec": recorded.spec_path, "results_dir": recorded.results_dir, **choice.as_dict(),
     }
+    if choice.note():
+        info["checkpoint_note"] = choice.note()
     trial = None
     if recorded.spec_path and ckpt is not None and best.value is not None and Path(recorded.spec_path).exists():
         trial = BestTrial(study.study_name, best.number, study.user_attrs.get(STUDY_METRIC, "value"),

@@ -106,9 +106,9 @@ def build_run_config(raw: dict[str, Any], *, use_cpu_variant: bool, where: str) 
 def format_validation_error(exc: ValidationError, where: str) -> str:
     lines = [f"invalid run config ({where}):"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see README's config reference)"
-        lines.append(f"  {loc}: {msg}")
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")  # a rule across sections names its keys
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInf
 
 from automl.config.storage import DEFAULT_WORKSPACE, parse_storage_url, resolve_storage_url
 from automl.launchers import LAUNCHERS
-from automl.observe.extractors import EXTRACTORS, get_extractor
+from automl.observe.extractors import EXTRACTORS, check_metric_name, get_extractor
 from automl.plugins import PluginFamily
 from automl.tuning import PRUNERS, SAMPLERS
 from automl.tuning.pruners import PrunerOptions
@@ -97,7 +97,8 @@ class MetricSettings(_Strict):
         data = dict(data)
         name = data.get("extractor", "tao_status")
         options = EXTRACTORS.validate(name, data.get("extractor_options") or {})
-        get_extractor(name, options)  # built once now: a bad pattern fails here, not in a trial
+        extractor = get_extractor(name, options)  # built once now: a bad pattern fails here, not in a trial
+        check_metric_name(extractor, data.get("name", "val_mAP50"), name)
         data["extractor_options"] = options
         return data
 
@@ -218,9 +219,13 @@ class DataSettings(_Strict):
 
 
 class BudgetSettings(_Strict):
-    n_trials: int | None = Field(10, ge=1)  # finished trials in the study, across restarts
-    timeout_s: float | None = Field(None, gt=0)
+    """What a study and each of its trials may spend."""
+
+    n_trials: int | None = Field(10, ge=1)  # trials in the study, all workers and restarts (exact)
+    timeout_s: float | None = Field(None, gt=0)  # no new trial starts after this (this run)
     max_consecutive_failures: int = Field(3, ge=1)
+    trial_timeout_s: float | None = Field(None, gt=0)  # one attempt of a trial; stopped and failed after it
+    stall_timeout_s: float | None = Field(1800.0, gt=0)  # no new log bytes this long: a hung trial, stopped
 
 
 class RetentionSettings(_Strict):
@@ -275,6 +280,16 @@ class RunConfig(_Strict):
     def _direction_known(cls, metric: MetricSettings) -> MetricSettings:
         metric.resolved_direction()
         return metric
+
+    @model_validator(mode="after")
+    def _stall_longer_than_polls(self) -> RunConfig:
+        """A stall is judged on the launcher's polls: a limit within a few of them would
+        stop healthy jobs between two looks at their log."""
+        stall, poll = self.budget.stall_timeout_s, self.launcher.poll_interval
+        if stall is not None and stall < 5 * poll:
+            raise ValueError(f"budget.stall_timeout_s ({stall:g} s) must be at least 5 x launcher.poll_interval "
+                             f"({poll:g} s): the job's log is looked at once per poll")
+        return self
 
     @property
     def storage_url(self) -> str:

@@ -103,8 +103,14 @@ CATALOGUE: tuple[Signature, ...] = (
         "Lower dataset.batch_size or train.num_gpus, or add images to the data source.",
     ),
     Signature(
+        "gpu_ids",
+        _p(r"gpu_ids\b[^\n]{0,120}\b(?:must|should|mismatch|expected|differ)"),
+        f"The trainer refused the spec: {RULES_BY_CODE['gpu_ids'].summary}.",
+        RULES_BY_CODE["gpu_ids"].fix,
+    ),
+    Signature(
         "invalid_device",
-        _p(r"invalid device ordinal", r"gpu_ids\b[^\n]{0,120}\b(?:must|should|mismatch|expected|differ)", r"CUDA_VISIBLE_DEVICES.*(?:invalid|no CUDA)"),
+        _p(r"invalid device ordinal", r"device \d+ is not visible", r"CUDA_VISIBLE_DEVICES.*(?:invalid|no CUDA)"),
         "The job asked for a GPU it cannot see.",
         RULES_BY_CODE["gpu_ids"].fix,
     ),
@@ -144,7 +150,7 @@ CATALOGUE: tuple[Signature, ...] = (
         _p(
             r"FileNotFoundError.*?(?:'(?P<path>[^']+)'|\"(?P<path2>[^\"]+)\")?\s*$",
             r"No such file or directory:?\s*['\"]?(?P<path3>[^'\"\s]+)?",
-            r"(?:does not exist|not found)\s*:\s*(?P<path4>/\S+)",
+            r"(?:does not exist|not found)(?: or not a (?:folder|directory|file))?\s*:\s*(?P<path4>/\S+)",
         ),
         "A file the job needs is missing: {path}.",
         "Check dataset.train_data_sources / dataset.val_data_sources (image_dir and "
@@ -152,7 +158,8 @@ CATALOGUE: tuple[Signature, ...] = (
     ),
     Signature(
         "nan_loss",
-        _p(r"Loss is nan", r"loss (?:is|became|went) (?:nan|inf)", r"non-finite loss"),
+        _p(r"Loss is nan", r"loss (?:is|became|went) (?:nan|inf)", r"non-finite loss",
+           r"(?:cost|loss|outputs?) (?:is|are|became) (?:NaN|not finite)", r"training diverged"),
         "The training loss became NaN/inf (diverged).",
         "Lower train.optim.lr (and lr_backbone), keep gradient clipping "
         "(train.clip_grad_norm) on, or use fp32.",
@@ -271,7 +278,7 @@ def diagnose(
         path = next(iter(groups.values()), "see the evidence line")
         summary = sig.summary.format(path=path, line=line)
         fix = sig.fix
-        if sig.code == "missing_file" and re.search(r"val", path, re.IGNORECASE):
+        if sig.code == "missing_file" and re.search(r"val", f"{path} {line}", re.IGNORECASE):
             fix = (
                 "Check dataset.val_data_sources (image_dir and json_file): the validation "
                 "data must be staged and visible inside the job (mounted by the launcher)."

@@ -51,3 +51,14 @@ def check_extractor(extractor: Any, label: str) -> None:
             problems.append(f"attribute 'source' must be one of {SOURCES}, got {extractor.source!r}")
     if problems:
         raise ConfigError(f"metric extractor {label!r} is not usable: " + "; ".join(problems))
+
+
+def check_metric_name(extractor: MetricExtractor, metric: str, label: str) -> None:
+    """ConfigError unless ``extractor`` can produce ``metric``, when it knows its metrics
+    in advance (:attr:`MetricExtractor.metric_names`; a regex does, ``tao_status`` not)."""
+    names = extractor.metric_names
+    if names is not None and metric not in names:
+        raise ConfigError(
+            f"metric.name {metric!r}: extractor {label!r} can only produce {', '.join(names) or 'no metric'}; "
+            "set metric.name to one of them, or add a pattern for it to metric.extractor_options.patterns"
+        )

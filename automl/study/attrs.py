@@ -39,10 +39,14 @@ OOM_RETRY = "oom_retry"  # what the out-of-memory attempt beside others left (ke
 WARM_START_FROM = "warm_start_from"  # "<study>#<n>": an enqueued parameter set of an earlier night
 SEEDED_FROM = "seeded_from"  # "<study>#<n>": a trial copied in as sampler history; never run here
 
-CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_FIX, PRUNE_EPOCH, PRUNED_BY, STOP_SECONDS)
+CLEARED_ON_RETRY = (INTERRUPTED, FAILURE, FAILURE_CODE, FAILURE_FIX, PRUNE_EPOCH, PRUNED_BY, STOP_SECONDS)
+# failure codes that every other trial would repeat (a config mistake): the study stops at once
+STOPS_STUDY = ("metric_missing",)
 
 # study user attributes
-STUDY_METRIC = "metric"  # the metric's name, for readers without the run config
+STUDY_METRIC = "metric"  # the metric's name, fixed at creation (automl.study.identity)
+STUDY_AGGREGATE = "aggregate"  # metric.aggregate: best | last, fixed at creation
+STUDY_EXPORT = "best_export"  # which worker exports which trial (automl.study.export_claim)
 STUDY_BEST_SPEC = "best_spec"  # optional: a best spec recorded by other tools
 STUDY_LAUNCHER = "launcher"  # {"name", "options"} the trials ran with (no environment: it may hold secrets)
 STUDY_TRAINER_COMMAND = "trainer_command"  # e.g. ["dino", "train"]: tasks after the study derive theirs from it

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from automl.launchers.base import JobResult, Launcher
-from automl.study.tasks import run_task
+from automl.study.tasks import run_task, task_command
+
+
+def export_command(train_command: list[str] | tuple[str, ...]) -> list[str]:
+    """``[..., "dino", "train"]`` -> ``[..., "dino", "export"]`` (ValueError when it cannot)."""
+    return task_command(train_command, "export")
 
 
 def export_best(
@@ -28,9 +34,11 @@ def export_best(
     timeout_s: float,
     env: dict[str, str] | None = None,
     overrides: tuple[str, ...] = (),
+    stop_event: threading.Event | None = None,
 ) -> tuple[JobResult, Path]:
-    """Export ``checkpoint`` to ``out_file`` (stopped after ``timeout_s``); returns the job's
-    result and its log, ``out_file`` with the suffix ``.log``."""
+    """Export ``checkpoint`` to ``out_file`` (stopped after ``timeout_s``, or when
+    ``stop_event`` is set: a Ctrl-C during the export); returns the job's result and its
+    log, ``out_file`` with the suffix ``.log``."""
     out_file = Path(out_file).resolve()
     job_dir = out_file.parent / f"{out_file.stem}_export"
     produced = job_dir / out_file.name
@@ -40,7 +48,7 @@ def export_best(
                    spec=Path(spec), out_dir=job_dir,
                    overrides=[f"export.checkpoint={checkpoint}", f"export.onnx_file={produced}", *overrides],
                    read_only_paths=(Path(checkpoint).resolve().parent, *read_only_paths), timeout_s=timeout_s,
-                   env=env)
+                   env=env, stop_event=stop_event)
     log = out_file.with_suffix(".log")
     if run.log.exists():
         shutil.copyfile(run.log, log)

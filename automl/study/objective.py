@@ -23,13 +23,16 @@ from automl.config.run_config import RunConfig
 from automl.errors import ConfigError
 from automl.launchers.base import JobResult, JobSpec, Launcher
 from automl.launchers.records import worker_id
-from automl.observe.diagnosis import diagnose
+from automl.observe.diagnosis import Diagnosis, diagnose
 from automl.observe.extractors import get_extractor
 from automl.observe.memory import PeakMemoryReader
-from automl.observe.monitor import TrialMonitor
+from automl.observe.metric_presence import MetricPresence, first_validation_epoch
+from automl.observe.monitor import STATUS_RELPATH, TrialMonitor
+from automl.observe.watchdog import JobLimits, JobWatchdog
 from automl.optuna_private import frozen_trial, trial_id
 from automl.search_space import SearchSpace, TrainSchema, render_spec
 from automl.study import attrs
+from automl.study.best_checkpoint import best_checkpoint_assignments
 from automl.study.caches import kernel_cache_env
 from automl.study.events import Observer, TrialEvent, ignore
 from automl.study.sharing import RetryAlone, finish_lease_attrs, retry_alone, set_lease_attrs, timed_stop
@@ -63,15 +66,19 @@ class StudyContext:
     stop_event: threading.Event
     on_event: Observer = ignore
     upload_artifact: Callable[[optuna.Study, int, Path, str], object] | None = None
+    interrupt_reason: Callable[[], str | None] = lambda: None  # "SIGINT (Ctrl-C)" once interrupted
 
 
 def trial_assignments(ctx: StudyContext, params: dict[str, Any], results_dir: Path,
                       slot: tuple[int, ...]) -> dict[str, Any]:
-    """Every value a trial's spec sets over the template: data, fixed values, the sampled
-    parameters, where results go and which devices it has (renumbered from 0)."""
+    """Every value a trial's spec sets over the template: data, the trainer's best-epoch
+    checkpoint metric, fixed values, the sampled parameters, where results go and which
+    devices it has (renumbered from 0)."""
     num_gpus = ctx.config.trainer.num_gpus if slot else 1
+    metric = ctx.config.metric
     return {
         **ctx.data_assignments,
+        **best_checkpoint_assignments(metric.name, metric.resolved_direction(), ctx.schema),  # fixed values win
         **ctx.config.fixed,
         **params,
         "results_dir": str(results_dir),
@@ -165,6 +172,13 @@ class DinoObjective:
         memory = PeakMemoryReader(job.results_dir)
         # a retried trial inherits its predecessor's epochs; they are not reported twice
         reported = dict(frozen_trial(trial).intermediate_values)
+        if self.ctx.stop_event.is_set():  # Ctrl-C before the job started: nothing to stop
+            self._interrupted(trial, job, slot, reported)
+        watchdog = JobWatchdog((job.log_path, job.results_dir / STATUS_RELPATH),
+                               JobLimits(cfg.budget.trial_timeout_s, cfg.budget.stall_timeout_s))
+        presence = MetricPresence(cfg.metric.name, first_validation_epoch(job.results_dir / "spec.yaml"),
+                                  job.results_dir, same_file=extractor.source == "status",
+                                  grace_s=5.0 + 2 * cfg.launcher.poll_interval, already_seen=bool(reported))
         handle = self.ctx.launcher.launch(job)
         trial.set_user_attr(attrs.JOB_ID, handle.id)
         self.ctx.on_event(TrialEvent("started", trial.number, slot, message=handle.id))
@@ -174,7 +188,10 @@ class DinoObjective:
                 result = handle.poll()  # read before the logs: no epoch written before exit is missed
                 if (peak := memory.poll()) is not None:
                     lease.report_peak(peak)
-                prune_epoch = self._report_new_epochs(trial, monitor.poll(), reported, slot)
+                presence.advance()  # and the trainer's progress before the extractor's
+                new_epochs = monitor.poll()
+                presence.note(new_epochs)
+                prune_epoch = self._report_new_epochs(trial, new_epochs, reported, slot)
                 if prune_epoch is None and result is not None:
                     # the last line may lack its newline: flush what the extractor holds
                     prune_epoch = self._report_new_epochs(trial, monitor.finish(), reported, slot)
@@ -187,12 +204,18 @@ class DinoObjective:
                 if self.ctx.stop_event.is_set():
                     result = timed_stop(trial, handle, cfg.launcher.grace_period)
                     self._finish_lease(trial, lease, memory)
-                    trial.set_user_attr(attrs.INTERRUPTED, True)
+                    self._interrupted(trial, job, slot, reported)
+                overrun = watchdog.check(_progress(reported, presence.finished_epoch))
+                if overrun is None and presence.missing():
+                    overrun = _metric_missing(cfg.metric.name, cfg.metric.extractor, monitor, presence)
+                if overrun is not None:
+                    result = timed_stop(trial, handle, cfg.launcher.grace_period)
+                    self._finish_lease(trial, lease, memory)
                     self._finish_attrs(trial, job)
-                    self.ctx.on_event(TrialEvent("interrupted", trial.number, slot))
-                    raise TrialInterrupted(f"trial {trial.number} interrupted; it resumes on the next run")
+                    self._fail_diagnosed(trial, slot, overrun, result.exit_code)
                 time.sleep(cfg.launcher.poll_interval)
         finally:
+            presence.close()
             if result is None:  # an exception escaped the loop: never leave a job behind
                 result = handle.stop(cfg.launcher.grace_period)
         self._finish_lease(trial, lease, memory)
@@ -200,13 +223,8 @@ class DinoObjective:
         if result.exit_code != 0 or result.oom_killed:
             self._fail(trial, job, result, monitor, lease)
         if not reported:
-            message = (
-                f"the job exited 0 but metric {cfg.metric.name!r} never appeared; "
-                f"extractor {cfg.metric.extractor!r} saw: {monitor.seen_summary()}"
-            )
-            trial.set_user_attr(attrs.FAILURE, message)
-            self.ctx.on_event(TrialEvent("failed", trial.number, slot, message=message))
-            raise TrialFailed(message)
+            self._fail_diagnosed(trial, slot, _metric_missing(cfg.metric.name, cfg.metric.extractor, monitor, None),
+                                 result.exit_code)
         values = [reported[k] for k in sorted(reported)]
         value = values[-1] if cfg.metric.aggregate == "last" else (max(values) if self.maximize else min(values))
         self.ctx.on_event(TrialEvent("completed", trial.number, slot, value=value))
@@ -238,6 +256,32 @@ class DinoObjective:
         self._finish_attrs(trial, job)
         self.ctx.on_event(TrialEvent("pruned", trial.number, slot, epoch=epoch, value=value))
         raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.ctx.config.metric.name}={value:.4f})")
+
+    def _interrupted(self, trial: optuna.Trial, job: JobSpec, slot: tuple[int, ...], reported: dict[int, float]) -> None:
+        """The study is being interrupted: the job is stopped; record why, so the trial
+        is queued to resume (its checkpoints stay) and not counted as a failure."""
+        where = f"after epoch {max(reported)}" if reported else "before its first epoch"
+        message = (f"interrupted ({self.ctx.interrupt_reason() or 'stop requested'}) {where}; queued to resume "
+                   "from its latest checkpoint on the next run")
+        trial.set_user_attr(attrs.INTERRUPTED, True)
+        trial.set_user_attr(attrs.FAILURE, message)
+        trial.set_user_attr(attrs.FAILURE_CODE, "interrupted")
+        self._finish_attrs(trial, job)
+        self.ctx.on_event(TrialEvent("interrupted", trial.number, slot, message=message))
+        raise TrialInterrupted(f"trial {trial.number} {message}")
+
+    def _fail_diagnosed(self, trial: optuna.Trial, slot: tuple[int, ...], diagnosis: Diagnosis,
+                        exit_code: int | None = None) -> None:
+        """Fail the trial with a diagnosis the orchestrator made itself (a limit, a
+        missing metric); the job is already stopped."""
+        if exit_code is not None:
+            trial.set_user_attr(attrs.EXIT_CODE, exit_code)
+        trial.set_user_attr(attrs.FAILURE, diagnosis.summary)
+        trial.set_user_attr(attrs.FAILURE_CODE, diagnosis.code)
+        trial.set_user_attr(attrs.FAILURE_FIX, diagnosis.fix)
+        message = f"{diagnosis.summary} -> {diagnosis.fix}"
+        self.ctx.on_event(TrialEvent("failed", trial.number, slot, message=message))
+        raise TrialFailed(message)
 
     def _fail(self, trial: optuna.Trial, job: JobSpec, result: JobResult, monitor: TrialMonitor,
               lease: Lease) -> None:
@@ -273,6 +317,29 @@ class DinoObjective:
     def _upload(self, trial: optuna.Trial, path: Path, name: str) -> None:
         if self.ctx.upload_artifact is not None and path.exists():
             self.ctx.upload_artifact(trial.study, trial_id(trial), path, name)
+
+
+def _progress(reported: dict[int, float], finished_epoch: int | None) -> str:
+    """Where a job is, for a limit's message."""
+    if finished_epoch is not None:
+        return f"after finishing epoch {finished_epoch}"
+    return f"after epoch {max(reported)}" if reported else "before finishing its first epoch"
+
+
+def _metric_missing(metric: str, extractor: str, monitor: TrialMonitor, presence: MetricPresence | None) -> Diagnosis:
+    """The study's metric is not in what the extractor read: a config mistake that every
+    other trial would repeat, so the study stops on it (:data:`attrs.STOPS_STUDY`)."""
+    seen = monitor.seen_summary()
+    if presence is None:
+        when = "the job exited 0 but"
+    else:
+        when = f"epoch {presence.finished_epoch} (the first validated one is {presence.first_validation}) ended but"
+    return Diagnosis(
+        "metric_missing",
+        f"{when} {seen.describe(metric)}",
+        f"Set metric.name to a metric the extractor finds ({', '.join(seen.metric_names) or 'it found none'}), "
+        f"or choose another metric.extractor / its options; extractor {extractor!r} reads {seen.path.name}.",
+    )
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -52,13 +52,3 @@ def recover_study(study: optuna.Study, max_retry: int) -> list[int]:
         if wants_retry and trial.number not in retried:
             retry(study, trial)
     return sorted(set(recovered) | set(stale))
-
-
-def counted_trials(study: optuna.Study) -> int:
-    """Finished trials toward the budget; a trial superseded by its retry is not counted,
-    nor one seeded from an earlier study (it never ran here)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in trials
-               if t.state in finished and t.number not in retried and attrs.SEEDED_FROM not in t.user_attrs)

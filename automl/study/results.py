@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.config.run_config import RunConfig
 from automl.study import attrs
+from automl.study.best_checkpoint import CheckpointChoice, checkpoint_for_value
 from automl.study.events import Level, Note, Observer, TrialsSummary
-from automl.study.trial_paths import latest_checkpoint
 
 
 @dataclasses.dataclass
@@ -66,12 +68,15 @@ def has_complete(study: optuna.Study) -> bool:
     return best_own_trial(study) is not None
 
 
-def write_best(cfg: RunConfig, best: FrozenTrial) -> tuple[Path, Path | None]:
-    """``best_spec.yaml`` and ``best.json`` in the study dir."""
+def write_best(cfg: RunConfig, best: FrozenTrial) -> tuple[Path, CheckpointChoice]:
+    """``best_spec.yaml`` and ``best.json`` in the study dir; the checkpoint is the one
+    of the epoch the trial's value comes from (:mod:`automl.study.best_checkpoint`)."""
     spec_src = Path(best.user_attrs[attrs.SPEC_PATH])
     best_spec = cfg.study_dir / "best_spec.yaml"
-    shutil.copyfile(spec_src, best_spec)
-    checkpoint = latest_checkpoint(Path(best.user_attrs[attrs.RESULTS_DIR]))
+    tmp = best_spec.with_name(f".{best_spec.name}.tmp")
+    shutil.copyfile(spec_src, tmp)
+    os.replace(tmp, best_spec)  # several workers may write it: a reader never sees half
+    choice = checkpoint_for_value(best, cfg.metric.aggregate, cfg.metric.name)
     summary = {
         "study": cfg.study.name,
         "trial": best.number,
@@ -81,17 +86,24 @@ def write_best(cfg: RunConfig, best: FrozenTrial) -> tuple[Path, Path | None]:
         "epochs": {str(k): v for k, v in sorted(best.intermediate_values.items())},
         "results_dir": best.user_attrs[attrs.RESULTS_DIR],
         "spec": str(best_spec),
-        "checkpoint": str(checkpoint) if checkpoint else None,
+        "aggregate": cfg.metric.aggregate,
+        **choice.as_dict(),
+        "checkpoint_note": choice.note(),
     }
-    (cfg.study_dir / "best.json").write_text(json.dumps(summary, indent=2))
-    return best_spec, checkpoint
+    out = cfg.study_dir / "best.json"
+    tmp = out.with_name(f".best.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out)
+    return best_spec, choice
 
 
-def apply_retention(study: optuna.Study, keep_best: int | None, maximize: bool) -> list[Path]:
-    """Delete checkpoints of finished trials outside the best ``keep_best``. Failed
-    trials keep theirs: a retry may resume from them."""
+def apply_retention(study: optuna.Study, keep_best: int | None) -> list[Path]:
+    """Delete checkpoints of finished trials outside the best ``keep_best``, ranked the
+    way the study ranks (its stored direction). Failed trials keep theirs: a retry may
+    resume from them."""
     if keep_best is None:
         return []
+    maximize = study.direction == StudyDirection.MAXIMIZE
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = sorted((t for t in finished if t.state == TrialState.COMPLETE and attrs.SEEDED_FROM not in t.user_attrs),
                       key=trial_value, reverse=maximize)
@@ -129,11 +141,13 @@ def finalize_study(
         observe(Note(failure_summary, Level.ERROR))
     if best is not None:
         outcome.best_trial, outcome.best_value = best.number, best.value
-        outcome.best_spec, outcome.best_checkpoint = write_best(cfg, best)
+        outcome.best_spec, choice = write_best(cfg, best)
+        outcome.best_checkpoint = choice.path
+        if choice.note():
+            observe(Note(f"best trial {best.number}: {choice.note()}", Level.WARNING))
         if exporter is not None and outcome.best_checkpoint is not None and not interrupted:
             outcome.exported_model = exporter(best, outcome.best_spec, outcome.best_checkpoint)
-        maximize = cfg.metric.resolved_direction() == "maximize"
-        removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best, maximize)
+        removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best)
         if removed:
             observe(Note(f"retention: removed {len(removed)} checkpoint(s) of trials outside the best "
                          f"{cfg.retention.keep_checkpoints_of_best}"))

@@ -1,25 +1,28 @@
 """Run a study from a RunConfig: the orchestration of one ``automl run``.
 
-Renders the trial template once (a bad spec fails in seconds), stages and checks the
-data (before any GPU time), builds the search space, opens the study on RDB storage
-with heartbeats, recovers what dead workers left, then runs ``study.optimize`` with one
-thread per device slot, and finally writes the best spec, the report and applies
-checkpoint retention. What happens is told to an observer as events
-(:mod:`automl.study.events`); nothing here prints.
+Checks what the host decides (workspace, devices, extractor: :mod:`automl.study.checks`),
+renders the trial template once (a bad spec fails in seconds), opens the study on RDB
+storage with heartbeats (an unreachable database, or a metric other than the one the
+study was created for, fails here: :mod:`automl.study.identity`), and only then stages
+and checks the data (before any GPU time) and builds the search space. It recovers what
+dead workers left, runs ``study.optimize`` with one thread per device slot, each trial
+started through the study's exact budget (:mod:`automl.study.budget`), with Ctrl-C
+keeping interrupted trials for a retry (:mod:`automl.study.interrupts`), and finally
+writes the best spec, the report, the export (one worker) and applies checkpoint
+retention. What happens is told to an observer as events (:mod:`automl.study.events`);
+nothing here prints.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import sqlalchemy.exc
@@ -33,6 +36,8 @@ from automl.config.storage import storage_error
 from automl.datasets.prepare import PreparedData, prepare_data
 from automl.errors import ConfigError
 from automl.launchers import LAUNCHERS, Launcher
+from automl.launchers.records import worker_id
+from automl.optuna_private import GatedStudy, storage_of
 from automl.search_space import (
     SearchSpace,
     TrainSchema,
@@ -44,13 +49,19 @@ from automl.search_space import (
     search_spaces_dir,
 )
 from automl.study import attrs
-from automl.study.best_export import export_best
+from automl.study.best_export import export_best, export_command
+from automl.study.budget import BudgetSpent, TrialBudget, finished_shares, may_start
+from automl.study.checks import check_run
 from automl.study.events import Level, Note, Observer, StudyStarted, StudyStopped, TrialFinished
+from automl.study.export_claim import claim_export, finish_export
+from automl.study.identity import fix_identity
+from automl.study.interrupts import Interrupts
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
-from automl.study.recovery import counted_trials, recover_study
+from automl.study.recovery import recover_study
 from automl.study.results import StudyOutcome, finalize_study
 from automl.study.slots import describe_packing, pool_for
 from automl.study.storage import ThreadSafeRDBStorage
+from automl.study.storage_lock import StorageLock
 from automl.tuning import build_pruner, build_sampler
 from automl.ui.artifacts import ArtifactRecorder
 
@@ -116,14 +127,22 @@ def open_study(cfg: RunConfig, attempts: int = 5) -> optuna.Study:
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
                 optuna.exceptions.DuplicatedStudyError, sqlalchemy.exc.ProgrammingError) as exc:
+            if isinstance(exc, sqlalchemy.exc.OperationalError) and not _creation_race(exc):
+                raise storage_error(cfg.storage_url, exc) from None  # unreachable server, bad credentials: now
             if attempt == attempts - 1:
-                if isinstance(exc, sqlalchemy.exc.OperationalError):  # unreachable server, bad credentials
+                if isinstance(exc, sqlalchemy.exc.OperationalError):
                     raise storage_error(cfg.storage_url, exc) from None
                 raise
             time.sleep(0.5 + attempt)
         except sqlalchemy.exc.ArgumentError as exc:  # not a database URL
             raise storage_error(cfg.storage_url, exc) from None
     raise AssertionError("unreachable")
+
+
+def _creation_race(exc: sqlalchemy.exc.OperationalError) -> bool:
+    """SQLite's ways of saying another worker is creating the same tables right now."""
+    text = str(exc).lower()
+    return "locked" in text or "already exists" in text
 
 
 class _FailureGuard:
@@ -141,52 +160,24 @@ class _FailureGuard:
                 self.streak.append(trial)
             elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 self.streak.clear()
-            if len(self.streak) >= self.limit and not self.tripped:
+            stops_now = trial.state == TrialState.FAIL and trial.user_attrs.get(attrs.FAILURE_CODE) in attrs.STOPS_STUDY
+            if (len(self.streak) >= self.limit or stops_now) and not self.tripped:
                 self.tripped = True
                 study.stop()
 
     def summary(self) -> str:
-        lines = [f"stopped after {len(self.streak)} consecutive failed trials:"]
+        last = self.streak[-1] if self.streak else None
+        if last is not None and last.user_attrs.get(attrs.FAILURE_CODE) in attrs.STOPS_STUDY:
+            lines = [f"stopped: trial {last.number} failed on a setting every trial would repeat:"]
+            self.streak = [last]
+        else:
+            lines = [f"stopped after {len(self.streak)} consecutive failed trials:"]
         for t in self.streak:
             recorded = attrs.TrialAttrs.of(t)
             lines.append(f"  trial {t.number}: {recorded.failure or 'unknown failure'}")
             if recorded.failure_fix:
                 lines.append(f"    fix: {recorded.failure_fix}")
         return "\n".join(lines)
-
-
-class _BudgetGuard:
-    """Stops when the study holds ``n_trials`` finished trials (other workers' too)."""
-
-    def __init__(self, n_trials: int | None) -> None:
-        self.n_trials = n_trials
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.n_trials is not None and counted_trials(study) >= self.n_trials:
-            study.stop()
-
-
-@dataclasses.dataclass
-class _Interrupt:
-    """First SIGINT/SIGTERM: stop jobs and leave cleanly. Second SIGINT: the default."""
-
-    event: threading.Event
-    previous: dict[int, Any] = dataclasses.field(default_factory=dict)
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.event.set()
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def check_template(cfg: RunConfig, schema: TrainSchema, template: dict[str, Any]) -> None:
@@ -222,15 +213,23 @@ def build_launcher(cfg: RunConfig) -> Launcher:
 
 def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event | None = None,
               data: PreparedData | None = None) -> StudyOutcome:
-    """``stop_event``: set it to stop the running trials cleanly (re-queued, as on SIGTERM);
-    the nightly sets it at the end of its budget. ``data``: already staged and checked."""
+    """``stop_event``: set it (from another thread) to stop the running trials as a
+    Ctrl-C does: their jobs stop and the trials are queued to resume (the nightly sets it
+    at the end of its budget). ``data``: already staged and checked."""
     cfg = resolve_trainer_command(cfg)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the observer reports every trial itself
-    cfg.workspace.mkdir(parents=True, exist_ok=True)
-    cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    check_run(cfg)  # workspace, devices, extractor: before anything is staged
     schema = TrainSchema.load(resolve_project_path(cfg.trainer.schema_path, default_schema_path()))
     template = yaml.safe_load(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
     check_template(cfg, schema, template)
+    study = open_study(cfg)  # the storage is reachable, and this study is what the config asks for
+    fix_identity(study, cfg)
+    study.set_metric_names([cfg.metric.name])  # the dashboard's axes name the metric
+    if cfg.export.enabled:
+        try:
+            export_command(cfg.trainer.command)
+        except ValueError as exc:
+            observe(Note(f"the best model will not be exported: {exc} (or set export.enabled: false)", Level.WARNING))
     data = data if data is not None else prepare_data(cfg, template, observe)
     space = SearchSpace.build(
         schema,
@@ -240,11 +239,8 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
     )
     for line in space.warnings:  # schema entries left out of the space, once each
         observe(Note(line, Level.WARNING))
-    study = open_study(cfg)
-    study.set_user_attr(attrs.STUDY_METRIC, cfg.metric.name)
     study.set_user_attr(attrs.STUDY_LAUNCHER, launcher_record(cfg))
     study.set_user_attr(attrs.STUDY_TRAINER_COMMAND, list(cfg.trainer.command))
-    study.set_metric_names([cfg.metric.name])  # the dashboard's axes name the metric
     recovered = recover_study(study, cfg.study.max_retry)
     if recovered:
         observe(Note(f"recovered trials of dead workers: {recovered} (queued to resume from their checkpoints)"))
@@ -254,69 +250,99 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
     if reaped:
         observe(Note(f"stopped {len(reaped)} orphaned job(s) of this study: {', '.join(reaped)}"))
     slots = pool_for(cfg, observe)
+    lock = StorageLock(cfg.storage_url, getattr(storage_of(study), "engine", None), f"automl-study:{cfg.study.name}")
+    budget = TrialBudget(cfg.budget.n_trials, lock)
+    gated = GatedStudy(study, budget.gate)  # every trial starts through the budget's gate
     stop_event = stop_event if stop_event is not None else threading.Event()
+    interrupts = Interrupts(stop_event)
     ctx = StudyContext(
         config=cfg, schema=schema, space=space, template=template,
         data_assignments=data.assignments, read_only_paths=data.read_only_paths,
         launcher=launcher, slots=slots, stop_event=stop_event,
         on_event=observe,
         upload_artifact=ArtifactRecorder(cfg.workspace / "artifacts").upload,
+        interrupt_reason=interrupts.reason,
     )
 
     def finished(study: optuna.Study, trial: FrozenTrial) -> None:
         observe(TrialFinished(trial.number, trial.state, trial.value))
 
-    remaining = None if cfg.budget.n_trials is None else cfg.budget.n_trials - counted_trials(study)
     failures = _FailureGuard(cfg.budget.max_consecutive_failures)
-    interrupt = _Interrupt(stop_event)
-    interrupted = False
     started = time.monotonic()
-    interrupt.install()
-    try:
-        if remaining is None or remaining > 0:
+    with interrupts:  # from here on, Ctrl-C stops jobs and keeps their trials (automl.study.interrupts)
+        interrupts.study = gated
+        trials = study.get_trials(deepcopy=False)
+        if cfg.budget.n_trials is None or may_start(trials, cfg.budget.n_trials):
+            remaining = None if cfg.budget.n_trials is None else max(0, cfg.budget.n_trials - finished_shares(trials))
             best = (study.best_trial.number, float(study.best_value)) if study.best_trials else None
             observe(StudyStarted(study.study_name, remaining, tuple(s.devices for s in slots.slots), best,
                                  packing=describe_packing(slots)))
             try:
-                study.optimize(
+                gated.optimize(
                     DinoObjective(ctx),
-                    n_trials=remaining,
                     timeout=cfg.budget.timeout_s,
                     n_jobs=slots.size,
                     catch=(TrialFailed,),
-                    callbacks=[failures, _BudgetGuard(cfg.budget.n_trials), finished],
+                    callbacks=[failures, finished],
                 )
-            except (TrialInterrupted, KeyboardInterrupt):
-                interrupted = True
+            except BudgetSpent:
+                pass  # the study holds its n_trials: other workers' trials count too
+            except TrialInterrupted:
+                pass  # the stop event is set: handled below
             finally:
                 observe(StudyStopped())
-        interrupted = interrupted or stop_event.is_set()
+        interrupted = interrupts.interrupted or stop_event.is_set()
         if interrupted:
             recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
-    finally:
-        interrupt.restore()
+            queued = _queued_retries(study, worker_id())
+            observe(Note(f"interrupted by {interrupts.reason() or 'a stop request'}: running jobs stopped"
+                         + (f"; trial(s) {queued} queued to resume from their checkpoints" if queued else "")
+                         + "; run the same command to continue", Level.WARNING))
+        return finalize_study(
+            cfg, study, observe,
+            exporter=_exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe),
+            interrupted=interrupted,
+            failure_summary=failures.summary() if failures.tripped else None,
+            elapsed_s=time.monotonic() - started,
+        )
 
-    def exporter(best: FrozenTrial, spec: Path, checkpoint: Path) -> Path | None:
+
+def _queued_retries(study: optuna.Study, worker: str) -> list[int]:
+    """Trials this worker interrupted whose retry waits in the queue."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = {t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING}
+    return sorted(t.number for t in trials if t.user_attrs.get(attrs.INTERRUPTED)
+                  and t.user_attrs.get(attrs.WORKER) == worker and t.number in waiting)
+
+
+def _exporter(cfg: RunConfig, study: optuna.Study, lock: StorageLock, launcher: Launcher,
+              read_only_paths: tuple[Path, ...], stop_event: threading.Event,
+              observe: Observer) -> Callable[[FrozenTrial, Path, Path], Path | None]:
+    """The end-of-study export of the best checkpoint, by one worker only
+    (:mod:`automl.study.export_claim`)."""
+
+    def export(best: FrozenTrial, spec: Path, checkpoint: Path) -> Path | None:
         if not cfg.export.enabled:
             return None
         out = (cfg.study_dir / "best_model.onnx").resolve()
-        observe(Note(f"exporting trial {best.number}'s checkpoint to {out}"))
+        decision = claim_export(study, lock, best.number, out, cfg.export.timeout_s)
+        if not decision.export:
+            observe(Note(f"no export by this worker: {decision.reason}"))
+            return None
+        observe(Note(f"exporting trial {best.number}'s checkpoint {checkpoint.name} to {out}"))
+        exported: Path | None = None
         try:
             result, log = export_best(launcher, cfg.trainer.command, cfg.study.name, best.number,
                                       Path(best.user_attrs[attrs.SPEC_PATH]), checkpoint, out,
-                                      data.read_only_paths, cfg.export.timeout_s)
+                                      read_only_paths, cfg.export.timeout_s, stop_event=stop_event)
+            if result.exit_code != 0 or not out.exists():
+                observe(Note(f"export failed (exit {result.exit_code}); see {log}", Level.WARNING))
+            else:
+                exported = out
         except ValueError as exc:  # a trainer command we cannot derive an export from
             observe(Note(f"no export: {exc}", Level.WARNING))
-            return None
-        if result.exit_code != 0 or not out.exists():
-            observe(Note(f"export failed (exit {result.exit_code}); see {log}", Level.WARNING))
-            return None
-        return out
+        finally:
+            finish_export(study, best.number, exported)
+        return exported
 
-    return finalize_study(
-        cfg, study, observe,
-        exporter=exporter,
-        interrupted=interrupted,
-        failure_summary=failures.summary() if failures.tripped else None,
-        elapsed_s=time.monotonic() - started,
-    )
+    return export

@@ -11,6 +11,8 @@ user could not create files in a folder only the orchestrator owns).
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from pathlib import Path
 
 from automl.launchers.base import JobResult, JobSpec, Launcher
@@ -55,9 +57,11 @@ def run_task(
     timeout_s: float = 1800.0,
     devices: tuple[int, ...] = (),
     env: dict[str, str] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> TaskRun:
     """Run ``dino <task> -e spec results_dir=<out_dir> <overrides>`` to completion (stopped
-    after ``timeout_s``). ``spec``'s folder is mounted read-only beside ``read_only_paths``."""
+    after ``timeout_s``, or once ``stop_event`` is set). ``spec``'s folder is mounted
+    read-only beside ``read_only_paths``."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / f"{task}.log"
@@ -73,8 +77,13 @@ def run_task(
         workdir=out_dir,
     )
     handle = launcher.launch(job)
-    try:
-        result = handle.wait(timeout_s)
-    except TimeoutError:
+    deadline = time.monotonic() + timeout_s
+    result = None
+    while result is None and time.monotonic() < deadline and not (stop_event and stop_event.is_set()):
+        try:  # in short waits when a stop may come, else one
+            result = handle.wait(min(1.0, deadline - time.monotonic()) if stop_event else timeout_s)
+        except TimeoutError:
+            continue
+    if result is None:
         result = handle.stop(10.0)
     return TaskRun(task, result, log, out_dir)

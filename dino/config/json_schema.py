@@ -124,6 +124,8 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "train.num_epochs": {"minimum": 1, "maximum": INF, "popular": True, "description": "Training epochs."},
     "train.checkpoint_interval": {"minimum": 1, "maximum": INF, "popular": True, "description": "Save a checkpoint every N epochs."},
     "train.checkpoint_interval_unit": {"enum": ["epoch"], "description": "Unit of checkpoint_interval; only epoch is supported."},
+    "train.best_checkpoint_metric": {"enum": ["val_mAP50", "val_mAP", "val_loss", ""],
+                                     "description": "Ours: model_best.pth holds the best epoch of this validation metric; empty: none."},
     "train.validation_interval": {"minimum": 1, "maximum": INF, "popular": True, "description": "Validate every N epochs."},
     "train.resume_training_checkpoint_path": {"description": "Checkpoint to resume from; empty: the latest one in the results dir."},
     "train.results_dir": {"description": "Training outputs; empty: <results_dir>/train."},

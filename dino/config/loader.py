@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from dino.config.rules import Lookup, check_rules
-from dino.config.spec import IGNORED_FIELDS, IGNORED_SECTIONS, Spec
+from dino.config.spec import BEST_METRICS, IGNORED_FIELDS, IGNORED_SECTIONS, Spec
 
 
 class SpecError(ValueError):
@@ -210,6 +210,9 @@ def _validate(spec: Spec, where: str) -> None:
     o.lr_scheduler = canon[o.lr_scheduler.lower()]
     _check(t.checkpoint_interval_unit == "epoch", where,
            f"train.checkpoint_interval_unit {t.checkpoint_interval_unit!r} is not supported; use 'epoch'")
+    _check(t.best_checkpoint_metric in ("", *BEST_METRICS), where,
+           f"train.best_checkpoint_metric {t.best_checkpoint_metric!r} is not a validation metric; use one of "
+           f"{', '.join(BEST_METRICS)}, or '' to keep no best checkpoint")
     for name, value, low in [
         ("train.num_epochs", t.num_epochs, 1), ("train.checkpoint_interval", t.checkpoint_interval, 1),
         ("train.validation_interval", t.validation_interval, 1), ("train.num_gpus", t.num_gpus, 1),

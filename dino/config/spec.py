@@ -104,6 +104,10 @@ class OptimConfig:
     scratch_backbone_lr_mult: float = 0.5
 
 
+# the validation metrics ``train.best_checkpoint_metric`` may name, and which way is better
+BEST_METRICS: dict[str, str] = {"val_mAP50": "max", "val_mAP": "max", "val_loss": "min"}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     num_gpus: int = 1
@@ -114,6 +118,8 @@ class TrainConfig:
     num_epochs: int = 10
     checkpoint_interval: int = 1
     checkpoint_interval_unit: str = "epoch"  # only "epoch" is supported
+    # ours: model_best.pth follows the best epoch of this validation metric ("" = none)
+    best_checkpoint_metric: str = "val_mAP50"
     validation_interval: int = 1
     resume_training_checkpoint_path: str = ""
     results_dir: str = ""  # default: <results_dir>/train

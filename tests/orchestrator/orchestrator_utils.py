@@ -48,3 +48,14 @@ def scripted_config(tmp_path: Path, coco_dirs, **over) -> dict:
         else:
             cfg[key] = value
     return cfg
+
+
+def scripted_command() -> list[str]:
+    """The scripted trainer as ``... train`` so the study can derive its export command."""
+    return [sys.executable, str(SCRIPTED), "train"]
+
+
+def write_config(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

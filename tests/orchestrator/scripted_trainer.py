@@ -1,10 +1,17 @@
 """A trainer for orchestration tests that speaks the TAO contract without a model.
 
 ``scripted_trainer.py -e spec.yaml``: reads the spec, writes TAO status.json lines and
-``Validation mAP50 : v`` per epoch, a checkpoint file per epoch, resumes from the
-latest one, and fails like a real job on request. Its mAP50 curve is a deterministic
-function of ``train.optim.lr`` (best near 3e-4), so tests know which trials are weak.
-Each trained epoch prints ``TRAINED EPOCH <e>`` so tests can check nothing is redone.
+``Validation mAP50 : v`` per epoch, checkpoints as the bundled trainer names them (every
+``train.checkpoint_interval`` epochs and the last, the ``dino_model_latest.pth`` alias
+each epoch, ``model_best.pth`` + ``model_best.json`` for ``train.best_checkpoint_metric``),
+resumes from the latest one, and fails like a real job on request. A checkpoint file
+holds the text ``epoch <e>``. Its mAP50 curve is a deterministic function of
+``train.optim.lr`` (best near 3e-4), so tests know which trials are weak. Each trained
+epoch prints ``TRAINED EPOCH <e>`` so tests can check nothing is redone.
+
+Environment: ``SCRIPTED_EPOCH_SECONDS`` (0.4), ``SCRIPTED_DIP_FROM=E`` (values from
+epoch E on are halved, so the best epoch is not the last), ``SCRIPTED_HANG_AT_EPOCH=E``
+(stop writing anything at epoch E, as a hung job does).
 
 For packing tests: ``JOB START <t>`` / ``JOB END <t>`` (``time.time()``) bracket the run;
 ``SCRIPTED_PEAK_MIB`` adds ``peak_gpu_memory_mib`` to every epoch line, as the real
@@ -80,8 +87,13 @@ def evaluate(spec: dict) -> int:
     return 0
 
 
-def export(args: dict) -> int:
-    Path(args["export.onnx_file"]).write_bytes(b"onnx:" + Path(args["export.checkpoint"]).read_bytes())
+def export() -> int:
+    """``scripted_trainer.py export -e spec.yaml export.checkpoint=C export.onnx_file=F``:
+    F gets C's text, so a test sees which checkpoint was exported."""
+    args = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
+    checkpoint = Path(args["export.checkpoint"])
+    Path(args["export.onnx_file"]).write_text(f"exported {checkpoint.parent.parent.name}/{checkpoint.name}: "
+                                              + checkpoint.read_text())
     return 0
 
 
@@ -91,11 +103,11 @@ def main() -> int:
     for name in ("OMP_NUM_THREADS", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
         print(f"ENV {name}={os.environ.get(name, '')}", flush=True)
     atexit.register(lambda: print(f"JOB END {time.time():.3f}", flush=True))
+    if task == "export":
+        return export()
     spec = yaml.safe_load(Path(sys.argv[sys.argv.index("-e") + 1]).read_text())
     if task == "evaluate":
         return evaluate(spec)
-    if task == "export":
-        return export(dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a))
     results = Path(spec["results_dir"]) / "train"
     results.mkdir(parents=True, exist_ok=True)
     log = results / "status.json"
@@ -125,23 +137,42 @@ def main() -> int:
         print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
         status(log, status="FAILURE", message="CUDA out of memory")
         return 1
-    done = sorted(int(p.stem.split("_")[2]) for p in results.glob("model_epoch_*_step_*.pth"))
-    start = done[-1] + 1 if done else 0
+    latest = results / "dino_model_latest.pth"
+    start = int(latest.read_text().split()[1]) + 1 if latest.exists() else 0
     if start:
         print(f"resuming from epoch {start}", flush=True)
+    interval = int(spec["train"].get("checkpoint_interval", 1))
+    best_metric = spec["train"].get("best_checkpoint_metric", "")
+    best_record = results / "model_best.json"
+    best = json.loads(best_record.read_text())["value"] if best_record.exists() else None
+    dip_from = int(os.environ.get("SCRIPTED_DIP_FROM", "1000000"))
+    hang_at = int(os.environ.get("SCRIPTED_HANG_AT_EPOCH", "-1"))
     status(log, status="STARTED", message="Starting training")
     quality = quality_of(spec)
     kpi = {}
     for epoch in range(start, epochs):
+        if epoch == hang_at:
+            while True:
+                time.sleep(1)
         time.sleep(seconds)
-        value = quality * (1 - math.exp(-(epoch + 1) / 2))
+        value = quality * (1 - math.exp(-(epoch + 1) / 2)) * (0.5 if epoch >= dip_from else 1.0)
         kpi = {"val_mAP": f"{value / 2:.4f}", "val_mAP50": f"{value:.4f}", "val_loss": 1 - value}
         print(f"TRAINED EPOCH {epoch}", flush=True)
         print(f"Validation mAP50 : {value:.4f}", flush=True)
         extra = {"peak_gpu_memory_mib": int(os.environ["SCRIPTED_PEAK_MIB"])} if "SCRIPTED_PEAK_MIB" in os.environ else {}
         status(log, status="RUNNING", message="Train and validation metrics generated.", epoch=epoch,
                max_epoch=epochs - 1, kpi=kpi, **extra)
-        (results / f"model_epoch_{epoch:03d}_step_{(epoch + 1) * 10}.pth").write_bytes(b"ckpt")
+        step = (epoch + 1) * 10
+        latest.write_text(f"epoch {epoch}")  # first: a kill in between never makes an epoch run twice
+        if (epoch + 1) % interval == 0 or epoch == epochs - 1:
+            (results / f"model_epoch_{epoch:03d}_step_{step}.pth").write_text(f"epoch {epoch}")
+        if best_metric:
+            current = float(kpi[best_metric])
+            if best is None or (current < best if best_metric == "val_loss" else current > best):
+                best = current
+                (results / "model_best.pth").write_text(f"epoch {epoch}")
+                best_record.write_text(json.dumps({"metric": best_metric, "value": current, "epoch": epoch,
+                                                   "step": step, "checkpoint": "model_best.pth"}))
     status(log, status="SUCCESS", message="Training finished successfully.", kpi=kpi)
     return 0
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState, create_trial
 
 from automl.search_space import SearchSpace, TrainSchema, default_schema_path, load_space_overrides
 from automl.study import attrs
-from automl.study.recovery import counted_trials
+from automl.study.budget import finished_shares
 from automl.study.results import best_own_trial
 from automl.study.warm_start import PastTrial, fit_to_space, night_of, previous_nights, top_k, warm_start
 
@@ -116,12 +116,12 @@ def test_seeded_history_is_not_tonights_result_nor_its_budget(tmp_path, space):
     seeded = tonight.get_trials(states=(TrialState.COMPLETE,))
     assert sorted(t.user_attrs[attrs.SEEDED_FROM] for t in seeded) == ["dino-20261101#0", "dino-20261101#1"]
     assert all(not t.intermediate_values for t in seeded)  # the pruner judges tonight's curves only
-    assert counted_trials(tonight) == 0 and best_own_trial(tonight) is None
+    assert finished_shares(tonight.get_trials(deepcopy=False)) == 0 and best_own_trial(tonight) is None
     assert tonight.best_trial.user_attrs[attrs.SEEDED_FROM]  # what Optuna alone would call the best
     # the history reaches the sampler: TPE is past its 2 start-up trials and samples near the good lr
     trial = tonight.ask()
     space.suggest(trial)
     tonight.tell(trial, 0.1)
-    assert counted_trials(tonight) == 1 and best_own_trial(tonight).number == trial.number
+    assert finished_shares(tonight.get_trials(deepcopy=False)) == 1 and best_own_trial(tonight).number == trial.number
     warm_start(tonight, space, "dino", dt.date(2026, 11, 2), top=0, nights=3, seed_sampler=True, maximize=True)
     assert len(tonight.trials) == 3  # not seeded twice

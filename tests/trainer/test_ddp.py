@@ -141,8 +141,8 @@ def test_resumed_run_continues_with_one_status_stream_and_half_the_steps(killed_
     assert proc.stdout.count("Resuming from") == 1
     assert len(re.findall(r"^Validation mAP50 : \S+$", proc.stdout, re.M)) == len(epoch_lines)
     names = sorted(os.listdir(run["train_dir"]))
-    assert names == ["dino_model_latest.pth", *(f"model_epoch_{e:03d}_step_{steps * (e + 1)}.pth" for e in range(EPOCHS)),
-                     "status.json"]
+    assert names == ["dino_model_latest.pth", "model_best.json", "model_best.pth",
+                     *(f"model_epoch_{e:03d}_step_{steps * (e + 1)}.pth" for e in range(EPOCHS)), "status.json"]
     ckpt = torch.load(run["train_dir"] / "dino_model_latest.pth", map_location="cpu", weights_only=False)
     assert ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2 and ckpt["epoch"] == EPOCHS - 1
     assert not any(k.startswith("module.") for k in ckpt["model"])  # loadable by one process

@@ -96,8 +96,8 @@ def test_status_stdout_and_checkpoints_follow_the_tao_contract(killed_and_resume
     assert len(re.findall(r"^Validation mAP : \S+$", stdout, re.M)) == EPOCHS
     assert len(re.findall(r"^Epoch \d+/2 done: train_loss \d+\.\d+", stdout, re.M)) == EPOCHS
     names = sorted(os.listdir(run["root"] / "clean" / "train"))
-    assert names == ["dino_model_latest.pth", *(f"model_epoch_{e:03d}_step_{STEPS * (e + 1)}.pth" for e in range(EPOCHS)),
-                     "status.json"]
+    assert names == ["dino_model_latest.pth", "model_best.json", "model_best.pth",
+                     *(f"model_epoch_{e:03d}_step_{STEPS * (e + 1)}.pth" for e in range(EPOCHS)), "status.json"]
 
 
 def test_evaluate_the_latest_checkpoint(killed_and_resumed):

@@ -80,12 +80,6 @@ def test_pruned_trials_count_as_references_only_where_they_reached():
     assert not pruner.prune(study, _running(study, {1: 0.3, 2: 0.5, 3: 0.5}))
 
 
-@pytest.mark.parametrize("name", ["median", "percentile", "successive_halving", "hyperband",
-                                  "patient", "none"])
-def test_every_named_pruner_builds(name):
-    assert isinstance(build_pruner(PrunerSettings(name=name)), optuna.pruners.BasePruner)
-
-
 def test_threshold_needs_a_bound():
     with pytest.raises(ConfigError, match="lower or pruner.upper"):
         PrunerSettings(name="threshold")
