@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from automl.config.storage import redact_url
-from automl.study.schedule import NightlyScheduler
+from automl.study.cron import CronSchedule
+from automl.study.schedule import Scheduler, ScheduleState
+from automl.ui.nightly import schedule_line
 
 from orchestrator_utils import scripted_config
 
@@ -57,12 +59,27 @@ def test_automl_run_on_an_unreachable_storage(tmp_path, coco_dirs):
     assert SECRET not in out and "automl:***@" in out
 
 
-def test_the_nightly_log_hides_the_password():
-    logs: list[str] = []
-    sched = NightlyScheduler(dt.time(2, 0), ["--help", "--storage", UNREACHABLE], log=logs.append)
-    assert sched.run_once(dt.date(2026, 11, 25)) == 0
-    assert logs and not any(SECRET in line for line in logs)
-    assert any("automl:***@" in line for line in logs)
+def test_the_scheduler_log_hides_the_password(tmp_path):
+    """The scheduler's lines (what the compose service logs) for a run whose arguments
+    carry a storage URL with a password: a real child (`automl --help`)."""
+
+    class Clock:  # one minute before the slot; sleeping moves time on
+        t = dt.datetime(2026, 11, 25, 1, 59, tzinfo=dt.UTC)
+
+        def now(self):
+            return self.t
+
+        def sleep(self, seconds):
+            self.t += dt.timedelta(seconds=seconds)
+
+    events: list = []
+    sched = Scheduler(CronSchedule.parse("0 2 * * *", "UTC"), ["--help", "--storage", UNREACHABLE],
+                      ScheduleState(tmp_path / "state.json"), tmp_path / "run.lock", clock=Clock(),
+                      emit=events.append)
+    assert sched.run_forever(max_runs=1) == [0]
+    lines = [schedule_line(e) for e in events]
+    assert lines and not any(SECRET in line for line in lines)
+    assert any("automl:***@" in line for line in lines)
 
 
 @pytest.mark.postgres
