@@ -77,13 +77,19 @@ def run_task(
         workdir=out_dir,
     )
     handle = launcher.launch(job)
-    deadline = time.monotonic() + timeout_s
     result = None
-    while result is None and time.monotonic() < deadline and not (stop_event and stop_event.is_set()):
-        try:  # in short waits when a stop may come, else one
-            result = handle.wait(min(1.0, deadline - time.monotonic()) if stop_event else timeout_s)
+    if stop_event is None:
+        try:
+            result = handle.wait(timeout_s)
         except TimeoutError:
-            continue
+            pass
+    else:  # short waits, so that a stop is seen within a second
+        deadline = time.monotonic() + timeout_s
+        while result is None and time.monotonic() < deadline and not stop_event.is_set():
+            try:
+                result = handle.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                continue
     if result is None:
         result = handle.stop(10.0)
     return TaskRun(task, result, log, out_dir)
