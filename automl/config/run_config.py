@@ -183,6 +183,16 @@ class ExportSettings(_Strict):
     timeout_s: float = Field(1800.0, gt=0)
 
 
+class ReportSettings(_Strict):
+    """The report written after each run: ``predictions`` validation images drawn with the
+    best trial's detections (score >= ``conf_threshold``) beside their ground truth; 0 skips
+    the pictures (and their inference job)."""
+
+    predictions: int = Field(4, ge=0, le=32)
+    conf_threshold: float = Field(0.3, ge=0, le=1)
+    timeout_s: float = Field(900.0, gt=0)  # the inference job's limit
+
+
 class RunConfig(_Strict):
     study: StudySettings = StudySettings()
     metric: MetricSettings = Field(default_factory=lambda: MetricSettings.model_validate({}))
@@ -195,6 +205,7 @@ class RunConfig(_Strict):
     budget: BudgetSettings = BudgetSettings()
     retention: RetentionSettings = RetentionSettings()
     export: ExportSettings = ExportSettings()
+    report: ReportSettings = ReportSettings()
     devices: Literal["auto", "cpu"] | list[int] = "auto"
     cpu_parallel: int = Field(1, ge=1)  # concurrent trials when running on the CPU
     workspace: Path = DEFAULT_WORKSPACE

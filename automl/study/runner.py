@@ -49,6 +49,8 @@ from automl.study.events import Level, Note, Observer, StudyStarted, StudyStoppe
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
 from automl.study.recovery import counted_trials, recover_study
 from automl.study.results import StudyOutcome, finalize_study
+from automl.study.showcase import FOLDER as SHOWCASE_FOLDER
+from automl.study.showcase import Showcase, make_showcase
 from automl.study.slots import SlotPool, plan_slots
 from automl.tuning import build_pruner, build_sampler
 from automl.ui.artifacts import ArtifactRecorder
@@ -308,9 +310,22 @@ def run_study(cfg: RunConfig, observe: Observer) -> StudyOutcome:
             return None
         return out
 
+    def showcase(best: FrozenTrial, checkpoint: Path) -> Showcase | None:
+        if cfg.report.predictions == 0:
+            return None
+        observe(Note(f"drawing trial {best.number}'s detections on {cfg.report.predictions} validation images"))
+        return make_showcase(
+            study_name=cfg.study.name, trial=best.number, spec=Path(best.user_attrs[attrs.SPEC_PATH]),
+            checkpoint=checkpoint, launcher=launcher, train_command=cfg.trainer.command,
+            folder=cfg.study_dir / "report" / SHOWCASE_FOLDER, images=cfg.report.predictions,
+            conf_threshold=cfg.report.conf_threshold, read_only_paths=data.read_only_paths,
+            timeout_s=cfg.report.timeout_s,
+        )  # fmt: skip
+
     return finalize_study(
         cfg, study, observe,
         exporter=exporter,
+        showcase=showcase,
         interrupted=interrupted,
         failure_summary=failures.summary() if failures.tripped else None,
         elapsed_s=time.monotonic() - started,

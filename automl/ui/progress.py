@@ -23,6 +23,7 @@ from automl.study.events import (
     Findings,
     Level,
     Note,
+    StudyClosed,
     StudyStarted,
     StudyStopped,
     TrialEvent,
@@ -30,6 +31,7 @@ from automl.study.events import (
     TrialsSummary,
 )
 from automl.ui.findings import render_findings
+from automl.ui.summary import render_closing
 from automl.ui.tables import trials_table
 
 _NOTE_STYLE = {Level.INFO: "", Level.WARNING: "yellow", Level.ERROR: "red"}
@@ -74,6 +76,8 @@ class ProgressBoard:
             self._trial_finished(event)
         elif isinstance(event, TrialsSummary):
             self.console.print(trials_table(event.study_name, event.trials, event.metric, event.best))
+        elif isinstance(event, StudyClosed):
+            render_closing(event, self.console)
 
     def note(self, message: str, level: Level = Level.INFO) -> None:
         style = _NOTE_STYLE[level]
