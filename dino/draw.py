@@ -98,7 +98,7 @@ def compare_pictures(image: Image.Image, ground_truth: list[dict], detections: l
     base = image.convert("RGB")
     if factor > 1.0:
         base = base.resize((round(base.width * factor), round(base.height * factor)), Image.Resampling.BICUBIC)
-    width = max(2, round(3 * factor / 2)) if factor > 1.0 else 3
+    width = max(2, min(4, round(factor)))
     labels = _font(max(base.height, 480))  # 12 px at least
     left = draw_ground_truth(base, _scaled(ground_truth, factor), names, colors, width, labels)
     right = draw_detections(base, _scaled(detections, factor), names, colors, width, labels)
