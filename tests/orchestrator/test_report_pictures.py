@@ -1,0 +1,106 @@
+"""A real (tiny) study through the real CLI ends with its story on the terminal and the best
+trial's detections drawn beside the ground truth, from its trained checkpoint; ``automl
+report`` keeps those pictures while the checkpoint is the same and redraws on request."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from PIL import Image
+
+from automl.cli import main
+from automl.study.showcase import MAX_DRAWN, Showcase
+from dino.draw import class_color
+
+from tiny_study import tiny_study_raw
+
+THRESHOLD = 0.05  # a one-epoch model scores low; this keeps a few of its detections to draw
+PANEL = 320  # the 64-pixel images are enlarged to this
+GAP = 12
+
+
+def _pixel(picture: np.ndarray, panel: int, x: float, y: float) -> tuple[int, ...]:
+    """The colour 2 pixels inside the left edge of a box whose corner is (x, y) in image pixels."""
+    factor = PANEL / 64
+    top = picture.shape[0] - GAP - PANEL
+    return tuple(int(v) for v in picture[top + int(y * factor), GAP + panel * (PANEL + GAP) + int(x * factor) + 2])
+
+
+@pytest.mark.slow
+def test_a_tiny_study_ends_with_its_story_and_pictures_of_the_best_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("AUTOML_STORAGE", raising=False)
+    raw, data = tiny_study_raw(tmp_path, "pictures", epochs=1)
+    raw["export"] = {"enabled": False}
+    raw["report"] = {"predictions": 3, "conf_threshold": THRESHOLD}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    code = main(["run", "--config", str(config)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+
+    ws = tmp_path / "ws"
+    trial = optuna.load_study(study_name="pictures", storage=f"sqlite:///{ws / 'study.db'}").best_trial
+    report_dir = ws / "pictures" / "report"
+    folder = report_dir / "predictions"
+    closing = printed[printed.index("automl done in"):].splitlines()
+    assert re.fullmatch(r"automl done in \d+ s: 1 trial\(s\), [01] learned, 0 pruned, 0 failed", closing[0])
+    assert f"automl best: trial 0, val_mAP50 {trial.value:.4f} (best epoch 0)" in closing
+    assert ("automl importances left out: only 1 finished trial(s) with a reported val_mAP50; "
+            "they need at least 5") in closing
+    assert (f"automl pictures: {folder} (3 validation images, ground truth beside trial 0's detections with "
+            f"score >= {THRESHOLD:.2f})") in closing
+    assert f"automl report: {report_dir / 'report.html'}" in closing
+
+    # the pictures: the first 3 validation images, from the checkpoint the study hands back
+    showcase = Showcase.load(folder)
+    assert showcase is not None and showcase.ok and showcase.trial == 0
+    assert showcase.checkpoint == json.loads((ws / "pictures" / "best.json").read_text())["checkpoint"]
+    coco = json.loads(Path(data.val.json_file).read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    first = sorted(coco["images"], key=lambda im: im["id"])[:3]
+    assert [p.image_id for p in showcase.pictures] == [im["id"] for im in first]
+    predictions = json.loads((folder / "job" / "inference" / "predictions.json").read_text())
+    checked = 0
+    for pic in showcase.pictures:
+        truth = [a for a in coco["annotations"] if a["image_id"] == pic.image_id]
+        dets = sorted((d for d in predictions if d["image_id"] == pic.image_id), key=lambda d: -d["score"])
+        assert pic.ground_truth == len(truth) >= 1
+        assert pic.shown == min(MAX_DRAWN, sum(d["score"] >= THRESHOLD for d in dets))
+        assert pic.top_score == pytest.approx(dets[0]["score"])
+        picture = np.asarray(Image.open(pic.path).convert("RGB"))
+        assert picture.shape[1] == 2 * PANEL + 3 * GAP and picture.shape[0] > PANEL
+        for a in truth:  # ground truth on the left, in its class's colour
+            x, y, w, h = a["bbox"]
+            assert _pixel(picture, 0, x, y + h / 2) == class_color(a["category_id"], names[a["category_id"]], {})
+        x, y, w, h = dets[0]["bbox"]  # the most confident detection is drawn last, on top
+        if pic.shown and 0 <= x <= 60 and 0 <= y + h / 2 < 64:
+            cat = dets[0]["category_id"]
+            assert _pixel(picture, 1, x, y + h / 2) == class_color(cat, names[cat], {})
+            checked += 1
+    assert checked >= 1, "no detection was drawn inside an image: the check above compared nothing"
+    page = (report_dir / "report.html").read_text()
+    for pic in showcase.pictures:
+        assert f'<img src="predictions/{pic.path.name}"' in page
+    assert f"trial #0's detections with score &ge; {THRESHOLD:.2f}" in page
+
+    # automl report keeps the pictures of the same checkpoint, and redraws when asked for another count
+    manifest = folder / "showcase.json"
+    before = manifest.stat().st_mtime_ns
+    assert main(["report", "--workspace", str(ws)]) == 0
+    again = capsys.readouterr()
+    assert manifest.stat().st_mtime_ns == before and "drawing" not in again.err
+    assert f"pictures: {folder} (3 validation images" in again.out
+    assert main(["report", "--workspace", str(ws), "--predictions", "2"]) == 0
+    redrawn = capsys.readouterr()
+    assert "drawing trial 0's detections on 2 validation images (dino inference, launcher local)" in redrawn.err
+    two = Showcase.load(folder)
+    assert two is not None and [p.image_id for p in two.pictures] == [im["id"] for im in first[:2]]
+    assert two.conf_threshold == THRESHOLD  # kept from the run's pictures
+    assert not (folder / f"val_{first[2]['id']}.png").exists()
+    assert f'src="predictions/val_{first[2]["id"]}.png"' not in (report_dir / "report.html").read_text()
