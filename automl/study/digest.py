@@ -84,11 +84,11 @@ class LearnedRule:
         if self.start is None or self.best is None or self.min_gain is None:
             return "no trial reported a value yet"
         if self.threshold is None:
-            return (f"no trial moved {self.metric} from the typical first epoch ({self.start:.4g}) by "
-                    f"{self.min_gain:.2g} or more (best {self.best:.4g}): the curves are noise")
+            return (f"no trial moved {self.metric} from the typical first epoch ({self.start:.3g}) by "
+                    f"{self.min_gain:.2g} or more (best {self.best:.3g}): the curves are noise")
         side = ">=" if self.maximize else "<="
-        return (f"{self.metric} {side} {self.threshold:.4g}, halfway from the typical first epoch "
-                f"({self.start:.4g}) to the best ({self.best:.4g})")
+        return (f"{self.metric} {side} {self.threshold:.3g}, halfway from the typical first epoch "
+                f"({self.start:.3g}) to the best ({self.best:.3g})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from PIL import Image
 from automl.launchers.base import Launcher
 from automl.study.tasks import run_task
 from dino.data.policy import BoxEntry, ImageEntry, ImageProbe, apply_orientation, apply_policy, probe_image
-from dino.draw import compare_pictures
+from dino.draw import compare_pictures, parse_colors
 
 DEFAULT_IMAGES = 4
 DEFAULT_CONF_THRESHOLD = 0.3
@@ -228,6 +228,7 @@ def _make(study_name: str, trial: int, spec_path: Path, checkpoint: Path, launch
         spec = yaml.safe_load(spec_path.read_text()) or {}
         image_dir, json_file = _val_source(spec)
         chosen, names = _pick_images(image_dir, json_file, count)
+        colors = parse_colors(dict((spec.get("inference") or {}).get("color_map") or {}))  # as dino inference draws
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return failed(f"no validation images to draw on: {exc}")
     inputs = work / "inputs"
@@ -263,7 +264,7 @@ def _make(study_name: str, trial: int, spec_path: Path, checkpoint: Path, launch
         with Image.open(im.path) as raw:
             raw.load()
             shown_image = apply_orientation(raw).convert("RGB")
-        picture = compare_pictures(shown_image, im.boxes, shown, names, {},
+        picture = compare_pictures(shown_image, im.boxes, shown, names, colors,
                                    (f"ground truth: {len(im.boxes)} object(s)", right))
         path = work / f"val_{im.image_id}.png"
         picture.save(path)

@@ -479,11 +479,13 @@ def _pictures_section(showcase: Showcase | None, best: FrozenTrial | None, out_d
                f"detections with score &ge; {showcase.conf_threshold:.2f}, from checkpoint "
                f"<code>{_e(Path(showcase.checkpoint).name)}</code>, on the first {len(showcase.pictures)} "
                "validation images.</p>")
+    out.append('<div style="display:flex;flex-wrap:wrap;gap:0 1.5em">')
     for p in showcase.pictures:
         src = p.path.relative_to(out_dir) if p.path.is_relative_to(out_dir) else p.path
         top = "" if p.top_score is None else f", highest score {p.top_score:.2f}"
         caption = (f"image {p.image_id} ({p.file_name}): {p.ground_truth} annotated, "
                    f"{p.shown} detected{top}")
-        out.append(f'<figure><img src="{_e(src)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption>'
-                   "</figure>")
+        out.append(f'<figure style="max-width:48%"><img src="{_e(src)}" alt="{_e(caption)}">'
+                   f"<figcaption>{_e(caption)}</figcaption></figure>")
+    out.append("</div>")
     return out
