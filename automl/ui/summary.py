@@ -43,8 +43,11 @@ def closing_lines(event: StudyClosed) -> list[tuple[str, str]]:
     pruned = _pruned_line(d, event.pruner)
     if pruned:
         lines.append((pruned, ""))
+    by_failure: dict[str, list[TrialStory]] = {}
     for t in d.failed:
-        lines.append((f"failed: #{t.number} {t.failure or '(no diagnosis recorded)'}", "red"))
+        by_failure.setdefault(t.failure or "(no diagnosis recorded)", []).append(t)
+    for failure, trials in by_failure.items():  # one line per diagnosis
+        lines.append((f"failed: {_numbers(trials)} {failure}", "red"))
     if d.best is not None and d.best.score is not None:
         at = "" if d.best.best_epoch is None else f" (best epoch {d.best.best_epoch})"
         lines.append((f"best: trial {d.best.number}, {d.metric} {d.best.score:.4f}{at}", "bold green"))

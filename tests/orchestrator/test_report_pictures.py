@@ -104,3 +104,70 @@ def test_a_tiny_study_ends_with_its_story_and_pictures_of_the_best_model(tmp_pat
     assert two.conf_threshold == THRESHOLD  # kept from the run's pictures
     assert not (folder / f"val_{first[2]['id']}.png").exists()
     assert f'src="predictions/val_{first[2]["id"]}.png"' not in (report_dir / "report.html").read_text()
+
+
+def test_scripted_study_closing_lines_and_pictures_through_the_cli(tmp_path, capsys, monkeypatch):
+    """The scripted trainer's study (known curves, pruning, one known detection per image):
+    the closing lines through ``automl run``, and the pictures' left panels show the
+    annotations while the right ones show the detections."""
+    import statistics
+    import sys
+
+    from orchestrator_utils import SCRIPTED, scripted_config, write_coco
+    from scripted_trainer import SCRIPTED_DETECTION
+
+    monkeypatch.delenv("AUTOML_STORAGE", raising=False)
+    monkeypatch.setenv("SCRIPTED_EPOCH_SECONDS", "0.1")
+    train, val = write_coco(tmp_path / "train"), write_coco(tmp_path / "val")
+    raw = scripted_config(tmp_path, (train, val), budget={"n_trials": 8}, sampler={"name": "random", "seed": 3},
+                          trainer={"command": [sys.executable, str(SCRIPTED), "train"]},
+                          export={"enabled": False}, report={"predictions": 3})
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["run", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    closing = printed[printed.index("automl done in"):].splitlines()
+
+    study = optuna.load_study(study_name="scripted", storage=f"sqlite:///{tmp_path / 'ws' / 'study.db'}")
+    trials = study.get_trials()
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and len(trials) == 8  # the test means something only with pruned trials
+    # the learned rule, computed here from the stored curves
+    start = statistics.median(t.intermediate_values[min(t.intermediate_values)] for t in trials)
+    best = study.best_trial
+    threshold = start + 0.5 * (best.value - start)
+    scores = {t.number: t.value if t.value is not None else max(t.intermediate_values.values()) for t in trials}
+    learned = [n for n, v in scores.items() if v >= threshold]
+    assert closing[0].startswith("automl done in ") and closing[0].endswith(
+        f"8 trial(s), {len(learned)} learned, {len(pruned)} pruned, 0 failed")
+    assert closing[1].startswith(f"automl learned: {', '.join(f'#{n}' for n in learned)} (val_mAP50 >= "
+                                 f"{threshold:.3g}, halfway from the typical first epoch ({start:.3g})")
+    by_epoch: dict[int, list[int]] = {}
+    for t in pruned:
+        by_epoch.setdefault(t.user_attrs["prune_epoch"], []).append(t.number)
+    expected = "; ".join(f"{len(ns)} at epoch {e} ({', '.join(f'#{n}' for n in ns)})" for e, ns in sorted(by_epoch.items()))
+    assert closing[2] == (f"automl pruned {len(pruned)} by median (warmup_epochs=2, startup_trials=1): {expected}")
+    assert f"automl best: trial {best.number}, val_mAP50 {best.value:.4f}" in closing[3]
+
+    folder = tmp_path / "ws" / "scripted" / "report" / "predictions"
+    assert closing[5] == (f"automl pictures: {folder} (3 validation images, ground truth beside trial "
+                          f"{best.number}'s detections with score >= 0.30)")
+    showcase = Showcase.load(folder)
+    assert showcase is not None and [p.image_id for p in showcase.pictures] == [1, 2, 3]
+    coco = json.loads((val / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    for pic in showcase.pictures:
+        (truth,) = [a for a in coco["annotations"] if a["image_id"] == pic.image_id]
+        assert (pic.ground_truth, pic.shown, pic.top_score) == (1, 1, SCRIPTED_DETECTION["score"])
+        picture = np.asarray(Image.open(pic.path).convert("RGB"))
+        factor, panel = 10, 320  # 32-pixel images enlarged to 320
+        top = picture.shape[0] - GAP - panel
+
+        def at(k: int, x: float, y: float) -> tuple[int, ...]:
+            return tuple(int(v) for v in picture[top + int(y * factor), GAP + k * (panel + GAP) + int(x * factor) + 2])
+
+        x, y, w, h = truth["bbox"]
+        assert at(0, x, y + h / 2) == class_color(truth["category_id"], names[truth["category_id"]], {})
+        x, y, w, h = SCRIPTED_DETECTION["bbox"]
+        cat = SCRIPTED_DETECTION["category_id"]
+        assert at(1, x, y + h / 2) == class_color(cat, names[cat], {})
