@@ -1,5 +1,6 @@
-"""What a study hands back: best spec and checkpoint, a summary table, the report,
-and checkpoint retention (only the best trials keep their ``.pth`` files)."""
+"""What a study hands back: best spec and checkpoint, a summary table, the report with
+the best trial's detections drawn on validation images, checkpoint retention (only the
+best trials keep their ``.pth`` files), and the closing summary (:class:`StudyClosed`)."""
 
 from __future__ import annotations
 
