@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,15 @@ import optuna
 import pytest
 import yaml
 from PIL import Image
+from quirky_data import COLORS, write_quirky_split
 
 from automl.cli import main
-from automl.study.showcase import MAX_DRAWN, Showcase
+from automl.launchers import LAUNCHERS
+from automl.study.showcase import MAX_DRAWN, Showcase, make_showcase
 from dino.draw import class_color
 
+from orchestrator_utils import SCRIPTED, scripted_config, write_coco
+from scripted_trainer import SCRIPTED_DETECTION
 from tiny_study import tiny_study_raw
 
 THRESHOLD = 0.05  # a one-epoch model scores low; this keeps a few of its detections to draw
@@ -110,12 +116,6 @@ def test_scripted_study_closing_lines_and_pictures_through_the_cli(tmp_path, cap
     """The scripted trainer's study (known curves, pruning, one known detection per image):
     the closing lines through ``automl run``, and the pictures' left panels show the
     annotations while the right ones show the detections."""
-    import statistics
-    import sys
-
-    from orchestrator_utils import SCRIPTED, scripted_config, write_coco
-    from scripted_trainer import SCRIPTED_DETECTION
-
     monkeypatch.delenv("AUTOML_STORAGE", raising=False)
     monkeypatch.setenv("SCRIPTED_EPOCH_SECONDS", "0.1")
     train, val = write_coco(tmp_path / "train"), write_coco(tmp_path / "val")
@@ -171,3 +171,38 @@ def test_scripted_study_closing_lines_and_pictures_through_the_cli(tmp_path, cap
         x, y, w, h = SCRIPTED_DETECTION["bbox"]
         cat = SCRIPTED_DETECTION["category_id"]
         assert at(1, x, y + h / 2) == class_color(cat, names[cat], {})
+
+
+def test_ground_truth_drawn_is_the_box_a_person_sees(tmp_path):
+    """Validation images with what real exports contain (EXIF-rotated JPEGs, a file at half
+    the annotated size, a zero-area box, a box past the border): the left panel shows the
+    image as displayed with each object's true box, in its class's colour."""
+    val = write_quirky_split(tmp_path / "val", n_plain=1)
+    spec = tmp_path / "trial" / "spec.yaml"
+    spec.parent.mkdir()
+    spec.write_text(yaml.safe_dump({"dataset": {"val_data_sources": [
+        {"image_dir": str(val.image_dir), "json_file": str(val.json_file)}]}}))
+    checkpoint = tmp_path / "trial" / "train" / "model_epoch_000_step_1.pth"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    launcher = LAUNCHERS.build("local", {"registry_dir": str(tmp_path / "jobs")})
+    showcase = make_showcase(study_name="quirky", trial=0, spec=spec, checkpoint=checkpoint, launcher=launcher,
+                             train_command=[sys.executable, str(SCRIPTED), "train"], folder=tmp_path / "predictions",
+                             images=len(val.ids))
+    assert showcase.ok, showcase.problem
+    by_id = {p.image_id: p for p in showcase.pictures}
+    assert set(by_id) == set(val.ids.values())
+    names = {1: "red", 2: "blue"}
+    for name, truth in val.truth.items():
+        pic = by_id[val.ids[name]]
+        assert pic.ground_truth == len(truth), name  # the zero-area box is not drawn
+        picture = np.asarray(Image.open(pic.path).convert("RGB")).astype(int)
+        shown_w, shown_h = (64, 80) if name == "exif6.jpg" else (64, 64)  # as displayed
+        factor = PANEL / min(shown_w, shown_h)
+        top = picture.shape[0] - GAP - round(shown_h * factor)
+        for cat, (x0, y0, x1, y1) in truth:
+            row = top + int((y0 + y1) / 2 * factor)
+            edge = picture[row, GAP + int(x0 * factor) + 2]
+            assert tuple(edge) == class_color(cat, names[cat], {}), (name, cat)
+            inside = picture[row, GAP + int((x0 + x1) / 2 * factor)]  # the painted object, right side up
+            assert np.abs(inside - np.array(COLORS[cat])).max() < 40, (name, cat, inside)
