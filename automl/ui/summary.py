@@ -7,6 +7,7 @@ never as console markup.
 
 from __future__ import annotations
 
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.text import Text
 
@@ -31,8 +32,9 @@ def closing_lines(event: StudyClosed) -> list[tuple[str, str]]:
     """(text, style) per line, in the order they are printed."""
     d = event.digest
     n = len(d.trials)
-    counts = [f"{len(d.learned)} learned", f"{len(d.pruned)} pruned", f"{len(d.failed)} failed"]
-    head = f"done in {event.elapsed_s:.0f} s: {n} trial(s), " + ", ".join(counts)
+    complete = len(d.of_state(TrialState.COMPLETE))
+    counts = f"{complete} complete, {len(d.pruned)} pruned, {len(d.failed)} failed"
+    head = f"done in {event.elapsed_s:.0f} s: {n} trial(s), {counts}; {len(d.learned)} learned"
     if event.interrupted:
         head += " (interrupted; run the same command to resume)"
     lines = [(head, "bold")]

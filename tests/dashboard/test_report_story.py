@@ -181,7 +181,7 @@ def test_closing_summary_through_the_progress_board(tmp_path):
     buf = io.StringIO()
     ProgressBoard(Console(file=buf, width=300))(event)
     printed = buf.getvalue().splitlines()
-    assert printed[0] == "automl done in 272 s: 9 trial(s), 3 learned, 4 pruned, 1 failed"
+    assert printed[0] == "automl done in 272 s: 9 trial(s), 4 complete, 4 pruned, 1 failed; 3 learned"
     assert printed[1].startswith("automl learned: #0, #3, #7 (val_mAP50 >= 0.375, halfway from the typical first")
     assert printed[2] == ("automl pruned 4 by median (warmup_epochs=2): 2 at epoch 2 (#1, #2 by not_learning); "
                           "2 at epoch 3 (#4, #8)")

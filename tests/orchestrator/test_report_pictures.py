@@ -55,7 +55,7 @@ def test_a_tiny_study_ends_with_its_story_and_pictures_of_the_best_model(tmp_pat
     report_dir = ws / "pictures" / "report"
     folder = report_dir / "predictions"
     closing = printed[printed.index("automl done in"):].splitlines()
-    assert re.fullmatch(r"automl done in \d+ s: 1 trial\(s\), [01] learned, 0 pruned, 0 failed", closing[0])
+    assert re.fullmatch(r"automl done in \d+ s: 1 trial\(s\), 1 complete, 0 pruned, 0 failed; 0 learned", closing[0])
     assert f"automl best: trial 0, val_mAP50 {trial.value:.4f} (best epoch 0)" in closing
     assert ("automl importances left out: only 1 finished trial(s) with a reported val_mAP50; "
             "they need at least 5") in closing
@@ -139,7 +139,7 @@ def test_scripted_study_closing_lines_and_pictures_through_the_cli(tmp_path, cap
     scores = {t.number: t.value if t.value is not None else max(t.intermediate_values.values()) for t in trials}
     learned = [n for n, v in scores.items() if v >= threshold]
     assert closing[0].startswith("automl done in ") and closing[0].endswith(
-        f"8 trial(s), {len(learned)} learned, {len(pruned)} pruned, 0 failed")
+        f"8 trial(s), {8 - len(pruned)} complete, {len(pruned)} pruned, 0 failed; {len(learned)} learned")
     assert closing[1].startswith(f"automl learned: {', '.join(f'#{n}' for n in learned)} (val_mAP50 >= "
                                  f"{threshold:.3g}, halfway from the typical first epoch ({start:.3g})")
     by_epoch: dict[int, list[int]] = {}
