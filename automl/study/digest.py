@@ -252,7 +252,12 @@ def param_importances(trials: Sequence[FrozenTrial], stories: Sequence[TrialStor
                                f"{needed:.2g} apart): that is noise, there is nothing for the parameters to explain",
                            basis)
     by_number = {t.number: t for t in trials}
-    probe = optuna.create_study(direction="maximize" if maximize else "minimize")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created in memory" line
+    try:
+        probe = optuna.create_study(direction="maximize" if maximize else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     seen: dict[str, BaseDistribution] = {}
     try:
         for s in finished:
