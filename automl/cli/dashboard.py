@@ -89,7 +89,11 @@ def _report_pictures(url: str, name: str, out: Path, args: argparse.Namespace) -
     images = args.predictions or (existing.requested if existing else DEFAULT_IMAGES)
     threshold = args.conf_threshold if args.conf_threshold is not None else (
         existing.conf_threshold if existing else DEFAULT_CONF_THRESHOLD)
-    launcher = launcher_of_study(study, args.workspace, None)
+    try:
+        launcher = launcher_of_study(study, args.workspace, None)
+    except Exception as exc:  # e.g. no Docker engine here: the report is still written, and says why
+        return Showcase(folder.resolve(), best.number, str(best.checkpoint), threshold, images,
+                        problem=f"the study's launcher cannot start here ({type(exc).__name__}: {exc})")
     print(f"drawing trial {best.number}'s detections on {images} validation images "
           f"(dino inference, launcher {launcher.name})", file=sys.stderr, flush=True)
     return make_showcase(study_name=name, trial=best.number, spec=best.spec, checkpoint=best.checkpoint,

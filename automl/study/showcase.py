@@ -199,24 +199,35 @@ def make_showcase(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        result = _make(study_name, trial, Path(spec), Path(checkpoint), launcher, train_command, work, images,
-                       conf_threshold, read_only_paths, timeout_s)
+        result = _make(study_name, trial, Path(spec), Path(checkpoint), launcher, train_command, work, folder,
+                       images, conf_threshold, read_only_paths, timeout_s)
     except (OSError, ValueError) as exc:  # e.g. a launcher that cannot start the job, a disk full
         result = Showcase(folder, trial, str(checkpoint), conf_threshold, images,
                           problem=f"the pictures could not be made: {type(exc).__name__}: {exc}")
     result.save(work)
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(work, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(work, folder)
     return Showcase.load(folder) or result
 
 
+def _swap_in(work: Path, folder: Path) -> None:
+    """Replace ``folder`` by ``work``: two renames, so a reader sees the old folder or the new
+    one. If another worker swapped its own in between, its pictures stay and ours go."""
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    try:
+        os.replace(folder, old)
+    except FileNotFoundError:  # the first pictures (or another worker's swap is under way)
+        pass
+    try:
+        os.replace(work, folder)
+    except OSError:  # the folder is back (not empty): a concurrent worker's, of the same best trial
+        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _make(study_name: str, trial: int, spec_path: Path, checkpoint: Path, launcher: Launcher,
-          train_command: list[str] | tuple[str, ...], work: Path, count: int, conf_threshold: float,
+          train_command: list[str] | tuple[str, ...], work: Path, final: Path, count: int, conf_threshold: float,
           read_only_paths: tuple[Path, ...], timeout_s: float) -> Showcase:
-    final = work.with_name(work.name.split(".partial-")[0].lstrip("."))
+    """Make the pictures in ``work``; the paths in the result are where they will be (``final``)."""
 
     def failed(problem: str, log: Path | None = None) -> Showcase:
         return Showcase(final, trial, str(checkpoint), conf_threshold, count, problem=problem,
