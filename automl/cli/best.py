@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_best)
 
 
-def _best(study: optuna.Study, workspace: Path):
+def best_of_study(study: optuna.Study, workspace: Path):
+    """(what ``automl best`` prints, the BestTrial a task can run on or None when its spec
+    or checkpoint is gone); UserError when nothing completed."""
     from automl.study.best_checkpoint import checkpoint_for_value
     from automl.study.handoff import BestTrial
     from automl.study.results import best_own_trial
@@ -75,7 +77,8 @@ def _best(study: optuna.Study, workspace: Path):
     return info, trial
 
 
-def _launcher(study: optuna.Study, workspace: Path, name: str | None):
+def launcher_of_study(study: optuna.Study, workspace: Path, name: str | None):
+    """The launcher the study's trials ran with (``name`` overrides it), for tasks after the study."""
     from automl.launchers import LAUNCHERS
 
     record: dict[str, Any] = study.user_attrs.get(STUDY_LAUNCHER) or {"name": "local", "options": {}}
@@ -86,7 +89,8 @@ def _launcher(study: optuna.Study, workspace: Path, name: str | None):
     return LAUNCHERS.build(name, options)
 
 
-def _train_command(study: optuna.Study, launcher_name: str) -> list[str]:
+def trainer_command_of_study(study: optuna.Study, launcher_name: str) -> list[str]:
+    """The trainer command the study recorded (``dino train`` resolved beside this interpreter)."""
     command = list(study.user_attrs.get(STUDY_TRAINER_COMMAND) or ["dino", "train"])
     if launcher_name == "local" and command and os.sep not in command[0] and not shutil.which(command[0]):
         sibling = Path(sys.executable).parent / command[0]  # .venv/bin/automl without an activated venv
@@ -125,7 +129,7 @@ def _stage_test(source: str, workspace: Path, trial) -> Any:
 
 def cmd_best(args: argparse.Namespace) -> int:
     study = open_study_of(args)
-    info, trial = _best(study, args.workspace)
+    info, trial = best_of_study(study, args.workspace)
     handoff_asked = args.evaluate or args.export or args.infer
     if not handoff_asked:
         if args.json:
@@ -143,7 +147,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         raise UserError(f"--conf-threshold {args.conf_threshold}: must be in [0, 1]")
     folder = args.export or (args.workspace / study.study_name / "handoff")
     test_split = _stage_test(args.evaluate, args.workspace, trial) if args.evaluate else None
-    launcher = _launcher(study, args.workspace, args.launcher)
+    launcher = launcher_of_study(study, args.workspace, args.launcher)
     console = Console(stderr=True, highlight=False)
 
     def emit(event: object) -> None:
@@ -152,7 +156,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
     from automl.study.handoff import hand_over
 
-    result = hand_over(trial, folder, launcher, _train_command(study, launcher.name), export=not args.no_export,
+    result = hand_over(trial, folder, launcher, trainer_command_of_study(study, launcher.name), export=not args.no_export,
                        test_split=test_split, images=args.infer, conf_threshold=args.conf_threshold,
                        timeout_s=args.timeout, emit=emit)
     out = Console(highlight=False)

@@ -239,6 +239,16 @@ class ExportSettings(_Strict):
     timeout_s: float = Field(1800.0, gt=0)
 
 
+class ReportSettings(_Strict):
+    """The report written after each run: ``predictions`` validation images drawn with the
+    best trial's detections (score >= ``conf_threshold``) beside their ground truth; 0 skips
+    the pictures (and their inference job)."""
+
+    predictions: int = Field(4, ge=0, le=32)
+    conf_threshold: float = Field(0.3, ge=0, le=1)
+    timeout_s: float = Field(900.0, gt=0)  # the inference job's limit
+
+
 class RunConfig(_Strict):
     study: StudySettings = StudySettings()
     metric: MetricSettings = Field(default_factory=lambda: MetricSettings.model_validate({}))
@@ -251,6 +261,7 @@ class RunConfig(_Strict):
     budget: BudgetSettings = BudgetSettings()
     retention: RetentionSettings = RetentionSettings()
     export: ExportSettings = ExportSettings()
+    report: ReportSettings = ReportSettings()
     devices: DeviceSettings = DeviceSettings()
     workspace: Path = DEFAULT_WORKSPACE
 

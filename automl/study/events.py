@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Callable
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from automl.datasets.findings import Finding
+    from automl.study.digest import StudyDigest
+    from automl.study.showcase import Showcase
 
 
 class Level(str, enum.Enum):
@@ -83,7 +87,23 @@ class TrialsSummary:
     best: int | None
 
 
-Event = Note | Findings | StudyStarted | TrialEvent | TrialFinished | StudyStopped | TrialsSummary
+@dataclasses.dataclass(frozen=True)
+class StudyClosed:
+    """The end of a run: what the trials say (who learned, who was pruned where, the best)
+    and where the results are; the closing lines of the terminal."""
+
+    digest: StudyDigest
+    elapsed_s: float
+    interrupted: bool = False
+    pruner: str = ""  # the pruning rule as configured, e.g. "median (warmup_epochs=2)"
+    best_spec: Path | None = None
+    best_checkpoint: Path | None = None
+    exported_model: Path | None = None
+    report: Path | None = None
+    showcase: Showcase | None = None
+
+
+Event = Note | Findings | StudyStarted | TrialEvent | TrialFinished | StudyStopped | TrialsSummary | StudyClosed
 Observer = Callable[[Event], None]
 
 

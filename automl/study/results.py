@@ -1,5 +1,6 @@
-"""What a study hands back: best spec and checkpoint, a summary table, the report,
-and checkpoint retention (only the best trials keep their ``.pth`` files)."""
+"""What a study hands back: best spec and checkpoint, a summary table, the report with
+the best trial's detections drawn on validation images, checkpoint retention (only the
+best trials keep their ``.pth`` files), and the closing summary (:class:`StudyClosed`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import optuna
 from optuna.study import StudyDirection
@@ -17,7 +18,11 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.config.run_config import RunConfig
 from automl.study import attrs
 from automl.study.best_checkpoint import CheckpointChoice, checkpoint_for_value
-from automl.study.events import Level, Note, Observer, TrialsSummary
+from automl.study.digest import digest_study
+from automl.study.events import Level, Note, Observer, StudyClosed, TrialsSummary
+
+if TYPE_CHECKING:
+    from automl.study.showcase import Showcase
 
 
 @dataclasses.dataclass
@@ -30,6 +35,7 @@ class StudyOutcome:
     best_checkpoint: Path | None = None
     exported_model: Path | None = None
     report: Path | None = None
+    showcase: Showcase | None = None  # the best trial's detections drawn on validation images
     interrupted: bool = False
     failure_summary: str | None = None
 
@@ -124,12 +130,14 @@ def finalize_study(
     observe: Observer,
     *,
     exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None = None,
+    showcase: Callable[[FrozenTrial, Path], Showcase | None] | None = None,
     interrupted: bool,
     failure_summary: str | None,
     elapsed_s: float,
 ) -> StudyOutcome:
-    """Best spec and checkpoint, the exported model, retention and the report; the
-    summary goes to ``observe``."""
+    """Best spec and checkpoint, the exported model, the pictures of the best trial's
+    detections (``showcase``: trial, checkpoint -> :class:`Showcase`), retention and the
+    report; the summary goes to ``observe`` (:class:`StudyClosed` closes it)."""
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in own_trials(study):  # trials seeded from earlier studies did not run here
         counts[t.state.name.lower()] += 1
@@ -147,6 +155,8 @@ def finalize_study(
             observe(Note(f"best trial {best.number}: {choice.note()}", Level.WARNING))
         if exporter is not None and outcome.best_checkpoint is not None and not interrupted:
             outcome.exported_model = exporter(best, outcome.best_spec, outcome.best_checkpoint)
+        if showcase is not None and outcome.best_checkpoint is not None and not interrupted:
+            outcome.showcase = showcase(best, outcome.best_checkpoint)
         removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best)
         if removed:
             observe(Note(f"retention: removed {len(removed)} checkpoint(s) of trials outside the best "
@@ -158,16 +168,15 @@ def finalize_study(
                                       artifact_dir=cfg.workspace / "artifacts")
     except Exception as exc:  # the study's results stand even if a figure cannot be drawn
         observe(Note(f"report not written: {exc}", Level.WARNING))
-    observe(Note(
-        f"done in {elapsed_s:.0f}s: {counts['complete']} complete, {counts['pruned']} pruned, "
-        f"{counts['fail']} failed" + (" (interrupted; run the same command to resume)" if interrupted else "")
-    ))
-    if outcome.best_trial is not None:
-        observe(Note(f"best trial {outcome.best_trial}: {cfg.metric.name}={outcome.best_value:.4f}"))
-        observe(Note(f"best spec: {outcome.best_spec}"))
-        observe(Note(f"best checkpoint: {outcome.best_checkpoint}"))
-        if outcome.exported_model:
-            observe(Note(f"exported model: {outcome.exported_model}"))
-    if outcome.report:
-        observe(Note(f"report: {outcome.report}"))
+    observe(StudyClosed(
+        digest_study(study, cfg.metric.name, own_trials(study)), elapsed_s, interrupted, pruner=pruner_text(cfg),
+        best_spec=outcome.best_spec, best_checkpoint=outcome.best_checkpoint,
+        exported_model=outcome.exported_model, report=outcome.report, showcase=outcome.showcase,
+    ))  # fmt: skip
     return outcome
+
+
+def pruner_text(cfg: RunConfig) -> str:
+    """The pruner as configured, e.g. ``median (warmup_epochs=2, startup_trials=2)``."""
+    given = cfg.pruner.options.model_dump(exclude_unset=True)
+    return cfg.pruner.name + (f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else "")

@@ -59,6 +59,8 @@ from automl.study.interrupts import Interrupts
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
 from automl.study.recovery import recover_study
 from automl.study.results import StudyOutcome, finalize_study
+from automl.study.showcase import FOLDER as SHOWCASE_FOLDER
+from automl.study.showcase import Showcase, make_showcase
 from automl.study.slots import describe_packing, pool_for
 from automl.study.storage import ThreadSafeRDBStorage
 from automl.study.storage_lock import StorageLock
@@ -301,6 +303,7 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
         return finalize_study(
             cfg, study, observe,
             exporter=_exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe),
+            showcase=_showcase(cfg, launcher, data.read_only_paths, observe),
             interrupted=interrupted,
             failure_summary=failures.summary() if failures.tripped else None,
             elapsed_s=time.monotonic() - started,
@@ -346,3 +349,23 @@ def _exporter(cfg: RunConfig, study: optuna.Study, lock: StorageLock, launcher: 
         return exported
 
     return export
+
+
+def _showcase(cfg: RunConfig, launcher: Launcher, read_only_paths: tuple[Path, ...],
+              observe: Observer) -> Callable[[FrozenTrial, Path], Showcase | None]:
+    """The best trial's detections drawn beside the ground truth on a few validation
+    images, for the report (:mod:`automl.study.showcase`)."""
+
+    def showcase(best: FrozenTrial, checkpoint: Path) -> Showcase | None:
+        if cfg.report.predictions == 0:
+            return None
+        observe(Note(f"drawing trial {best.number}'s detections on {cfg.report.predictions} validation images"))
+        return make_showcase(
+            study_name=cfg.study.name, trial=best.number, spec=Path(best.user_attrs[attrs.SPEC_PATH]),
+            checkpoint=checkpoint, launcher=launcher, train_command=cfg.trainer.command,
+            folder=cfg.study_dir / "report" / SHOWCASE_FOLDER, images=cfg.report.predictions,
+            conf_threshold=cfg.report.conf_threshold, read_only_paths=read_only_paths,
+            timeout_s=cfg.report.timeout_s,
+        )  # fmt: skip
+
+    return showcase

@@ -24,6 +24,7 @@ from automl.study.events import (
     Findings,
     Level,
     Note,
+    StudyClosed,
     StudyStarted,
     StudyStopped,
     TrialEvent,
@@ -31,6 +32,7 @@ from automl.study.events import (
     TrialsSummary,
 )
 from automl.ui.findings import render_findings
+from automl.ui.summary import render_closing
 from automl.ui.tables import trials_table
 
 _NOTE_STYLE = {Level.INFO: "", Level.WARNING: "yellow", Level.ERROR: "red"}
@@ -75,6 +77,8 @@ class ProgressBoard:
             self._trial_finished(event)
         elif isinstance(event, TrialsSummary):
             self.console.print(trials_table(event.study_name, event.trials, event.metric, event.best))
+        elif isinstance(event, StudyClosed):
+            render_closing(event, self.console)
 
     def note(self, message: str, level: Level = Level.INFO) -> None:
         # soft_wrap: a note is one line in a log however long its paths (the terminal wraps it)

@@ -1,7 +1,10 @@
 """A static HTML report of one study: what a person reads after (or during) a run.
 
 ``out_dir/report.html`` plus PNG figures beside it (optimization history, per-epoch curves of
-every trial, parameter importances), the best trials, every trial's device / job / failure
+every trial with learners and pruned trials marked, parameter importances when they mean
+something), what the trials say at a glance (:mod:`automl.study.digest`), the best trial's
+detections beside the ground truth on validation images (``predictions/``, made by
+:mod:`automl.study.showcase`), the best trials, every trial's device / job / failure
 diagnosis, and the best spec. Figures are drawn on ``matplotlib.figure.Figure`` objects with
 the Agg canvas, never through pyplot, so the report can be written from any thread of a
 running service without touching a global backend.
@@ -18,9 +21,7 @@ from pathlib import Path
 import optuna
 import yaml
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,22 +29,20 @@ from automl.config.storage import redact_url
 from automl.errors import UserError
 from automl.optuna_private import trial_id
 from automl.study import attrs
+from automl.study.digest import Importances, StudyDigest, digest_trials
 from automl.study.night_record import NightRecord
 from automl.study.packing import slot_usage
 from automl.study.results import trial_value
+from automl.study.showcase import FOLDER as PREDICTIONS_FOLDER
+from automl.study.showcase import Showcase
 from automl.ui.artifacts import ArtifactRecorder
+from automl.ui.curves import BEST_COLOR, STATE_COLORS, plot_curves
 
 BEST_TABLE_SIZE = 5
 LOG_TAIL_LINES = 40
 FIGURE_FILES = ("history.png", "epoch_curves.png", "importances.png")
-_STATE_COLORS = {
-    TrialState.COMPLETE: "#1f77b4",
-    TrialState.PRUNED: "#ff7f0e",
-    TrialState.FAIL: "#d62728",
-    TrialState.RUNNING: "#7f7f7f",
-    TrialState.WAITING: "#bcbd22",
-}
-_BEST_COLOR = "#2ca02c"
+_STATE_COLORS = STATE_COLORS
+_BEST_COLOR = BEST_COLOR
 
 
 def resolve_study_name(storage_url: str, study_name: str | None) -> str:
@@ -70,12 +69,6 @@ def resolve_study_name(storage_url: str, study_name: str | None) -> str:
 def default_report_dir(workspace: Path, study_name: str) -> Path:
     """``<workspace>/<study>/report``: where ``automl run`` writes it at the end of a run."""
     return Path(workspace) / study_name / "report"
-
-
-@dataclass
-class _Importances:
-    values: dict[str, float]  # param name -> importance, sums to ~1
-    reason: str  # why there are none, when values is empty
 
 
 @dataclass
@@ -118,17 +111,20 @@ def write_report(
         if trials:
             _plot_history(trials, maximize, metric, out_dir / "history.png")
             figures["Optimization history"] = "history.png"
+        digest = digest_trials(trials, maximize, metric)
         if any(t.intermediate_values for t in trials):
-            _plot_curves(trials, best, metric, out_dir / "epoch_curves.png")
+            plot_curves(digest, out_dir / "epoch_curves.png")
             figures["Per-epoch validation curves"] = "epoch_curves.png"
-        importances = _importances(study, complete)
+        importances = digest.importances
         if importances.values:
-            _plot_importances(importances.values, out_dir / "importances.png")
+            _plot_importances(importances, out_dir / "importances.png")
             figures["Parameter importances"] = "importances.png"
         spec = _best_spec(study, best, storage, artifact_dir)
+        showcase = Showcase.load(out_dir / PREDICTIONS_FOLDER)
 
         page = _render_html(
-            study, storage_url, trials, ranked, metric, maximize, figures, importances, spec
+            study, storage_url, trials, ranked, metric, maximize, figures, importances, spec,
+            story=_story_section(digest), pictures=_pictures_section(showcase, best, out_dir),
         )
     finally:
         storage.engine.dispose()
@@ -193,81 +189,15 @@ def _plot_history(trials: list[FrozenTrial], maximize: bool, metric: str, path: 
     _save(fig, path)
 
 
-def _plot_curves(
-    trials: list[FrozenTrial], best: FrozenTrial | None, metric: str, path: Path
-) -> None:
-    """Intermediate value per epoch of every trial; line style and end marker by state."""
-    fig = Figure(figsize=(8, 4.8))
-    ax = fig.add_subplot()
-    styles = {
-        TrialState.COMPLETE: ("-", None),
-        TrialState.PRUNED: ("--", "x"),
-        TrialState.FAIL: (":", "X"),
-        TrialState.RUNNING: ("-.", ">"),
-        TrialState.WAITING: ("-.", None),
-    }
-    for t in trials:
-        if not t.intermediate_values:
-            continue
-        steps = sorted(t.intermediate_values)
-        values = [t.intermediate_values[s] for s in steps]
-        style, end_marker = styles[t.state]
-        is_best = best is not None and t.number == best.number
-        color = _BEST_COLOR if is_best else _STATE_COLORS[t.state]
-        ax.plot(steps, values, style, color=color, lw=2.6 if is_best else 1.2, alpha=0.9)
-        if end_marker:
-            ax.plot(steps[-1], values[-1], end_marker, color=color, ms=9, mew=2)
-        if is_best or t.state in (TrialState.PRUNED, TrialState.FAIL):
-            note = {TrialState.PRUNED: " pruned", TrialState.FAIL: " failed"}.get(t.state, " best")
-            ax.annotate(
-                f"#{t.number}{note}",
-                (steps[-1], values[-1]),
-                textcoords="offset points",
-                xytext=(5, 3),
-                fontsize=8,
-                color=color,
-            )
-    handles = [Line2D([], [], color=_BEST_COLOR, lw=2.6, label="best trial")]
-    present = {t.state for t in trials if t.intermediate_values}
-    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
-        if state in present:
-            style, marker = styles[state]
-            handles.append(
-                Line2D(
-                    [], [], ls=style, marker=marker, color=_STATE_COLORS[state],
-                    label=state.name.lower(),
-                )
-            )
-    ax.legend(handles=handles, loc="best", fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (step reported to Optuna)")
-    ax.set_ylabel(metric)
-    ax.set_title("Per-epoch validation curves of all trials")
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-
-
-def _importances(study: optuna.Study, complete: list[FrozenTrial]) -> _Importances:
-    if len(complete) < 2:
-        return _Importances({}, f"needs at least 2 completed trials ({len(complete)} so far)")
-    try:
-        # PED-ANOVA: Optuna's default and the dashboard's choice; needs no scikit-learn
-        values = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError) as exc:  # e.g. no parameter shared by all trials
-        return _Importances({}, f"optuna could not compute them: {exc}")
-    if not values:
-        return _Importances({}, "no parameter is shared by all completed trials")
-    return _Importances(dict(values), "")
-
-
-def _plot_importances(values: dict[str, float], path: Path) -> None:
+def _plot_importances(importances: Importances, path: Path) -> None:
+    values = importances.values
     names = list(values)[::-1]  # most important on top
     fig = Figure(figsize=(8, 0.45 * len(names) + 1.4))
     ax = fig.add_subplot()
     ax.barh(names, [values[n] for n in names], color=_STATE_COLORS[TrialState.COMPLETE])
     for i, n in enumerate(names):
         ax.text(values[n], i, f" {values[n]:.2f}", va="center", fontsize=8)
-    ax.set_xlabel("importance (PED-ANOVA over completed trials)")
+    ax.set_xlabel(f"importance ({importances.basis})")
     ax.set_title("Parameter importances")
     ax.set_xlim(0, max(values.values()) * 1.15 or 1)
     _save(fig, path)
@@ -449,8 +379,10 @@ def _render_html(
     metric: str,
     maximize: bool,
     figures: dict[str, str],
-    importances: _Importances,
+    importances: Importances,
     spec: _Spec | None,
+    story: list[str] | None = None,
+    pictures: list[str] | None = None,
 ) -> str:
     counts = {s: sum(t.state == s for t in trials) for s in TrialState}
     summary = ", ".join(f"{n} {s.name.lower()}" for s, n in counts.items() if n)
@@ -464,6 +396,8 @@ def _render_html(
         f"{len(trials)} trials ({_e(summary or 'none yet')}) · storage "
         f"<code>{_e(redact_url(storage_url))}</code> · written {_e(now)}</p>",
     ]
+
+    out.extend(story or [])
 
     out.append("<h2>Best trials</h2>")
     if ranked:
@@ -494,7 +428,8 @@ def _render_html(
                 out.append(f'<p class="muted">No epoch reported by trials {listed}.</p>')
     if not importances.values:
         out.append("<h2>Parameter importances</h2>")
-        out.append(f'<p class="muted">Not computed: {_e(importances.reason)}.</p>')
+        out.append(f'<p class="muted">Left out: {_e(importances.reason)}.</p>')
+    out.extend(pictures or [])
 
     out.extend(_packing(trials))
 
@@ -612,3 +547,64 @@ def _plot_champion(records: list[NightRecord], metric: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(fig, path)
+# ---------------------------------------------------------------- at a glance, pictures
+# (what the trials say and what the best model sees; automl.study.digest / showcase)
+
+
+def _story_section(digest: StudyDigest) -> list[str]:
+    """A few lines: how many learned (and by which rule), who was pruned where, failures, the best."""
+    n = len(digest.trials)
+    if not n:
+        return []
+    items = []
+    learned = digest.learned
+    if learned:
+        listed = ", ".join(f"#{t.number}" for t in learned)
+        items.append(f"<b>{len(learned)} of {n} trials learned</b> ({_e(listed)}): {_e(digest.rule.describe())}")
+    else:
+        items.append(f"<b>No trial learned</b>: {_e(digest.rule.describe())}")
+    if digest.pruned:
+        items.append(f"<b>{len(digest.pruned)} pruned</b>: {_e(digest.describe_pruned())}")
+    for t in digest.failed:
+        items.append(f"<b>#{t.number} failed</b>: {_e(t.failure or 'no diagnosis recorded')}")
+    if digest.best is not None and digest.best.score is not None:
+        at = "" if digest.best.best_epoch is None else f", best epoch {digest.best.best_epoch}"
+        items.append(f"<b>Best</b>: trial #{digest.best.number}, {_e(digest.metric)} "
+                     f"{_e(_fmt(digest.best.score))}{_e(at)}")
+    if digest.importances.values:
+        top = ", ".join(f"{name} {share:.2f}" for name, share in list(digest.importances.values.items())[:3])
+        items.append(f"<b>Importances</b>: {_e(top)} ({_e(digest.importances.basis)})")
+    else:
+        items.append(f"<b>Importances left out</b>: {_e(digest.importances.reason)}")
+    return ["<h2>At a glance</h2>", '<ul class="glance">', *[f"<li>{i}</li>" for i in items], "</ul>"]
+
+
+def _pictures_section(showcase: Showcase | None, best: FrozenTrial | None, out_dir: Path) -> list[str]:
+    """The best trial's detections beside the ground truth, or why there are none."""
+    if best is None:
+        return []
+    out = ["<h2>The best trial's detections on validation images</h2>"]
+    if showcase is None:
+        out.append('<p class="muted">No pictures yet: <code>automl run</code> draws them when a study ends, '
+                   "<code>automl report</code> when they are missing.</p>")
+        return out
+    if not showcase.ok:
+        out.append(f'<p class="muted">No pictures: {_e(showcase.problem or "no image was drawn")}.</p>')
+        return out
+    if showcase.trial != best.number:
+        out.append(f'<p class="muted">These pictures are of trial #{showcase.trial}, which is no longer the best '
+                   f"(#{best.number}): run <code>automl report</code> to draw the best one's.</p>")
+    out.append(f'<p class="muted">Left: the annotations (as training read them). Right: trial #{showcase.trial}\'s '
+               f"detections with score &ge; {showcase.conf_threshold:.2f}, from checkpoint "
+               f"<code>{_e(Path(showcase.checkpoint).name)}</code>, on the first {len(showcase.pictures)} "
+               "validation images.</p>")
+    out.append('<div style="display:flex;flex-wrap:wrap;gap:0 1.5em">')
+    for p in showcase.pictures:
+        src = p.path.relative_to(out_dir) if p.path.is_relative_to(out_dir) else p.path
+        top = "" if p.top_score is None else f", highest score {p.top_score:.2f}"
+        caption = (f"image {p.image_id} ({p.file_name}): {p.ground_truth} annotated, "
+                   f"{p.shown} detected{top}")
+        out.append(f'<figure style="max-width:48%"><img src="{_e(src)}" alt="{_e(caption)}">'
+                   f"<figcaption>{_e(caption)}</figcaption></figure>")
+    out.append("</div>")
+    return out

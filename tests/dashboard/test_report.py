@@ -30,9 +30,12 @@ def test_report_of_mixed_study(study_fixture, tmp_path):
     )
     assert path == out / "report.html"
     page = path.read_text()
-    for png in ("history.png", "epoch_curves.png", "importances.png"):
+    for png in ("history.png", "epoch_curves.png"):
         _assert_real_png(out / png)
         assert f'src="{png}"' in page
+    # 3 complete + 1 pruned: too few for importances that mean something (test_report_story.py has enough)
+    assert not (out / "importances.png").exists()
+    assert "Left out: only 4 finished trial(s) with a reported val_mAP50; they need at least 5." in page
     assert "dino-smoke-test" in page
     assert "6 trials (1 running, 3 complete, 1 pruned, 1 fail)" in page
     assert "maximize <b>val_mAP50</b>" in page
@@ -79,7 +82,7 @@ def test_report_with_one_completed_trial_skips_importances(tmp_path):
     (tmp_path / "importances.png").write_bytes(b"stale figure of an earlier report")
     page = write_report(url, "tiny", tmp_path).read_text()
     assert "minimize <b>objective</b>" in page
-    assert "Not computed: needs at least 2 completed trials (1 so far)." in page
+    assert "Left out: only 1 finished trial(s) with a reported objective; they need at least 5." in page
     assert not (tmp_path / "importances.png").exists()
     assert "failed (no diagnosis recorded)" in page
     assert "No epoch reported by trials #1." in page

@@ -1,6 +1,6 @@
-"""The end-of-study export and ``automl best``'s hand-off through the Docker launcher (the
-image CI builds): containers of a non-root user write only their own task folders, and
-the files land where the orchestrator puts them."""
+"""The end-of-study export, the report's pictures and ``automl best``'s hand-off through the
+Docker launcher (the image CI builds): containers of a non-root user write only their own
+task folders, and the files land where the orchestrator puts them."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def test_study_export_and_handoff_in_containers(launcher, study, tmp_path, capsy
     assert "ONNX file :" in export_log and "Permission denied" not in export_log
     study_dir_owner = cfg.study_dir.stat().st_uid
     assert study_dir_owner == os.getuid()  # the study folder stays the orchestrator's
+    # the report's pictures: dino inference in a container of the image, drawn by the orchestrator
+    pictures = outcome.showcase
+    assert pictures is not None and pictures.ok, pictures
+    assert len(pictures.pictures) == 4 and all(p.path.is_file() for p in pictures.pictures)
+    assert f"in {image} as" in pictures.log.read_text()
+    assert 'src="predictions/val_' in (cfg.study_dir / "report" / "report.html").read_text()
 
     out = tmp_path / "handoff"
     code = main(["best", "--workspace", str(cfg.workspace), "--study", study,

@@ -22,6 +22,9 @@ registers there, and one whose lr makes it run out of memory first waits (up to 
 a neighbour to appear, so that its failure happens beside one.
 ``scripted_trainer.py evaluate -e spec.yaml`` and ``export`` answer like the trainer's
 tasks (a held-out score that is a function of the lr; an ONNX stand-in file).
+``scripted_trainer.py inference -e spec.yaml dataset.infer_data_sources.json_file=F ...``
+writes ``<results_dir>/inference/predictions.json`` with one detection per image listed
+in F (:data:`SCRIPTED_DETECTION`), as ``dino inference`` would.
 """
 
 import atexit
@@ -97,6 +100,20 @@ def export() -> int:
     return 0
 
 
+SCRIPTED_DETECTION = {"category_id": 1, "bbox": [4.0, 4.0, 12.0, 10.0], "score": 0.9}
+
+
+def inference() -> int:
+    args = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
+    listing = json.loads(Path(args["dataset.infer_data_sources.json_file"]).read_text())
+    out = Path(args["results_dir"]) / "inference"
+    out.mkdir(parents=True, exist_ok=True)
+    detections = [{"image_id": im["id"], **SCRIPTED_DETECTION} for im in listing["images"]]
+    (out / "predictions.json").write_text(json.dumps(detections))
+    print(f"Predictions : {out / 'predictions.json'}", flush=True)
+    return 0
+
+
 def main() -> int:
     task = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "train"
     print(f"JOB START {time.time():.3f}", flush=True)
@@ -105,6 +122,8 @@ def main() -> int:
     atexit.register(lambda: print(f"JOB END {time.time():.3f}", flush=True))
     if task == "export":
         return export()
+    if task == "inference":
+        return inference()
     spec = yaml.safe_load(Path(sys.argv[sys.argv.index("-e") + 1]).read_text())
     if task == "evaluate":
         return evaluate(spec)
