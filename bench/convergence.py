@@ -26,8 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from automl.observe.extractors import get_extractor  # noqa: E402
 from automl.observe.monitor import TrialMonitor  # noqa: E402
-from metric_extractors import get_extractor  # noqa: E402
 
 
 def write_anchor_data(anchors: Path, out: Path, n_train: int, size: int) -> tuple[Path, Path]:

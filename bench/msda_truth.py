@@ -117,10 +117,13 @@ def kink_agreement(impl: str, value, shapes, weights, grad_out, batch, n_queries
     sizes = torch.tensor([(w, h) for h, w in shapes], dtype=torch.float64).view(-1, 1, 2)
     shape = (batch, n_queries, n_heads, len(shapes), n_points, 2)
     pixel = torch.floor(torch.rand(shape, generator=gen, dtype=torch.float64) * (sizes + 2)) - 1
-    loc = ((pixel + 0.5) / sizes).to(value.device, torch.float32)
+    exact = (pixel + 0.5) / sizes  # float64: exactly on the kinks
+    loc = exact.to(value.device, torch.float32)
     got = run_path(impl, value, shapes, loc, weights, grad_out)["grad locations"].double()
     value64, weights64, grad64 = value.double(), weights.double(), grad_out.double()
-    loc64 = loc.double()
+    # the arbiter differentiates at the exact kink, not at the float32 location: that one
+    # lies ~1e-5 px to either side, within the difference step, which would then straddle it
+    loc64 = exact.to(value.device)
 
     def unit(axis: int, pixels: float) -> torch.Tensor:
         step = torch.zeros_like(loc64)
