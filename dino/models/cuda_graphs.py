@@ -31,6 +31,8 @@ import weakref
 import torch
 from torch import Tensor, nn
 
+from dino.models import constants
+
 
 class _Encode(nn.Module):
     """The eager ``DINO.encode`` as a module of tensors in, tensors out (what graph
@@ -80,8 +82,9 @@ class GraphedEncode:
                                                             num_warmup_iters=3, allow_unused_input=True)
             if len(self._graphs) >= self.max_graphs:
                 self._graphs.popitem(last=False)
-            entry = self._graphs[key] = (graphed, shapes)
-        graphed, shapes = entry
+            # the cached per-shape constants the graphs read stay alive with them (dino.models.constants)
+            entry = self._graphs[key] = (graphed, shapes, constants.snapshot())
+        graphed, shapes, _held = entry
         self._graphs.move_to_end(key)
         with self._autocast():
             memory, mask, valid_ratios = graphed(images, masks)
@@ -125,7 +128,8 @@ class GraphedInference:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), self._autocast(cache=False):
             out = self.model(static_images, static_masks)
-        return graph, static_images, static_masks, out
+        # the cached per-shape constants the graph read stay alive with it (dino.models.constants)
+        return graph, static_images, static_masks, out, constants.snapshot()
 
     @torch.no_grad()
     def __call__(self, images: Tensor, masks: Tensor) -> dict:
@@ -145,7 +149,7 @@ class GraphedInference:
             self.last_path = "eager"
             with self._autocast():
                 return self.model(images, masks)
-        graph, static_images, static_masks, out = entry
+        graph, static_images, static_masks, out, _held = entry
         static_images.copy_(images)
         static_masks.copy_(masks)
         graph.replay()

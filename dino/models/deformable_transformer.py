@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dino.models import constants
 from dino.models.ms_deform_attn import MSDeformAttn
 from dino.models.position_encoding import sine_embed_boxes
 
@@ -21,7 +22,7 @@ def dropout_or_identity(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
-_TOKEN_GRIDS: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+_TOKEN_GRIDS: dict[tuple, tuple[Tensor, Tensor, Tensor]] = constants.register({})
 
 
 def token_grid(spatial_shapes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dino.models import ms_deform_attn_triton
+from dino.models import constants, ms_deform_attn_triton
 
 # Zero rows between two levels in the canvas. Two, so that a point clamped half a pixel
 # beyond its level's one-pixel border band touches only zeros on both bilinear rows.
@@ -93,7 +93,7 @@ def _build_layout(spatial_shapes: list[tuple[int, int]], device: torch.device, d
                         as_tensor(low), as_tensor(high), as_tensor([(float(w), float(h)) for h, w in spatial_shapes]))
 
 
-_LAYOUTS: dict[tuple, CanvasLayout] = {}
+_LAYOUTS: dict[tuple, CanvasLayout] = constants.register({})
 
 
 def canvas_layout(spatial_shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> CanvasLayout:

@@ -35,6 +35,8 @@ import os
 import torch
 from torch import Tensor
 
+from dino.models import constants
+
 try:  # triton ships with CUDA builds of torch; CPU-only installs fall back to PyTorch
     import triton
     import triton.language as tl
@@ -179,7 +181,7 @@ if triton is not None:
                               ga * (fx * fy)[:, None], mask=m11[:, None] & cmask[None, :])
 
 
-_LEVEL_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}
+_LEVEL_TABLES: dict[tuple, tuple[Tensor, Tensor]] = constants.register({})
 
 
 def level_tables(spatial_shapes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:

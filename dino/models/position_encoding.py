@@ -18,7 +18,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-_FREQUENCIES: dict[tuple, tuple[Tensor, Tensor]] = {}
+from dino.models import constants
+
+_FREQUENCIES: dict[tuple, tuple[Tensor, Tensor]] = constants.register({})
 
 
 def sine_frequencies(num_feats: int, temperature: float, scale: float, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -95,7 +97,7 @@ def sine_embed_boxes(boxes: Tensor, hidden_dim: int, temperature: float = 10000.
     return angles.sin().flatten(-2)
 
 
-_ORDERS: dict[tuple, Tensor] = {}
+_ORDERS: dict[tuple, Tensor] = constants.register({})
 
 
 def _coordinate_order(n_coords: int, device: torch.device) -> Tensor:

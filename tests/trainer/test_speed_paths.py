@@ -144,3 +144,26 @@ def test_inference_runner_off_the_gpu_runs_the_model_eagerly_and_says_so():
     forward = inference_forward(model, torch.device("cpu"), "fp32")
     with torch.no_grad():
         assert torch.equal(forward(images, masks)["pred_logits"], expected["pred_logits"])
+
+
+def test_every_per_shape_constant_cache_is_registered_and_survives_clearing_in_a_snapshot():
+    """CUDA graphs replay addresses: what a graph read must outlive the bounded caches'
+    clearing (an H200 study failed in its third epoch when it did not)."""
+    from dino.models import constants, deformable_transformer, ms_deform_attn, ms_deform_attn_triton, position_encoding
+
+    caches = constants.registered()
+    for cache in (ms_deform_attn._LAYOUTS, ms_deform_attn_triton._LEVEL_TABLES, deformable_transformer._TOKEN_GRIDS,
+                  position_encoding._FREQUENCIES, position_encoding._ORDERS):
+        assert any(cache is c for c in caches)
+    torch.manual_seed(0)
+    model, _, _ = build_dino(ModelConfig(**TINY), 3)
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool))
+    held = constants.snapshot()
+    layout = ms_deform_attn.canvas_layout([(16, 16), (8, 8), (4, 4)], torch.device("cpu"), torch.float32)
+    assert any(v is layout for v in held)
+    for k in range(70):  # many input sizes: the cache clears itself
+        ms_deform_attn.canvas_layout([(k + 1, 2)], torch.device("cpu"), torch.float32)
+    assert not any(v is layout for v in ms_deform_attn._LAYOUTS.values())  # cleared from the cache...
+    assert any(v is layout for v in held)  # ...but what a graph holds is still the same object
