@@ -102,16 +102,15 @@ def trainer_command_of_study(study: optuna.Study, launcher_name: str) -> list[st
 def _stage_test(source: str, workspace: Path, trial) -> Any:
     """Stage and check the test set before any job runs: the files, the images, the boxes,
     the class count against the trial's ``dataset.num_classes``."""
-    import yaml
-
     from automl.datasets.findings import has_errors
     from automl.datasets.preflight import check_split
     from automl.datasets.staging import stage
     from automl.ui.findings import render_findings
+    from dino.config.yaml_values import load_yaml
 
     staged = stage(source, workspace / "cache")
     coco, findings = check_split("test", staged)
-    spec = yaml.safe_load(trial.spec.read_text()) or {}
+    spec = load_yaml(trial.spec.read_text()) or {}
     num_classes = int((spec.get("dataset") or {}).get("num_classes", 0))
     if coco is not None:
         top = max((int(c["id"]) for c in json.loads(Path(staged.json_file).read_text()).get("categories", [])),

@@ -8,7 +8,6 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
-import yaml
 from rich.console import Console
 from rich.text import Text
 
@@ -27,6 +26,7 @@ from automl.config.storage import (
 from automl.errors import ConfigError, UserError
 from automl.study.attrs import STUDY_METRIC
 from automl.study.slots import detect_gpus
+from dino.config.yaml_values import load_yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +71,7 @@ def _parse_fixed(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--fixed expects KEY=VALUE, got {item!r}")
-        fixed[key.strip()] = yaml.safe_load(value)
+        fixed[key.strip()] = load_yaml(value)
     return fixed
 
 

@@ -29,6 +29,7 @@ from automl.search_space import (
     load_space_overrides,
     load_spec_template,
 )
+from dino.config.yaml_values import load_yaml
 
 COLUMNS = ("parameter", "type", "range", "scale", "condition", "source")
 
@@ -96,7 +97,7 @@ def _context(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--context {item!r}: expected KEY=VALUE, e.g. dataset.num_classes=5")
         try:
-            out[key.strip()] = yaml.safe_load(text)
+            out[key.strip()] = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--context {item!r}: the value is not valid YAML ({exc})") from None
     return out

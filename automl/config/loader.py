@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from automl.config.run_config import RunConfig
 from automl.errors import ConfigError
+from dino.config.yaml_values import load_yaml
 
 PROFILE_PACKAGE = "automl.profiles"
 
@@ -47,7 +48,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -199,6 +199,17 @@ class SynthSettings(_Strict):
     image_size: int = Field(256, ge=32)
     seed: int = 0
     val_fraction: float = Field(0.2, gt=0, lt=1)
+    objects: tuple[int, int] = (1, 6)  # min, max objects per image
+    object_size: tuple[float, float] = (1 / 16, 1 / 3)  # an object's side, as a fraction of image_size
+    class_colours: bool = False  # each class also has its own hue (the CPU smoke's learnable task)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SynthSettings:
+        if not 0 <= self.objects[0] <= self.objects[1]:
+            raise ValueError(f"objects must be [min, max] with 0 <= min <= max, got {list(self.objects)}")
+        if not 0 < self.object_size[0] <= self.object_size[1] <= 1:
+            raise ValueError(f"object_size must be [min, max] with 0 < min <= max <= 1, got {list(self.object_size)}")
+        return self
 
 
 class DataSettings(_Strict):

@@ -275,8 +275,10 @@ def load_spec_facts(path: Path) -> SpecFacts:
     """SpecFacts from a spec YAML file (raises ConfigError when unreadable)."""
     import yaml
 
+    from dino.config.yaml_values import load_yaml
+
     try:
-        spec = yaml.safe_load(Path(path).read_text())
+        spec = load_yaml(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"spec file {path} does not exist") from None
     except yaml.YAMLError as exc:

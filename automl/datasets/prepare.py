@@ -48,6 +48,7 @@ def generate_synth(cfg: RunConfig, synth: SynthSettings, emit: Observer) -> tupl
             generate_dataset(
                 out_dir=str(out), num_images=synth.num_images, num_classes=synth.num_classes,
                 image_size=synth.image_size, seed=synth.seed, val_fraction=synth.val_fraction, archive=False,
+                objects=synth.objects, object_size=synth.object_size, class_colours=synth.class_colours,
             )
             (out / ".complete").write_text("ok\n")
     return out / "train", out / "val"

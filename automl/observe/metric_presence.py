@@ -23,6 +23,7 @@ from typing import Any, Callable
 import yaml
 
 from automl.observe.monitor import STATUS_RELPATH, LogTail
+from dino.config.yaml_values import load_yaml
 from metric_extractors import EpochMetrics
 
 
@@ -30,7 +31,7 @@ def first_validation_epoch(spec_path: Path) -> int:
     """The 0-based epoch after which the trainer first validates, from the trial's spec
     (``train.validation_interval``, capped by ``train.num_epochs``; TAO's defaults: 1)."""
     try:
-        spec: Any = yaml.safe_load(Path(spec_path).read_text())
+        spec: Any = load_yaml(Path(spec_path).read_text())
     except (OSError, yaml.YAMLError):
         spec = None
     train = spec.get("train") if isinstance(spec, dict) else None

@@ -37,6 +37,7 @@ from automl.errors import ConfigError
 from automl.search_space.dotted import did_you_mean, parse_path
 from automl.search_space.locations import search_spaces_dir
 from automl.search_space.math_cond import MathCondError, parse_math_cond
+from dino.config.yaml_values import load_yaml
 
 TOP_KEYS = ("base", "description", "parameters", "fixed", "remove")
 PARAM_KEYS = ("min", "max", "scale", "step", "values", "weights", "math_cond", "depends_on",
@@ -183,7 +184,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple[str, Any], int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read space file {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -18,6 +18,7 @@ from automl.errors import ConfigError
 from automl.search_space.constraints import spec_errors
 from automl.search_space.dotted import get_path, parse_path, set_path
 from automl.search_space.schema import TrainSchema
+from dino.config.yaml_values import load_yaml
 
 
 def render_spec(template: Mapping[str, Any], assignments: Mapping[str, Any], schema: TrainSchema) -> dict:
@@ -49,7 +50,7 @@ def validate_spec(spec: Mapping[str, Any], schema: TrainSchema) -> None:
 def load_spec_template(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"spec template {path} does not exist") from None
     except yaml.YAMLError as exc:

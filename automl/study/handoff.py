@@ -28,13 +28,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from automl.datasets.staging import StagedSplit
 from automl.launchers.base import Launcher
 from automl.study.best_export import export_best
 from automl.study.events import Note, Observer
 from automl.study.tasks import TaskRun, run_task
+from dino.config.yaml_values import load_yaml
 
 PICTURES = 8  # drawn images copied into the folder
 
@@ -153,7 +152,7 @@ def hand_over(
 
     if images is not None:
         emit(Note(f"running inference on {images}"))
-        spec = yaml.safe_load(best.spec.read_text()) or {}
+        spec = load_yaml(best.spec.read_text()) or {}
         names = classmap_for(spec)
         overrides = [f"inference.checkpoint={best.checkpoint}", f"inference.conf_threshold={conf_threshold}",
                      f"dataset.infer_data_sources.image_dir={json.dumps([str(Path(images).resolve())])}"]
@@ -205,7 +204,7 @@ def write_readme(h: Handoff) -> Path:
                              f"{row.get('num_gt', '')} | {row.get('num_det', '')} |")
     lines += ["", "## Tuned parameters", ""] + [f"- `{k}`: {v}" for k, v in sorted(t.params.items())]
     if h.model:
-        spec = yaml.safe_load((h.folder / "spec.yaml").read_text()) or {}
+        spec = load_yaml((h.folder / "spec.yaml").read_text()) or {}
         aug, export = (spec.get("dataset") or {}).get("augmentation") or {}, spec.get("export") or {}
         lines += ["", "## Running model.onnx", "",
                   f"Input `inputs [batch, 3, {export.get('input_height', '?')}, {export.get('input_width', '?')}]`: "

@@ -20,6 +20,7 @@ import yaml
 
 from automl.datasets.staging import StagedSplit
 from automl.launchers.base import JobResult, JobSpec, Launcher
+from dino.config.yaml_values import load_yaml
 
 
 def evaluate_command(train_command: list[str]) -> list[str]:
@@ -50,7 +51,7 @@ class Evaluation:
 def evaluation_spec(spec_path: Path, checkpoint: Path, holdout: StagedSplit, out_dir: Path) -> dict[str, Any]:
     """The model's spec, pointed at ``checkpoint`` and the held-out set, writing to ``out_dir``;
     one device (the job's first visible one)."""
-    spec = yaml.safe_load(Path(spec_path).read_text()) or {}
+    spec = load_yaml(Path(spec_path).read_text()) or {}
     spec["results_dir"] = str(out_dir)
     dataset = spec.setdefault("dataset", {})
     dataset["test_data_sources"] = {"image_dir": str(holdout.image_dir), "json_file": str(holdout.json_file)}

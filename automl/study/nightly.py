@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from automl.config.nightly import NightlyConfig
 from automl.config.run_config import RunConfig
@@ -67,6 +66,7 @@ from automl.study.runner import (
 )
 from automl.study.slots import plan_slots
 from automl.study.warm_start import warm_start
+from dino.config.yaml_values import load_yaml
 
 STUDY_NIGHTLY_BASE = "nightly_base"  # study user attribute: the base name of its nightly
 
@@ -188,7 +188,7 @@ class _Night:
     # -- 1. data ------------------------------------------------------------------------
     def _stage(self) -> tuple[PreparedData, StagedSplit]:
         cfg = self.run_cfg
-        self.template = yaml.safe_load(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
+        self.template = load_yaml(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
         data = prepare_data(cfg, self.template, self.observe)  # re-reads every source
         source = self.cfg.nightly.evaluation.data
         if source is None:

@@ -26,7 +26,6 @@ from typing import Any, Callable
 
 import optuna
 import sqlalchemy.exc
-import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -66,6 +65,7 @@ from automl.study.storage import ThreadSafeRDBStorage
 from automl.study.storage_lock import StorageLock
 from automl.tuning import build_pruner, build_sampler
 from automl.ui.artifacts import ArtifactRecorder
+from dino.config.yaml_values import load_yaml
 
 # heartbeats and the stale-trial retry are "experimental" in Optuna 5.0; we rely on them
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
@@ -222,7 +222,7 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the observer reports every trial itself
     check_run(cfg)  # workspace, devices, extractor: before anything is staged
     schema = TrainSchema.load(resolve_project_path(cfg.trainer.schema_path, default_schema_path()))
-    template = yaml.safe_load(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
+    template = load_yaml(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
     check_template(cfg, schema, template)
     study = open_study(cfg)  # the storage is reachable, and this study is what the config asks for
     fix_identity(study, cfg)

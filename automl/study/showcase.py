@@ -28,11 +28,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image
 
 from automl.launchers.base import Launcher
 from automl.study.tasks import run_task
+from dino.config.yaml_values import load_yaml
 from dino.data.policy import BoxEntry, ImageEntry, ImageProbe, apply_orientation, apply_policy, probe_image
 from dino.draw import compare_pictures, parse_colors
 
@@ -236,7 +236,7 @@ def _make(study_name: str, trial: int, spec_path: Path, checkpoint: Path, launch
     if not checkpoint.is_file():
         return failed(f"trial {trial}'s checkpoint {checkpoint} is gone")
     try:
-        spec = yaml.safe_load(spec_path.read_text()) or {}
+        spec = load_yaml(spec_path.read_text()) or {}
         image_dir, json_file = _val_source(spec)
         chosen, names = _pick_images(image_dir, json_file, count)
         colors = parse_colors(dict((spec.get("inference") or {}).get("color_map") or {}))  # as dino inference draws

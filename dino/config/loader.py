@@ -17,6 +17,7 @@ import yaml
 
 from dino.config.rules import Lookup, check_rules
 from dino.config.spec import BEST_METRICS, IGNORED_FIELDS, IGNORED_SECTIONS, Spec
+from dino.config.yaml_values import load_yaml
 
 
 class SpecError(ValueError):
@@ -42,7 +43,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The spec file as a dict; a clear SpecError for missing, unreadable or non-mapping files."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None
     except OSError as exc:
@@ -63,7 +64,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise SpecError(f"override {item!r} is not of the form key.sub=value")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError as exc:
         raise SpecError(f"override {item!r}: the value is not valid YAML ({exc})") from None
     return key.split("."), value

@@ -2,7 +2,8 @@
 
 Deterministic by seed (each image draws from its own ``(seed, index)`` stream, so image
 ``i`` does not depend on ``num_images``). The class of an object is its shape (and, past
-10 classes, its style: filled or outline); colour, size, aspect and position are random,
+10 classes, its style: filled or outline), with ``class_colours`` also its hue (an easier
+task that a tiny CPU model learns in minutes); colour, size, aspect and position are random,
 objects may overlap a little, and backgrounds carry gradients, blotches, noise and
 unannotated line clutter. Written per split as ``images/`` + ``annotations.json`` and,
 with ``archive``, ``images.tar.gz`` (top folder ``images/``): TAO's dataset artifact.
@@ -91,6 +92,11 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.clip(base + gx + gy + blotch + noise, 0, 255).astype(np.uint8)
 
 
+# Saturated hues, far apart (RGB); class k is drawn in hue k mod 10, jittered per object.
+CLASS_COLOURS = ((230, 25, 25), (25, 90, 235), (245, 215, 20), (20, 190, 60), (235, 20, 200),
+                 (20, 215, 225), (250, 130, 10), (120, 40, 200), (250, 250, 250), (15, 15, 15))
+
+
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -100,7 +106,8 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def render_image(seed: int, index: int, size: int, num_classes: int, objects: tuple[int, int],
-                 object_size: tuple[float, float]) -> tuple[Image.Image, list[tuple[int, list[float]]]]:
+                 object_size: tuple[float, float], class_colours: bool = False,
+                 ) -> tuple[Image.Image, list[tuple[int, list[float]]]]:
     """One image and its objects as ``(category_id, [x, y, w, h])``."""
     rng = np.random.default_rng([seed, index])
     arr = _background(rng, size, size)
@@ -130,6 +137,8 @@ def render_image(seed: int, index: int, size: int, num_classes: int, objects: tu
         colour = rng.uniform(0, 255, 3)
         while np.abs(colour - bg).sum() < 150:
             colour = rng.uniform(0, 255, 3)
+        if class_colours:  # after the draws above, so the other settings' images are unchanged
+            colour = np.clip(np.array(CLASS_COLOURS[cls % len(CLASS_COLOURS)]) + rng.uniform(-20, 20, 3), 0, 255)
         fill = tuple(int(c) for c in colour)
         shape, style = SHAPES[cls % len(SHAPES)], STYLES[cls // len(SHAPES)]
         width = max(2, int(min(w, h) / 6))
@@ -150,12 +159,12 @@ def render_image(seed: int, index: int, size: int, num_classes: int, objects: tu
 
 
 def _write_split(split_dir: str, seed: int, indices: range, size: int, num_classes: int, archive: bool,
-                 objects: tuple[int, int], object_size: tuple[float, float]) -> SplitPaths:
+                 objects: tuple[int, int], object_size: tuple[float, float], class_colours: bool) -> SplitPaths:
     image_dir = os.path.join(split_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
     for image_id, index in enumerate(indices, start=1):
-        img, objs = render_image(seed, index, size, num_classes, objects, object_size)
+        img, objs = render_image(seed, index, size, num_classes, objects, object_size, class_colours)
         name = f"{image_id:06d}.jpg"
         img.save(os.path.join(image_dir, name), quality=92)
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
@@ -190,11 +199,12 @@ def _tar_images(image_dir: str, names: list[str], path: str) -> None:
 
 def generate_dataset(out_dir: str, num_images: int, num_classes: int, image_size: int = 512, seed: int = 0,
                      val_fraction: float = 0.2, archive: bool = False, *, objects: tuple[int, int] = (1, 6),
-                     object_size: tuple[float, float] = (1 / 16, 1 / 3)) -> DatasetPaths:
+                     object_size: tuple[float, float] = (1 / 16, 1 / 3), class_colours: bool = False) -> DatasetPaths:
     """Write ``<out_dir>/train`` and ``<out_dir>/val`` (if ``val_fraction`` > 0) and return their paths.
 
     ``objects``: min/max objects per image (3% of images get none); ``object_size``: the
-    range of an object's side as a fraction of ``image_size``. A folder already generated
+    range of an object's side as a fraction of ``image_size``; ``class_colours``: each class
+    also has its own hue. A folder already generated
     with the same arguments is reused as is; a non-empty folder from anything else is refused.
     """
     if num_images < 1:
@@ -212,7 +222,7 @@ def generate_dataset(out_dir: str, num_images: int, num_classes: int, image_size
         raise ValueError(f"val_fraction {val_fraction} leaves no training images of {num_images}")
     params = {"format": _FORMAT, "num_images": num_images, "num_classes": num_classes, "image_size": image_size,
               "seed": seed, "val_fraction": val_fraction, "archive": archive, "objects": list(objects),
-              "object_size": list(object_size)}
+              "object_size": list(object_size), **({"class_colours": True} if class_colours else {})}
     marker = os.path.join(out_dir, "synth.json")
     done = os.path.isfile(marker) and _read_json(marker) == params
     if not done:
@@ -223,7 +233,7 @@ def generate_dataset(out_dir: str, num_images: int, num_classes: int, image_size
             for split in ("train", "val"):
                 _clear_split(os.path.join(out_dir, split))
         os.makedirs(out_dir, exist_ok=True)
-    split_args = (num_classes, archive, tuple(objects), tuple(object_size))
+    split_args = (num_classes, archive, tuple(objects), tuple(object_size), class_colours)
     if done:
         train = _existing(os.path.join(out_dir, "train"), archive, n_train)
         val = _existing(os.path.join(out_dir, "val"), archive, n_val) if n_val else None

@@ -32,7 +32,8 @@ def test_study_from_s3_uris_with_the_real_trainer(tmp_path, aws_env):
         s3.upload_file(str(split.archive), "dino-data", f"{prefix}/images.tar.gz")
         s3.upload_file(str(split.json_file), "dino-data", f"{prefix}/annotations.json")
 
-    # the smoke profile's CPU variant, smaller still: 2 trials of 2 epochs
+    # the smoke profile's CPU variant, smaller still: 2 trials of 2 epochs, pruning off (a
+    # sampled 2-epoch trial may fairly be judged not learning; staging is what is tested here)
     raw = deep_merge(read_profile("smoke"), read_profile("smoke")["cpu"])
     raw.pop("cpu")
     raw = deep_merge(raw, {
@@ -40,6 +41,7 @@ def test_study_from_s3_uris_with_the_real_trainer(tmp_path, aws_env):
         "data": {"train": "s3://dino-data/shapes/train", "val": "s3://dino-data/shapes/val", "synth": None},
         "fixed": {"train.num_epochs": 2, "dataset.num_classes": 3},
         "budget": {"n_trials": 2},
+        "pruner": {"name": "none"},
         "devices": "cpu",
         "workspace": str(tmp_path / "ws"),
     })
