@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--val-fraction", type=float, default=0.2)
     synth.add_argument("--archive", action="store_true", help="also write images.tar.gz (the TAO artifact) per split")
+    synth.add_argument("--objects", type=int, nargs=2, default=(1, 6), metavar=("MIN", "MAX"),
+                       help="objects per image (default 1 6)")
+    synth.add_argument("--object-size", type=float, nargs=2, default=(1 / 16, 1 / 3), metavar=("MIN", "MAX"),
+                       help="an object's side as a fraction of --size (default 0.0625 0.333)")
+    synth.add_argument("--class-colours", action="store_true",
+                       help="each class also in its own hue (the CPU smoke study's easier task)")
     synth.set_defaults(func=cmd_synth)
 
     check = commands.add_parser("check", help="preflight a dataset (and spec values); exit 1 on errors")
@@ -86,6 +92,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
             seed=args.seed,
             val_fraction=args.val_fraction,
             archive=args.archive,
+            objects=tuple(args.objects),
+            object_size=tuple(args.object_size),
+            class_colours=args.class_colours,
         )
     except (ValueError, FileExistsError) as exc:
         raise DatasetError(f"automl dataset synth: {exc}") from exc

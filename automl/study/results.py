@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 from optuna.study import StudyDirection
@@ -177,6 +177,16 @@ def finalize_study(
 
 
 def pruner_text(cfg: RunConfig) -> str:
-    """The pruner as configured, e.g. ``median (warmup_epochs=2, startup_trials=2)``."""
-    given = cfg.pruner.options.model_dump(exclude_unset=True)
-    return cfg.pruner.name + (f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else "")
+    """The pruner as configured, e.g. ``median (warmup_epochs=2, startup_trials=2)``, or
+    ``any of [not_learning (warmup_epochs=2); median (startup_trials=2)]`` for a composite."""
+    return _plugin_text(cfg.pruner.name, cfg.pruner.options.model_dump(exclude_unset=True))
+
+
+def _plugin_text(name: str, given: dict[str, Any]) -> str:
+    given = dict(given)
+    rules = given.pop("rules", None)
+    text = name + (f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else "")
+    if isinstance(rules, (list, tuple)):  # a composite: its rules, each as configured
+        inner = "; ".join(_plugin_text(str(r["name"]), dict(r.get("options") or {})) for r in rules)
+        text += f" of [{inner}]"
+    return text

@@ -110,6 +110,7 @@ def render_image(seed: int, index: int, size: int, num_classes: int, objects: tu
                  ) -> tuple[Image.Image, list[tuple[int, list[float]]]]:
     """One image and its objects as ``(category_id, [x, y, w, h])``."""
     rng = np.random.default_rng([seed, index])
+    hue_rng = np.random.default_rng([seed, index, 1])
     arr = _background(rng, size, size)
     img = Image.fromarray(arr)
     draw = ImageDraw.Draw(img)
@@ -137,8 +138,8 @@ def render_image(seed: int, index: int, size: int, num_classes: int, objects: tu
         colour = rng.uniform(0, 255, 3)
         while np.abs(colour - bg).sum() < 150:
             colour = rng.uniform(0, 255, 3)
-        if class_colours:  # after the draws above, so the other settings' images are unchanged
-            colour = np.clip(np.array(CLASS_COLOURS[cls % len(CLASS_COLOURS)]) + rng.uniform(-20, 20, 3), 0, 255)
+        if class_colours:  # its own stream: the boxes are those of the same image without hues
+            colour = np.clip(np.array(CLASS_COLOURS[cls % len(CLASS_COLOURS)]) + hue_rng.uniform(-20, 20, 3), 0, 255)
         fill = tuple(int(c) for c in colour)
         shape, style = SHAPES[cls % len(SHAPES)], STYLES[cls // len(SHAPES)]
         width = max(2, int(min(w, h) / 6))

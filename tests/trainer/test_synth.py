@@ -52,6 +52,24 @@ def test_objects_are_drawn_inside_their_boxes():
         assert np.abs(centre - ring.mean(0)).sum() > 40  # the shape differs from what surrounds its box
 
 
+def test_class_colours_give_each_class_its_hue_and_leave_the_boxes_alone():
+    import numpy as np
+
+    from dino.data.synth import CLASS_COLOURS
+
+    for index in range(6):
+        plain_img, plain = render_image(4, index, 96, 3, (2, 2), (0.3, 0.4))
+        img, objs = render_image(4, index, 96, 3, (2, 2), (0.3, 0.4), class_colours=True)
+        assert objs == plain  # same draws: only the colour differs
+        arr = np.asarray(img, dtype=np.float32)
+        for cat, (x, y, w, h) in objs:
+            if cat != 1:  # filled circles only: their centre pixel is the fill colour
+                continue
+            cx, cy = int(x + w / 2), int(y + h / 2)
+            centre = arr[cy - 1:cy + 2, cx - 1:cx + 2].reshape(-1, 3).mean(0)
+            assert np.abs(centre - np.array(CLASS_COLOURS[0])).max() <= 21  # the jitter, rounded
+
+
 def test_archive_holds_top_folder_images(tmp_path):
     paths = generate_dataset(str(tmp_path / "d"), 4, 2, 32, seed=0, val_fraction=0.25, archive=True)
     with tarfile.open(paths.val.archive) as tar:

@@ -234,3 +234,15 @@ def test_any_without_rules_and_nested_rules():
     nested = _any({"name": "any", "rules": [{"name": "not_learning"}]}, {"name": "threshold", "lower": 0.5})
     study = _study()
     assert nested.prune(study, _running(study, {0: 0.6, 1: 0.4}))  # the threshold rule
+
+
+def test_the_closing_summary_names_a_composite_pruners_rules_as_configured():
+    from automl.config import read_profile
+    from automl.study.results import pruner_text
+
+    cfg = build_run_config(read_profile("smoke"), use_cpu_variant=True, where="test")
+    assert pruner_text(cfg) == ("any of [not_learning (warmup_epochs=2, min_value=0.01, min_rise=0.005); "
+                                "median (warmup_epochs=2, startup_trials=2)]")
+    plain = build_run_config({**read_profile("smoke"), "pruner": {"name": "median", "warmup_epochs": 3}},
+                             use_cpu_variant=False, where="test")
+    assert pruner_text(plain) == "median (warmup_epochs=3)"
