@@ -14,6 +14,11 @@ Records, from the GPU (NVML, every 0.5 s), the study's storage and each trial's
 * for pruned trials, the seconds from the prune decision until the job was gone;
 * every trial's curve, parameters, state and slot.
 
+With ``--handoff``, the best trial is then handed over as a user would
+(``automl best --evaluate <the study's val split> --export <out>/handoff --infer <its
+images>``): the ONNX export and its verification, the scores and the pictures, timed, with
+the folder's ``metrics.json`` kept in the result.
+
 Writes ``gpu_study.json`` and ``gpu_study.md`` (the table) into ``--out``.
 """
 
@@ -183,7 +188,34 @@ def table(result: dict, card: str, command: str) -> str:
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
         lines.append(f"| {t['number']} | {t['state']} | {value} | {len(t['curve'])} | {t['startup_s']} | "
                      f"{t['slot'] or t['device']} | {curve} |")
+    h = r.get("handoff")
+    if h:
+        m = h.get("metrics") or {}
+        scores = ", ".join(f"{k} {m[k]:.4f}" for k in ("mAP50", "mAP") if isinstance(m.get(k), (int, float)))
+        lines += ["", f"Hand-off (`{h.get('command', '')}`): exit {h.get('exit_code')}, {h.get('wall_s')} s; "
+                      f"{scores or h.get('error', 'no metrics')}; files: {', '.join(h.get('files', [])) or '-'}"]
     return "\n".join(lines) + "\n"
+
+
+def handoff(ws: Path, out: Path) -> dict:
+    """``automl best --evaluate/--export/--infer`` on the study's own validation split."""
+    vals = sorted(ws.glob("datasets/*/val"))
+    if not vals:
+        return {"error": f"no generated validation split under {ws / 'datasets'}"}
+    folder = out / "handoff"
+    command = [sys.executable, "-m", "automl", "best", "--workspace", str(ws), "--evaluate", str(vals[0]),
+               "--export", str(folder), "--infer", str(vals[0] / "images")]
+    started = time.time()
+    with open(out / "handoff.log", "w") as log:
+        rc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}).returncode
+    result: dict = {"exit_code": rc, "wall_s": round(time.time() - started, 1),
+                    "command": " ".join(["automl", "best", *command[4:]])}
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        result["metrics"] = json.loads(metrics.read_text())
+    result["files"] = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", default="/tmp/gpu_study_ws")
     ap.add_argument("--study-name", default="dino-smoke")
     ap.add_argument("--timeout", type=float, default=560, help="kill the study after this many seconds")
+    ap.add_argument("--handoff", action="store_true", help="then hand the best trial over (automl best --export)")
     args = ap.parse_args(argv)
     out, ws = Path(args.out), Path(args.workspace)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         card = "unknown"
     result["card"] = card
+    if args.handoff:
+        result["handoff"] = handoff(ws, out)
     (out / "gpu_study.json").write_text(json.dumps(result, indent=1))
     (out / "gpu_study.md").write_text(table(result, card, result["command"]))
     with open(out / "gpu_util.csv", "w") as fh:

@@ -11,7 +11,7 @@ carries over. It writes into one folder::
       model.onnx           the export, verified against PyTorch by ONNX Runtime
       checkpoint.pth       the PyTorch checkpoint it came from
       spec.yaml            the trial's full spec
-      metrics.json         test_mAP, test_mAP50 and COCOeval's 12 numbers (--evaluate)
+      metrics.json         mAP, mAP50 and COCOeval's 12 numbers on the test set (--evaluate)
       per_class_ap.json    AP per class on the test set
       predictions.json     COCO results on --infer's images; pictures/ a few of them drawn
       jobs/                each task's own results folder and log
@@ -183,7 +183,7 @@ def write_readme(h: Handoff) -> Path:
     files = [("model.onnx", "the detector as ONNX, checked against PyTorch with ONNX Runtime when exported"),
              ("checkpoint.pth", "the PyTorch checkpoint (`dino evaluate/inference/export -e spec.yaml`)"),
              ("spec.yaml", "the full training spec of this trial"),
-             ("metrics.json", "test-set metrics (test_mAP = AP@[.5:.95], test_mAP50 and COCOeval's 12 numbers)"),
+             ("metrics.json", "test-set metrics (mAP = AP@[.5:.95], mAP50 and COCOeval's 12 numbers)"),
              ("per_class_ap.json", "AP per class on the test set"),
              ("predictions.json", "COCO-format detections on the images given to --infer"),
              ("pictures/", "some of those images with their detections drawn")]
