@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from automl.errors import DatasetError
+from dino.data.synth import OBJECT_SIZE, OBJECTS, generate_dataset
 
 
 def _int_list(text: str) -> list[int]:
@@ -38,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--val-fraction", type=float, default=0.2)
     synth.add_argument("--archive", action="store_true", help="also write images.tar.gz (the TAO artifact) per split")
-    synth.add_argument("--objects", type=int, nargs=2, default=(1, 6), metavar=("MIN", "MAX"),
-                       help="objects per image (default 1 6)")
-    synth.add_argument("--object-size", type=float, nargs=2, default=(1 / 16, 1 / 3), metavar=("MIN", "MAX"),
-                       help="an object's side as a fraction of --size (default 0.0625 0.333)")
+    synth.add_argument("--objects", type=int, nargs=2, default=OBJECTS, metavar=("MIN", "MAX"),
+                       help=f"objects per image (default {OBJECTS[0]} {OBJECTS[1]})")
+    synth.add_argument("--object-size", type=float, nargs=2, default=OBJECT_SIZE, metavar=("MIN", "MAX"),
+                       help=f"an object's side as a fraction of --size (default {OBJECT_SIZE[0]:.3g} {OBJECT_SIZE[1]:.3g})")
     synth.add_argument("--class-colours", action="store_true",
                        help="each class also in its own hue (the CPU smoke study's easier task)")
     synth.set_defaults(func=cmd_synth)
@@ -79,10 +80,6 @@ def _client(args: argparse.Namespace):
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    try:
-        from dino.data.synth import generate_dataset
-    except ImportError as exc:
-        raise DatasetError(f"the dataset generator dino.data.synth is not available ({exc}); install the trainer package") from exc
     try:
         paths = generate_dataset(
             out_dir=str(args.out),

@@ -16,6 +16,7 @@ from automl.observe.extractors import EXTRACTORS, check_metric_name, get_extract
 from automl.plugins import PluginFamily
 from automl.tuning import PRUNERS, SAMPLERS
 from automl.tuning.pruners import PrunerOptions
+from dino.data import synth
 
 # Metric names whose larger values are better; anything ending in "loss" is minimised.
 _MAXIMIZED_PREFIXES = ("val_map", "map", "ap", "val_ap", "accuracy", "val_acc", "f1", "recall", "precision")
@@ -199,16 +200,15 @@ class SynthSettings(_Strict):
     image_size: int = Field(256, ge=32)
     seed: int = 0
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    objects: tuple[int, int] = (1, 6)  # min, max objects per image
-    object_size: tuple[float, float] = (1 / 16, 1 / 3)  # an object's side, as a fraction of image_size
+    objects: tuple[int, int] = synth.OBJECTS  # min, max objects per image
+    object_size: tuple[float, float] = synth.OBJECT_SIZE  # an object's side, as a fraction of image_size
     class_colours: bool = False  # each class also has its own hue (the CPU smoke's learnable task)
 
     @model_validator(mode="after")
-    def _ranges(self) -> SynthSettings:
-        if not 0 <= self.objects[0] <= self.objects[1]:
-            raise ValueError(f"objects must be [min, max] with 0 <= min <= max, got {list(self.objects)}")
-        if not 0 < self.object_size[0] <= self.object_size[1] <= 1:
-            raise ValueError(f"object_size must be [min, max] with 0 < min <= max <= 1, got {list(self.object_size)}")
+    def _layout(self) -> SynthSettings:
+        problem = synth.layout_problem(self.objects, self.object_size)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -24,6 +24,8 @@ from PIL import Image, ImageDraw
 SHAPES = ("circle", "square", "triangle", "cross", "diamond", "star", "hexagon", "t_shape", "l_shape", "half_disc")
 STYLES = ("filled", "outline")
 MAX_CLASSES = len(SHAPES) * len(STYLES)
+OBJECTS = (1, 6)  # default min, max objects per image
+OBJECT_SIZE = (1 / 16, 1 / 3)  # default range of an object's side, as a fraction of the image side
 _FORMAT = 1  # bump when the drawing changes, so cached datasets are regenerated
 
 
@@ -198,9 +200,18 @@ def _tar_images(image_dir: str, names: list[str], path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def layout_problem(objects: tuple[int, int], object_size: tuple[float, float]) -> str | None:
+    """What is wrong with an ``objects`` / ``object_size`` pair, or None."""
+    if not 0 <= objects[0] <= objects[1]:
+        return f"objects must be [min, max] with 0 <= min <= max, got {list(objects)}"
+    if not 0 < object_size[0] <= object_size[1] <= 1:
+        return f"object_size must be [min, max] with 0 < min <= max <= 1, got {list(object_size)}"
+    return None
+
+
 def generate_dataset(out_dir: str, num_images: int, num_classes: int, image_size: int = 512, seed: int = 0,
-                     val_fraction: float = 0.2, archive: bool = False, *, objects: tuple[int, int] = (1, 6),
-                     object_size: tuple[float, float] = (1 / 16, 1 / 3), class_colours: bool = False) -> DatasetPaths:
+                     val_fraction: float = 0.2, archive: bool = False, *, objects: tuple[int, int] = OBJECTS,
+                     object_size: tuple[float, float] = OBJECT_SIZE, class_colours: bool = False) -> DatasetPaths:
     """Write ``<out_dir>/train`` and ``<out_dir>/val`` (if ``val_fraction`` > 0) and return their paths.
 
     ``objects``: min/max objects per image (3% of images get none); ``object_size``: the
@@ -214,8 +225,9 @@ def generate_dataset(out_dir: str, num_images: int, num_classes: int, image_size
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not 0 <= objects[0] <= objects[1] or not 0 < object_size[0] <= object_size[1] <= 1:
-        raise ValueError(f"bad objects {objects} or object_size {object_size}")
+    problem = layout_problem(objects, object_size)
+    if problem:
+        raise ValueError(problem)
     names = class_names(num_classes)
     n_val = 0 if val_fraction == 0 else max(1, round(num_images * val_fraction))
     n_train = num_images - n_val

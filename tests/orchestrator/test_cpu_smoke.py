@@ -15,7 +15,7 @@ from automl.config.loader import deep_merge
 from automl.study.runner import open_study, run_study
 from automl.ui.progress import ProgressBoard
 
-# the best trial of the sweep (bench/cpu_smoke.md); the others are the space's middle values
+# the sweep's best lr (bench/cpu_smoke.md) with the values the sweep held fixed
 BEST_KNOWN = {
     "train.optim.lr": 1.0e-3,
     "train.optim.lr_backbone": 1.0e-3,
