@@ -120,8 +120,11 @@ def analyse(storage: str, study_name: str, started: float, ended: float, samples
     import optuna
 
     study = optuna.load_study(study_name=study_name, storage=storage)
-    trials, first_08 = [], None
+    trials, first_08, queued = [], None, []
     for t in study.get_trials(deepcopy=False):
+        if t.state.name == "WAITING":  # an interrupted trial queued to resume: its attributes are the original's
+            queued.append(t.number)
+            continue
         results_dir = Path(t.user_attrs.get("results_dir", ""))
         lines = status_lines(results_dir) if t.user_attrs.get("results_dir") else []
         startup = next((line for line in lines if "startup" in line), None)
@@ -133,6 +136,7 @@ def analyse(storage: str, study_name: str, started: float, ended: float, samples
                 first_08 = at
         trials.append({
             "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+            "interrupted": bool(t.user_attrs.get("interrupted")),
             "curve": {int(k): v for k, v in sorted(t.intermediate_values.items())},
             "device": t.user_attrs.get("device"), "slot": t.user_attrs.get("slot"),
             "packed_with": t.user_attrs.get("packed_with"),
@@ -159,19 +163,29 @@ def analyse(storage: str, study_name: str, started: float, ended: float, samples
         "idle_s": round(sum(b for _, b in gaps), 1),
         "time_to_0.8_s": round(first_08 - started, 1) if first_08 else None,
         "best_value": max(values) if values else None,
-        "counts": {s: sum(1 for t in trials if t["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL")},
+        "counts": counts(trials), "queued_resumes": queued,
         "trials": trials,
     }
+
+
+def counts(trials: list[dict]) -> dict[str, int]:
+    """States, with the trials the study's timeout interrupted apart from real failures."""
+    out = {s: sum(1 for t in trials if t["state"] == s and not t.get("interrupted")) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    out["INTERRUPTED"] = sum(1 for t in trials if t.get("interrupted"))
+    return out
 
 
 def table(result: dict, card: str, command: str) -> str:
     r = result
     startups = [t["startup_s"] for t in r["trials"] if t["startup_s"] is not None]
-    stops = [t["stop_s"] for t in r["trials"] if t["stop_s"] is not None]
+    stops = [t["stop_s"] for t in r["trials"] if t["stop_s"] is not None and t["state"] == "PRUNED"]
+    c = r["counts"]
     lines = [f"# GPU study benchmark ({card})", "", f"`{command}`", "",
              "| measure | value |", "|---|---|",
-             f"| wall time | {r['wall_s']:.0f} s |",
-             f"| trials | {r['counts']['COMPLETE']} complete, {r['counts']['PRUNED']} pruned, {r['counts']['FAIL']} failed |",
+             f"| wall time | {r['wall_s']:.0f} s" + (f" (stopped by --timeout {r['timeout_s']:.0f} s)" if r.get("timed_out")
+                                                      else "") + " |",
+             f"| trials | {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed, {c.get('INTERRUPTED', 0)} "
+             f"interrupted by the timeout (queued to resume: {len(r.get('queued_resumes', []))}) |",
              f"| best val_mAP50 | {r['best_value'] if r['best_value'] is None else round(r['best_value'], 4)} |",
              f"| time until the best first reached 0.8 | {r['time_to_0.8_s']} s |",
              f"| GPU busy (samples above 0 %) | {100 * r['gpu_busy_fraction']:.1f} % ({r['samples']} samples) |",
@@ -186,7 +200,8 @@ def table(result: dict, card: str, command: str) -> str:
     for t in r["trials"]:
         curve = " ".join(f"{v:.3f}" for v in t["curve"].values())
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
-        lines.append(f"| {t['number']} | {t['state']} | {value} | {len(t['curve'])} | {t['startup_s']} | "
+        state = "INTERRUPTED" if t.get("interrupted") else t["state"]
+        lines.append(f"| {t['number']} | {state} | {value} | {len(t['curve'])} | {t['startup_s']} | "
                      f"{t['slot'] or t['device']} | {curve} |")
     h = r.get("handoff")
     if h:
@@ -240,16 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     with open(out / "automl_run.log", "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"})
+        timed_out = False
         try:
             rc = proc.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:
+            timed_out = True
             proc.terminate()
             rc = proc.wait(timeout=60)
     ended = time.time()
     time.sleep(1.0)
     sampler.stop()
     result = analyse(f"sqlite:///{ws / 'study.db'}", args.study_name, started, ended, sampler.samples)
-    result.update(exit_code=rc, command=" ".join(["automl", "run", *run_args]), gpu_sampler=sampler.source)
+    result.update(exit_code=rc, command=" ".join(["automl", "run", *run_args]), gpu_sampler=sampler.source,
+                  timeout_s=args.timeout, timed_out=timed_out)
     try:
         import torch
 

@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conf-threshold", type=float, default=0.3,
                    help="--infer keeps and draws detections scoring above this (default 0.3; 0 keeps all)")
     p.add_argument("--no-export", action="store_true", help="hand off without the ONNX export")
+    p.add_argument("--cpu", action="store_true",
+                   help="evaluate and infer on the CPU (default: the GPU the trial trained on, or this machine's first)")
     p.add_argument("--launcher", help="run the tasks with this launcher instead of the study's (local or docker)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds each task may take (default 3600)")
     p.set_defaults(func=cmd_best)
@@ -73,7 +75,8 @@ def best_of_study(study: optuna.Study, workspace: Path):
     trial = None
     if recorded.spec_path and ckpt is not None and best.value is not None and Path(recorded.spec_path).exists():
         trial = BestTrial(study.study_name, best.number, study.user_attrs.get(STUDY_METRIC, "value"),
-                          float(best.value), dict(best.params), Path(recorded.spec_path), ckpt)
+                          float(best.value), dict(best.params), Path(recorded.spec_path), ckpt,
+                          trained_on=recorded.device)
     return info, trial
 
 
@@ -153,11 +156,13 @@ def cmd_best(args: argparse.Namespace) -> int:
         if isinstance(event, Note):
             console.print(f"[bold]automl[/] {escape(event.text)}")
 
-    from automl.study.handoff import hand_over
+    from automl.study.handoff import hand_over, task_devices
+    from automl.study.slots import detect_gpus
 
+    devices = () if args.cpu else task_devices(trial.trained_on, detect_gpus())
     result = hand_over(trial, folder, launcher, trainer_command_of_study(study, launcher.name), export=not args.no_export,
                        test_split=test_split, images=args.infer, conf_threshold=args.conf_threshold,
-                       timeout_s=args.timeout, emit=emit)
+                       timeout_s=args.timeout, devices=devices, emit=emit)
     out = Console(highlight=False)
     if args.json:
         print(json.dumps({**info, "handoff": str(result.folder), "model": str(result.model) if result.model else None,

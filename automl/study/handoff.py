@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from automl.datasets.staging import StagedSplit
 from automl.launchers.base import Launcher
@@ -49,6 +49,23 @@ class BestTrial:
     params: dict[str, Any]
     spec: Path
     checkpoint: Path
+    trained_on: str | None = None  # the trial's device attribute: "cuda:0,cuda:1" or "cpu"
+
+
+def task_devices(trained_on: str | None, available: Sequence[int]) -> tuple[int, ...]:
+    """The GPU for the hand-off's evaluate and inference (a few seconds there, minutes on
+    a CPU for an R50): the first one the trial trained on while this machine still has
+    it, else this machine's first; none (the CPU) on a machine without GPUs. The export
+    stays on the CPU: its check runs ONNX Runtime's CPU provider against PyTorch."""
+    if not available:
+        return ()
+    recorded = [int(part.split(":", 1)[1]) for part in (trained_on or "").split(",")
+                if part.startswith("cuda:") and part.split(":", 1)[1].isdigit()]
+    return (recorded[0],) if recorded and recorded[0] in available else (min(available),)
+
+
+def where(devices: tuple[int, ...]) -> str:
+    return f"GPU {devices[0]}" if devices else "the CPU"
 
 
 @dataclasses.dataclass
@@ -107,9 +124,11 @@ def hand_over(
     conf_threshold: float = 0.3,
     read_only_paths: tuple[Path, ...] = (),
     timeout_s: float = 3600.0,
+    devices: tuple[int, ...] = (),
     emit: Observer = lambda event: None,
 ) -> Handoff:
-    """Export, evaluate on ``test_split`` and infer on ``images``, as asked, into ``folder``."""
+    """Export, evaluate on ``test_split`` and infer on ``images``, as asked, into ``folder``;
+    evaluate and inference on ``devices`` (:func:`task_devices`), the export on the CPU."""
     folder = Path(folder).resolve()
     jobs = folder / "jobs"
     jobs.mkdir(parents=True, exist_ok=True)
@@ -121,7 +140,8 @@ def hand_over(
     def task(name: str, overrides: list[str], inputs: tuple[Path, ...]) -> TaskRun:
         run = run_task(launcher, train_command, name, study_name=best.study_name, trial_number=best.number,
                        spec=best.spec, out_dir=jobs / name, overrides=overrides,
-                       read_only_paths=(ckpt_dir, *inputs, *read_only_paths), timeout_s=timeout_s)
+                       read_only_paths=(ckpt_dir, *inputs, *read_only_paths), timeout_s=timeout_s,
+                       devices=devices)
         out.runs.append(run)
         return run
 
@@ -135,7 +155,7 @@ def hand_over(
             out.problems.append(f"export failed (exit {result.exit_code}); see {log}")
 
     if test_split is not None:
-        emit(Note(f"evaluating on {test_split.json_file}"))
+        emit(Note(f"evaluating on {test_split.json_file} ({where(devices)})"))
         source = {"image_dir": str(test_split.image_dir), "json_file": str(test_split.json_file)}
         run = task("evaluate", [f"evaluate.checkpoint={best.checkpoint}",
                                 f"dataset.test_data_sources={json.dumps([source])}"],
@@ -151,7 +171,7 @@ def hand_over(
             out.problems.append(f"evaluation failed (exit {run.result.exit_code}); see {run.log}")
 
     if images is not None:
-        emit(Note(f"running inference on {images}"))
+        emit(Note(f"running inference on {images} ({where(devices)})"))
         spec = load_yaml(best.spec.read_text()) or {}
         names = classmap_for(spec)
         overrides = [f"inference.checkpoint={best.checkpoint}", f"inference.conf_threshold={conf_threshold}",

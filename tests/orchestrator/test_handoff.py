@@ -71,3 +71,49 @@ def test_handoff_refuses_a_test_set_with_classes_the_model_does_not_have(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "category id 5" in err and "dataset.num_classes=3" in err
     assert not (ws / "s" / "handoff").exists()  # refused before any job
+
+
+def test_handoff_tasks_run_on_the_trials_gpu_and_the_export_on_the_cpu(tmp_path):
+    """On the H200 the hand-off's evaluate and inference ran on the CPU (no devices asked):
+    181 s for 120 images where the GPU takes seconds."""
+    from automl.datasets.staging import StagedSplit
+    from automl.launchers.base import JobResult
+    from automl.study.handoff import BestTrial, hand_over, task_devices
+
+    assert task_devices("cuda:2,cuda:3", [0, 1, 2, 3]) == (2,)
+    assert task_devices("cuda:5", [0, 1]) == (0,)  # trained elsewhere: this machine's first GPU
+    assert task_devices("cpu", [1, 3]) == (1,)
+    assert task_devices(None, []) == () and task_devices("cuda:0", []) == ()
+
+    jobs = []
+
+    class Handle:
+        def __init__(self, job):
+            self.job = job
+
+        def wait(self, timeout=None):
+            return JobResult(exit_code=1)
+
+        def stop(self, grace_period=10.0):
+            return JobResult(exit_code=143, stopped=True)
+
+    class Launcher:
+        name = "fake"
+
+        def launch(self, job):
+            jobs.append(job)
+            return Handle(job)
+
+    spec, ckpt = tmp_path / "spec.yaml", tmp_path / "train" / "best.pth"
+    ckpt.parent.mkdir()
+    spec.write_text("dataset: {num_classes: 2}\n")
+    ckpt.write_bytes(b"x")
+    images = tmp_path / "images"
+    images.mkdir()
+    best = BestTrial("s", 0, "val_mAP50", 0.5, {}, spec, ckpt, trained_on="cuda:1")
+    split = StagedSplit(image_dir=images, json_file=tmp_path / "a.json")
+    out = hand_over(best, tmp_path / "h", Launcher(), ["dino", "train"], test_split=split, images=images,
+                    devices=task_devices(best.trained_on, [0, 1]))
+    by_task = {job.command[1]: job.devices for job in jobs}
+    assert by_task == {"export": (), "evaluate": (1,), "inference": (1,)}
+    assert len(out.problems) == 3  # every task failed here, and each says so
