@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Source on the lent GPU machine: installs the carried wheels (.whl, see bench/README.md)
-# into /tmp/site and puts them and the repo on PYTHONPATH.
+# into /tmp/site, puts them and the repo on PYTHONPATH, and a `dino` command on PATH (the
+# local launcher runs trials as `dino train`).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1 || echo "wheel install failed" >&2
 export PYTHONPATH=/tmp/site:$PWD
 export PYTHONUNBUFFERED=1
+mkdir -p /tmp/bin; printf '#!/bin/sh\nexec python3 -m dino "$@"\n' > /tmp/bin/dino; chmod +x /tmp/bin/dino
+export PATH=/tmp/bin:$PATH
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, optuna, pycocotools; print('torch', torch.__version__, 'optuna', optuna.__version__)"
 

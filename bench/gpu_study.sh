@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU study benchmark on the device: carried wheels installed, a `dino` command on PATH
-# for the local launcher, then bench/gpu_study.py started detached (setsid), so that a study
+# The GPU study benchmark on the device: bench/device_setup.sh (the carried wheels, a `dino`
+# command for the local launcher), then bench/gpu_study.py started detached (setsid), so that a study
 # and its hand-off longer than one call survive the call's end while the machine stays warm.
 # The call waits up to WAIT seconds (default 570) and brings back what is there; the same
 # command again picks up the running study instead of starting a second one.
@@ -10,8 +10,6 @@
 set -uo pipefail
 run=/tmp/gpu_study_run
 { source bench/device_setup.sh; } > /tmp/gpu_study_env.txt 2>&1
-mkdir -p /tmp/bin; printf '#!/bin/sh\nexec python3 -m dino "$@"\n' > /tmp/bin/dino; chmod +x /tmp/bin/dino
-export PATH=/tmp/bin:$PATH
 if [ ! -f "$run/pid" ]; then
   mkdir -p "$run/out"
   cat /tmp/gpu_study_env.txt > "$run/log"

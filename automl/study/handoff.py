@@ -32,6 +32,7 @@ from automl.datasets.staging import StagedSplit
 from automl.launchers.base import Launcher
 from automl.study.best_export import export_best
 from automl.study.events import Note, Observer
+from automl.study.slots import Slot
 from automl.study.tasks import TaskRun, run_task
 from dino.config.yaml_values import load_yaml
 
@@ -59,8 +60,7 @@ def task_devices(trained_on: str | None, available: Sequence[int]) -> tuple[int,
     stays on the CPU: its check runs ONNX Runtime's CPU provider against PyTorch."""
     if not available:
         return ()
-    recorded = [int(part.split(":", 1)[1]) for part in (trained_on or "").split(",")
-                if part.startswith("cuda:") and part.split(":", 1)[1].isdigit()]
+    recorded = Slot.parse(trained_on).devices
     return (recorded[0],) if recorded and recorded[0] in available else (min(available),)
 
 

@@ -124,7 +124,7 @@ class DinoObjective:
                     trial.set_user_attr(stale, None)
             spec_path = self._write_spec(trial, params, results_dir, slot)
             trial.set_user_attr(attrs.SPEC_PATH, str(spec_path))
-            trial.set_user_attr(attrs.DEVICE, ",".join(f"cuda:{d}" for d in slot) or "cpu")
+            trial.set_user_attr(attrs.DEVICE, lease.slot.name)
             set_lease_attrs(trial, lease)
             self._upload(trial, spec_path, "spec.yaml")
             cache_env = kernel_cache_env(cfg)

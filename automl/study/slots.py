@@ -68,6 +68,13 @@ class Slot:
     def name(self) -> str:
         return ",".join(f"cuda:{d}" for d in self.devices) or "cpu"
 
+    @classmethod
+    def parse(cls, name: str | None) -> Slot:
+        """The slot a recorded :attr:`name` (a trial's ``device`` attribute) stands for;
+        parts that are not ``cuda:<index>`` are skipped, so ``cpu`` or nothing is the CPU."""
+        parts = [part.partition(":") for part in (name or "").split(",")]
+        return cls(tuple(int(index) for kind, _, index in parts if kind == "cuda" and index.isdigit()))
+
 
 def plan_slots(use: Literal["auto", "cpu"] | Sequence[int], num_gpus: int,
                gpus: Sequence[int] | None = None) -> list[Slot]:

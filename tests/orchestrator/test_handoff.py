@@ -79,11 +79,13 @@ def test_handoff_tasks_run_on_the_trials_gpu_and_the_export_on_the_cpu(tmp_path)
     from automl.datasets.staging import StagedSplit
     from automl.launchers.base import JobResult
     from automl.study.handoff import BestTrial, hand_over, task_devices
+    from automl.study.slots import Slot
 
     assert task_devices("cuda:2,cuda:3", [0, 1, 2, 3]) == (2,)
     assert task_devices("cuda:5", [0, 1]) == (0,)  # trained elsewhere: this machine's first GPU
     assert task_devices("cpu", [1, 3]) == (1,)
     assert task_devices(None, []) == () and task_devices("cuda:0", []) == ()
+    assert Slot.parse(Slot((0, 2)).name) == Slot((0, 2)) and Slot.parse("cpu") == Slot(())  # the attribute's round trip
 
     jobs = []
 
