@@ -1,4 +1,5 @@
-"""``dino`` command line: ``train``, ``evaluate``, ``inference``, ``export`` (TAO style) and ``synth`` (dataset generator).
+"""``dino`` command line: ``train``, ``evaluate``, ``inference``, ``export`` (TAO style), ``synth`` (dataset generator)
+and ``warm`` (a trainer started ahead of its job, ``dino.warm``).
 
 ``dino train -e spec.yaml [key.sub=value ...]``. Exit codes: 0 success, 1 failure while
 running, 2 bad input (spec, data, paths; reported before any training step), 128+N when
@@ -148,7 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-object-frac", type=float, default=1 / 16, help="smallest object side / image side")
     p.add_argument("--max-object-frac", type=float, default=1 / 3, help="largest object side / image side")
     p.set_defaults(func=_synth)
+    p = sub.add_parser("warm", help="(for orchestrators) start ahead of a train job, then become it",
+                       description="Import the trainer and warm its device up with one step of the --like spec's "
+                                   "model, print 'dino-warm: ready', then read the job as one JSON line on stdin "
+                                   "and run it (dino.warm has the protocol).")
+    p.add_argument("--like", required=True, metavar="SPEC", help="a spec like the coming job's (model, precision)")
+    p.set_defaults(func=lambda a: _warm(a.like))
     return parser
+
+
+def _warm(spec_path: str) -> int:
+    from dino.warm import serve
+
+    return serve(spec_path)
 
 
 def main(argv: list[str] | None = None) -> int:

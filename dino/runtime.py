@@ -132,6 +132,17 @@ def ignore_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def cuda_allocator_defaults() -> None:
+    """The trainer's CUDA allocator settings, set before the process's first CUDA allocation
+    (the trainer's and a warm trainer's, ``dino.warm``); a user's own setting wins.
+
+    Multi-scale batches change shape every step; with fixed-size segments the caching
+    allocator kept ~45 GiB of a card per 320-px smoke trial (gpu_smoke_main.h200), which is
+    what packing several trials on one GPU is sized by. Growable segments keep it near what
+    the trial uses."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
 def select_device(gpu_ids: list[int], field: str) -> torch.device:
     """``cuda:<gpu_ids[0]>`` among the visible devices (CUDA_VISIBLE_DEVICES applies), else CPU.
 

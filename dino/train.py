@@ -59,8 +59,8 @@ from dino.distributed import (
 from dino.engine import evaluate, train_one_epoch
 from dino.models.ms_deform_attn import self_check_seconds
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
-from dino.runtime import Interrupted, SignalGuard, log, select_device
-from dino.startup import StartupClock
+from dino.runtime import Interrupted, SignalGuard, cuda_allocator_defaults, log, select_device
+from dino.startup import StartupClock, warm_start
 from dino.status_log import StatusLog
 
 
@@ -132,11 +132,7 @@ def _train(spec: Spec, ignored: list[str], status: StatusLog, guard: SignalGuard
         text = "; ".join(ignored)
         say(f"Ignored spec fields (accepted, not used by this trainer): {text}", file=sys.stderr)
         status.write(f"Ignored spec fields (accepted, not used by this trainer): {text}", verbosity="WARNING")
-    # Multi-scale batches change shape every step; with fixed-size segments the caching
-    # allocator kept ~45 GiB of a card per 320-px smoke trial (gpu_smoke_main.h200), which
-    # is what packing several trials on one GPU is sized by. Growable segments keep it near
-    # what the trial uses. Before the first CUDA allocation; a user's own setting wins.
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    cuda_allocator_defaults()
     seed_everything(t.seed)  # the same on every rank: identical initial weights
     torch.backends.cudnn.benchmark = t.cudnn.benchmark
     torch.backends.cudnn.deterministic = t.cudnn.deterministic
@@ -151,7 +147,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
          say) -> None:
     t, d = spec.train, spec.dataset
     startup = StartupClock()
-    startup.mark("imports and spec")
+    startup.mark("spec" if warm_start() else "imports and spec")  # a warm trainer imported before its launch
     train_ds = build_dataset(d.train_data_sources, d, True, "dataset.train_data_sources")
     check_batch(train_ds, d.batch_size, ctx.world_size, "dataset.train_data_sources")
     val_ds = build_dataset(d.val_data_sources, d, False, "dataset.val_data_sources")
@@ -227,8 +223,11 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                                 log=say, startup=startup if epoch == start_epoch else None)
         if epoch == start_epoch:
             phases = {**startup.phases(), "of which attention self-check": round(self_check_seconds(), 2)}
-            say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s")
-            status.write(f"Start-up: {startup.summary()}", startup=phases)
+            warm = warm_start()
+            ahead = f"; warm trainer: imports and warm-up took {warm['warm_s']:.1f} s before the launch" if warm else ""
+            say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s{ahead}")
+            status.write(f"Start-up: {startup.summary()}{ahead}", startup=phases,
+                         **({"warm_start": {"warm_s": round(warm["warm_s"], 2)}} if warm else {}))
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)
         scheduler.step()
         step += stats["steps"]

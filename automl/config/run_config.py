@@ -5,6 +5,7 @@ Everything below ``automl.cli`` receives a :class:`RunConfig`, never a raw dict.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
@@ -149,6 +150,17 @@ class TrainerSettings(_Strict):
     num_gpus: int = Field(1, ge=1)  # devices per trial (train.num_gpus)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def warm_program(self) -> tuple[str, ...] | None:
+        """The program part of ``command`` when it is the bundled trainer's ``train``
+        (``dino train``, ``python -m dino train``), which can be started ahead of its job
+        (``dino warm``); None for any other trainer."""
+        *program, task = self.command
+        if task != "train" or not program:
+            return None
+        if os.path.basename(program[-1]) == "dino" or program[-2:] == ["-m", "dino"]:
+            return tuple(program)
+        return None
 
 
 class DeviceSettings(_Strict):

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from automl.launchers.warm import WarmStart
+
 
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
@@ -31,6 +33,9 @@ class JobSpec:
     # writable folders every job of the workspace shares (compiled-kernel caches); a
     # launcher that isolates jobs mounts them read-write at the same path
     cache_dirs: tuple[Path, ...] = ()
+    # how the trainer can be started ahead of the job (``dino warm``); None: it cannot.
+    # Only the local launcher uses it (automl.launchers.warm)
+    warm: WarmStart | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,11 @@ Every job leaves two small JSON records: ``<results_dir>/job.json`` (for people 
 tools) and one in the registry directory, removed when the job ends under our watch.
 Records still there after the orchestrator died are orphans; :meth:`reap_orphans`
 stops them, checking boot id and process start time so a recycled pid is never hit.
+
+A job whose trainer can start ahead (``JobSpec.warm``) is handed to a spare trainer that
+already imported and warmed its device up, when one is ready (:mod:`automl.launchers.warm`;
+``launcher.options.warm_trainers``, 0 for off). That process is then the job, exactly as
+a cold one: its pid, group, log and exit code.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from automl.launchers import _procfs
 from automl.launchers.base import JobResult, JobSpec, wait_by_polling
 from automl.launchers.records import JOB_RECORD, LiveJobs, current_worker, now, read_record, record_result, write_record
+from automl.launchers.warm import WarmTrainers
 
 
 def default_registry_dir() -> Path:
@@ -200,11 +206,18 @@ class LocalLauncher:
         registry_dir: str | os.PathLike[str] | None = None,
         reap_grace_period: float = 10.0,
         extra_env: dict[str, str] | None = None,
+        warm_trainers: int = 2,
     ) -> None:
+        """``warm_trainers``: spare trainers kept started ahead per device set, for jobs
+        whose trainer offers it (``JobSpec.warm``, :mod:`automl.launchers.warm`); 0 starts
+        every job cold."""
+        if warm_trainers < 0:
+            raise ValueError(f"warm_trainers must be 0 (off) or more, not {warm_trainers}")
         self.registry_dir = Path(registry_dir) if registry_dir else default_registry_dir()
         self.reap_grace_period = reap_grace_period
         self.extra_env = dict(extra_env or {})
         self._live: LiveJobs[LocalJob] = LiveJobs()
+        self.warm = WarmTrainers(warm_trainers)
 
     def _env(self, job: JobSpec) -> dict[str, str]:
         env = dict(os.environ)
@@ -219,26 +232,32 @@ class LocalLauncher:
         job.results_dir.mkdir(parents=True, exist_ok=True)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         oom_before = _procfs.oom_kill_count()
+        env = self._env(job)
         with open(job.log_path, "ab", buffering=0) as log:
             log.write(
                 f"[automl] {now()} trial {job.trial_number} of study {job.study_name!r}: "
                 f"{_one_line(job.command)}\n".encode()
             )
-            try:
-                popen = subprocess.Popen(
-                    list(job.command),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=job.workdir,
-                    env=self._env(job),
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:  # command missing or not executable
-                code = 127 if isinstance(exc, FileNotFoundError) else 126
-                log.write(f"[automl] cannot start {job.command[0]!r}: {exc}\n".encode())
-                return _UnstartableJob(job, code)
+            popen = None
+            if job.warm is not None:
+                popen = self.warm.take(job.warm, env, job.log_path, job.workdir or Path.cwd(), log)
+            warm = popen is not None
+            if popen is None:
+                try:
+                    popen = subprocess.Popen(
+                        list(job.command),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=job.workdir,
+                        env=env,
+                        start_new_session=True,
+                        close_fds=True,
+                    )
+                except OSError as exc:  # command missing or not executable
+                    code = 127 if isinstance(exc, FileNotFoundError) else 126
+                    log.write(f"[automl] cannot start {job.command[0]!r}: {exc}\n".encode())
+                    return _UnstartableJob(job, code)
         record = {
             "launcher": self.name,
             "study": job.study_name,
@@ -254,6 +273,7 @@ class LocalLauncher:
             "log_path": str(job.log_path),
             "devices": list(job.devices),
             "started_at": now(),
+            "warm": warm,  # handed to a trainer started ahead (automl.launchers.warm)
         }
         registry_path = (
             self.registry_dir
@@ -265,7 +285,14 @@ class LocalLauncher:
         write_record(registry_path, record)
         handle = LocalJob(job, popen, (job_json,), registry_path, oom_before)
         self._live.add(popen.pid, handle)
+        if job.warm is not None:  # the next job on these devices finds a trainer ready
+            self.warm.replenish(job.warm, env, job.workdir)
         return handle
+
+    def close(self) -> None:
+        """Stop the idle warm trainers (jobs are not touched). Idle ones also exit by
+        themselves when this process ends: their stdin closes."""
+        self.warm.close()
 
     def reap_orphans(self, study_name: str, keep_trial_numbers: set[int]) -> list[str]:
         """Stop live jobs of ``study_name`` whose trial is not in ``keep_trial_numbers``.

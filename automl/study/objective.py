@@ -23,6 +23,7 @@ from automl.config.run_config import RunConfig
 from automl.errors import ConfigError
 from automl.launchers.base import JobResult, JobSpec, Launcher
 from automl.launchers.records import worker_id
+from automl.launchers.warm import WarmStart
 from automl.observe.diagnosis import Diagnosis, diagnose
 from automl.observe.extractors import get_extractor
 from automl.observe.memory import PeakMemoryReader
@@ -87,6 +88,15 @@ def trial_assignments(ctx: StudyContext, params: dict[str, Any], results_dir: Pa
     }
 
 
+def warm_start(cfg: RunConfig, spec_path: Path) -> WarmStart | None:
+    """How a trial's trainer can be started ahead of it: the bundled trainer on the local
+    launcher (its warm trainers, ``automl.launchers.warm``); None otherwise."""
+    program = cfg.trainer.warm_program()
+    if program is None or cfg.launcher.name != "local":
+        return None
+    return WarmStart(program, spec_path, (*cfg.trainer.command[len(program):], "-e", str(spec_path)))
+
+
 class DinoObjective:
     """Callable passed to ``study.optimize``; safe to run in several threads at once."""
 
@@ -139,6 +149,7 @@ class DinoObjective:
                 read_only_paths=self.ctx.read_only_paths,
                 workdir=results_dir,
                 cache_dirs=tuple(Path(v) for v in cache_env.values()),
+                warm=warm_start(cfg, spec_path),
             )
             return self._run_job(trial, job, lease)
 

@@ -271,43 +271,55 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
 
     failures = _FailureGuard(cfg.budget.max_consecutive_failures)
     started = time.monotonic()
-    with interrupts:  # from here on, Ctrl-C stops jobs and keeps their trials (automl.study.interrupts)
-        interrupts.study = gated
-        trials = study.get_trials(deepcopy=False)
-        if cfg.budget.n_trials is None or may_start(trials, cfg.budget.n_trials):
-            remaining = None if cfg.budget.n_trials is None else max(0, cfg.budget.n_trials - finished_shares(trials))
-            best = (study.best_trial.number, float(study.best_value)) if study.best_trials else None
-            observe(StudyStarted(study.study_name, remaining, tuple(s.devices for s in slots.slots), best,
-                                 packing=describe_packing(slots)))
-            try:
-                gated.optimize(
-                    DinoObjective(ctx),
-                    timeout=cfg.budget.timeout_s,
-                    n_jobs=slots.size,
-                    catch=(TrialFailed,),
-                    callbacks=[failures, finished],
-                )
-            except BudgetSpent:
-                pass  # the study holds its n_trials: other workers' trials count too
-            except TrialInterrupted:
-                pass  # the stop event is set: handled below
-            finally:
-                observe(StudyStopped())
-        interrupted = interrupts.interrupted or stop_event.is_set()
-        if interrupted:
-            recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
-            queued = _queued_retries(study, worker_id())
-            observe(Note(f"interrupted by {interrupts.reason() or 'a stop request'}: running jobs stopped"
-                         + (f"; trial(s) {queued} queued to resume from their checkpoints" if queued else "")
-                         + "; run the same command to continue", Level.WARNING))
-        return finalize_study(
-            cfg, study, observe,
-            exporter=_exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe),
-            showcase=_showcase(cfg, launcher, data.read_only_paths, observe),
-            interrupted=interrupted,
-            failure_summary=failures.summary() if failures.tripped else None,
-            elapsed_s=time.monotonic() - started,
-        )
+    try:
+        with interrupts:  # from here on, Ctrl-C stops jobs and keeps their trials (automl.study.interrupts)
+            interrupts.study = gated
+            trials = study.get_trials(deepcopy=False)
+            if cfg.budget.n_trials is None or may_start(trials, cfg.budget.n_trials):
+                remaining = None if cfg.budget.n_trials is None else max(0, cfg.budget.n_trials - finished_shares(trials))
+                best = (study.best_trial.number, float(study.best_value)) if study.best_trials else None
+                observe(StudyStarted(study.study_name, remaining, tuple(s.devices for s in slots.slots), best,
+                                     packing=describe_packing(slots)))
+                try:
+                    gated.optimize(
+                        DinoObjective(ctx),
+                        timeout=cfg.budget.timeout_s,
+                        n_jobs=slots.size,
+                        catch=(TrialFailed,),
+                        callbacks=[failures, finished],
+                    )
+                except BudgetSpent:
+                    pass  # the study holds its n_trials: other workers' trials count too
+                except TrialInterrupted:
+                    pass  # the stop event is set: handled below
+                finally:
+                    observe(StudyStopped())
+            close_launcher(launcher)  # no more trials: the idle warm trainers go before the hand-off tasks
+            interrupted = interrupts.interrupted or stop_event.is_set()
+            if interrupted:
+                recover_study(study, cfg.study.max_retry)  # queue the interrupted trials again
+                queued = _queued_retries(study, worker_id())
+                observe(Note(f"interrupted by {interrupts.reason() or 'a stop request'}: running jobs stopped"
+                             + (f"; trial(s) {queued} queued to resume from their checkpoints" if queued else "")
+                             + "; run the same command to continue", Level.WARNING))
+            return finalize_study(
+                cfg, study, observe,
+                exporter=_exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe),
+                showcase=_showcase(cfg, launcher, data.read_only_paths, observe),
+                interrupted=interrupted,
+                failure_summary=failures.summary() if failures.tripped else None,
+                elapsed_s=time.monotonic() - started,
+            )
+    finally:
+        close_launcher(launcher)  # also on errors: idle warm trainers (automl.launchers.warm)
+
+
+def close_launcher(launcher: Launcher) -> None:
+    """Release what a launcher keeps between jobs (the local launcher's idle warm
+    trainers); launchers without a ``close`` keep nothing."""
+    close = getattr(launcher, "close", None)
+    if callable(close):
+        close()
 
 
 def _queued_retries(study: optuna.Study, worker: str) -> list[int]:

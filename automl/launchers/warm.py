@@ -1,0 +1,190 @@
+"""Warm trainers: spare trainer processes, started ahead, that the local launcher hands jobs to.
+
+A cold trial spends 8-11 s importing and, on a GPU, seconds more loading CUDA's libraries
+in its first step (``bench/README.md``). A trainer that offers ``JobSpec.warm``
+(``dino warm``, :mod:`dino.warm`) does that before its job exists, while other trials
+train, and then becomes the job.
+
+The pool keeps ``spares`` ready processes per (program, environment): when a job
+launches, one is started for the same key, on the guess that the next job on those
+devices looks alike. A job is handed over only to a spare that said it is ready and
+whose environment is exactly the job's (devices, thread limits and cache folders
+included); otherwise it starts cold, as before. What a spare printed before its launch
+goes into the job's log. A spare that fails its warm-up is never used; after
+``MAX_FAILURES`` failures for one key no more are started for it, and the next job's
+log says why. Idle spares read their stdin: when the orchestrator goes away (even
+killed), their pipe closes and they exit; :meth:`WarmTrainers.close` stops them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+READY = b"dino-warm: ready"  # the line a warm trainer prints when it can take a job (dino.warm.READY)
+MAX_FAILURES = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """How a job's trainer can be started ahead (``JobSpec.warm``).
+
+    ``program`` is the trainer's command without its task (``("dino",)``); a spare runs
+    ``(*program, "warm", "--like", like)`` and, handed the job, runs ``argv``
+    (``("train", "-e", spec)``) as that program would."""
+
+    program: tuple[str, ...]
+    like: Path
+    argv: tuple[str, ...]
+
+    def spare_command(self) -> list[str]:
+        return [*self.program, "warm", "--like", str(self.like)]
+
+
+@dataclasses.dataclass
+class _Spare:
+    popen: subprocess.Popen[bytes]
+    output: bytearray = dataclasses.field(default_factory=bytearray)
+    ready: bool = False
+
+    def refresh(self) -> bool:
+        """Read what it printed; True while it is alive (ready or still warming up)."""
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            self.output += chunk
+        self.ready = self.ready or READY in self.output
+        return self.popen.poll() is None
+
+    def lines(self) -> list[str]:
+        text = bytes(self.output).decode(errors="replace")
+        return [line for line in text.splitlines() if line.strip() and line.encode() != READY]
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
+        self.popen.wait()
+
+
+class WarmTrainers:
+    """The local launcher's spare trainers (see the module docstring)."""
+
+    def __init__(self, spares: int):
+        self.spares = max(0, int(spares))
+        self._idle: dict[tuple, list[_Spare]] = {}
+        self._failures: dict[tuple, list[str]] = {}
+        self._announced: set[tuple] = set()
+        self._lock = threading.Lock()  # trials launch from several threads
+
+    @staticmethod
+    def _key(warm: WarmStart, env: dict[str, str]) -> tuple:
+        return warm.program, tuple(sorted(env.items()))
+
+    def take(self, warm: WarmStart, env: dict[str, str], log_path: Path, cwd: Path,
+             log) -> subprocess.Popen[bytes] | None:
+        """Hand the job to a ready spare of its key and return that process, or None (start
+        it cold). ``log`` is the job's log file, open for appending: notes go there."""
+        with self._lock:
+            return self._take(warm, env, log_path, cwd, log)
+
+    def _take(self, warm: WarmStart, env: dict[str, str], log_path: Path, cwd: Path,
+              log) -> subprocess.Popen[bytes] | None:
+        key = self._key(warm, env)
+        failures = self._failures.get(key, [])
+        if len(failures) >= MAX_FAILURES and key not in self._announced:
+            self._announced.add(key)
+            log.write(f"[automl] no more warm trainers for these devices after {len(failures)} failures; the last: "
+                      f"{failures[-1]}\n".encode())
+        for spare in list(self._idle.get(key, [])):
+            alive = spare.refresh()
+            if not alive:
+                self._idle[key].remove(spare)
+                self._note_failure(key, spare)
+                continue
+            if not spare.ready:
+                continue
+            self._idle[key].remove(spare)
+            message = json.dumps({"argv": list(warm.argv), "cwd": str(cwd), "log_path": str(log_path),
+                                  "launched_at": time.time()}) + "\n"
+            try:
+                assert spare.popen.stdin is not None
+                spare.popen.stdin.write(message.encode())
+                spare.popen.stdin.close()
+            except OSError:  # it died just now
+                spare.kill()
+                continue
+            with contextlib.suppress(OSError):
+                assert spare.popen.stdout is not None
+                spare.popen.stdout.close()
+            for line in spare.lines():
+                log.write(f"[automl] warm trainer (pid {spare.popen.pid}) before the launch: {line}\n".encode())
+            return spare.popen
+        return None
+
+    def _note_failure(self, key: tuple, spare: _Spare) -> None:
+        code = spare.popen.wait()
+        lines = spare.lines()
+        reason = lines[-1] if lines else f"exit code {code} before it was ready"
+        self._failures.setdefault(key, []).append(f"a spare exited with code {code}: {reason}"[:500])
+
+    def replenish(self, warm: WarmStart, env: dict[str, str], cwd: Path | None) -> None:
+        """Start spares for ``warm``'s key until ``spares`` are alive (none once it failed
+        ``MAX_FAILURES`` times)."""
+        if not self.spares:
+            return
+        with self._lock:
+            self._replenish(warm, env, cwd)
+
+    def _replenish(self, warm: WarmStart, env: dict[str, str], cwd: Path | None) -> None:
+        key = self._key(warm, env)
+        pool = self._idle.setdefault(key, [])
+        for spare in list(pool):
+            if not spare.refresh():
+                pool.remove(spare)
+                self._note_failure(key, spare)
+        while len(pool) < self.spares and len(self._failures.get(key, [])) < MAX_FAILURES:
+            try:
+                popen = subprocess.Popen(warm.spare_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True,
+                                         close_fds=True)
+            except OSError as exc:
+                self._failures.setdefault(key, []).append(f"cannot start {warm.program[0]!r}: {exc}")
+                continue
+            assert popen.stdout is not None
+            os.set_blocking(popen.stdout.fileno(), False)
+            pool.append(_Spare(popen))
+
+    def pids(self) -> list[int]:
+        """Process ids of the idle spares (tests, diagnostics)."""
+        with self._lock:
+            return [s.popen.pid for pool in self._idle.values() for s in pool]
+
+    def close(self) -> None:
+        """Stop every idle spare now."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        for pool in self._idle.values():
+            for spare in pool:
+                spare.kill()
+        self._idle.clear()
