@@ -16,8 +16,8 @@ Rows:
 * ``speed``: ours beside ``hf_anchor.py``'s Deformable-DETR (its own ``bench`` function,
   rerun here), fp32 and bf16, training and inference, peak memory, and the attention path
   that actually ran (read from the model after the timed steps); a fallback fails.
-* ``smoke``: a one-trial GPU ``automl run`` of the smoke profile (pruning off) whose best model exports and
-  verifies; the same R50 checkpoint again at a fixed batch, and an R18 trained on the GPU
+* ``smoke``: a two-trial GPU ``automl run`` of the smoke profile (pruning off, one trial at a
+  time, so the second is handed to a warm trainer) whose best model exports and verifies; the same R50 checkpoint again at a fixed batch, and an R18 trained on the GPU
   exported at a fixed and a dynamic batch.
 * ``fp16``: a 2-epoch fp16 training run.
 
@@ -213,16 +213,19 @@ def section_smoke(c: Check, args) -> None:
     # below any learning bar, and this row is about the GPU path and the export
     profile = yaml.safe_load((ROOT / "automl" / "profiles" / "smoke.yaml").read_text())
     profile["pruner"] = {"name": "none"}
+    # two trials one after the other: the second is handed to the warm trainer started
+    # beside the first (automl.launchers.warm), so the warm path runs on the GPU too
+    profile["devices"] = {"trials_per_slot": 1}
     config = Path(args.workdir) / "smoke_check.yaml"
     config.write_text(yaml.safe_dump(profile))
-    proc = c.run("smoke_study", [sys.executable, "-m", "automl", "run", "--config", str(config), "--n-trials", "1",
-                                 "--fixed", f"train.num_epochs={args.smoke_epochs}", "--workspace", str(ws)], 300)
+    proc = c.run("smoke_study", [sys.executable, "-m", "automl", "run", "--config", str(config), "--n-trials", "2",
+                                 "--fixed", f"train.num_epochs={args.smoke_epochs}", "--workspace", str(ws)], 330)
     checkpoint, spec = _best_checkpoint(ws)
     onnx = ws / "dino-smoke" / "best_model.onnx"
     export_log = ws / "dino-smoke" / "best_model.log"
     export_text = export_log.read_text(errors="replace") if export_log.exists() else ""
     verify = [line for line in export_text.splitlines() if "ONNX Runtime vs PyTorch" in line]
-    c.add("smoke", f"1-trial GPU smoke study (R50, bf16, {args.smoke_epochs} epochs) exports its best model", proc.returncode == 0
+    c.add("smoke", f"2-trial GPU smoke study (R50, bf16, {args.smoke_epochs} epochs) exports its best model", proc.returncode == 0
           and onnx.exists(), (verify[-1] if verify else c.log_tail("smoke_study", 3))[:400])
     for log in sorted(ws.glob("dino-smoke/trial_*/stdout.log")):  # a fallback is a failure of what was asked
         text = log.read_text(errors="replace")
@@ -230,11 +233,21 @@ def section_smoke(c: Check, args) -> None:
                      or "CUDA graph capture of the detector failed" in line]
         c.add("smoke", f"{log.parent.name}: fused attention and graphed validation, no fallback", not fell_back,
               fell_back[0][:300] if fell_back else "no fallback warning in the trial's log")
+    startups: dict[str, dict] = {}
+    c.info["startup"] = startups
     for status in sorted(ws.glob("dino-smoke/trial_*/train/status.json")):
+        trial = status.parent.parent
+        job = json.loads((trial / "job.json").read_text()) if (trial / "job.json").exists() else {}
         for line in status.read_text().splitlines():
             if '"startup"' in line:
-                c.info["startup"] = json.loads(line)["startup"]
-                c.add("smoke", "trial start-up (info)", True, json.loads(line)["message"])
+                startups[trial.name] = {**json.loads(line)["startup"], "warm": job.get("warm")}
+                c.add("smoke", f"{trial.name} start-up (info; {'warm trainer' if job.get('warm') else 'cold'})", True,
+                      json.loads(line)["message"])
+    second = ws / "dino-smoke" / "trial_0001" / "job.json"
+    warm = second.exists() and json.loads(second.read_text()).get("warm") is True
+    c.add("smoke", "trial_0001 was handed to a warm trainer (dino warm on the GPU)", warm,
+          "job.json: warm" if warm else f"job.json {'says cold' if second.exists() else 'missing'}; "
+          f"{c.log_tail('smoke_study', 2)[:300]}")
     jobs = []
     if checkpoint and spec:
         jobs.append(("export_r50_fixed", c.run("export_r50_fixed", _export_cmd(spec, checkpoint, Path(args.workdir) /

@@ -8,7 +8,8 @@ Records, from the GPU (NVML, every 0.5 s), the study's storage and each trial's
 
 * wall time of the study, and the GPU busy fraction over it (samples with utilisation
   above zero) and the mean utilisation;
-* each trial's start-up (the trainer's ``Start-up`` line: process start to first step)
+* each trial's start-up (the trainer's ``Start-up`` line: launch to first step), warm
+  trainers (``job.json``'s ``warm``) apart from cold starts
   and the idle gaps (GPU at 0 % for 1 s or more) with what was happening then;
 * the time from the study's start until the best value first reached 0.8, and the best;
 * for pruned trials, the seconds from the prune decision until the job was gone;
@@ -145,6 +146,8 @@ def analyse(storage: str, study_name: str, started: float, ended: float, samples
             "startup_s": round(sum(v for k, v in startup["startup"].items() if not k.startswith("of which")), 2)
             if startup else None,
             "startup_phases": startup["startup"] if startup else None,
+            "warm": job_record(results_dir).get("warm") if t.user_attrs.get("results_dir") else None,
+            "warm_s": (startup.get("warm_start") or {}).get("warm_s") if startup else None,
             "prune_epoch": t.user_attrs.get("prune_epoch"), "stop_s": t.user_attrs.get("stop_seconds"),
             "epoch_s": [line.get("time_per_epoch") for line in epochs],
             "validation_s": [line.get("validation_s") for line in epochs],
@@ -168,6 +171,21 @@ def analyse(storage: str, study_name: str, started: float, ended: float, samples
     }
 
 
+def job_record(results_dir: Path) -> dict:
+    """The launcher's ``job.json`` of the trial's last job (``warm``: handed to a warm trainer)."""
+    try:
+        return json.loads((results_dir / "job.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _span(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[0]:.1f} .. {ordered[-1]:.1f} s, median {ordered[len(ordered) // 2]:.1f} s ({len(values)} trials)"
+
+
 def counts(trials: list[dict]) -> dict[str, int]:
     """States, with the trials the study's timeout interrupted apart from real failures."""
     out = {s: sum(1 for t in trials if t["state"] == s and not t.get("interrupted")) for s in ("COMPLETE", "PRUNED", "FAIL")}
@@ -177,7 +195,8 @@ def counts(trials: list[dict]) -> dict[str, int]:
 
 def table(result: dict, card: str, command: str) -> str:
     r = result
-    startups = [t["startup_s"] for t in r["trials"] if t["startup_s"] is not None]
+    warm = [t["startup_s"] for t in r["trials"] if t["startup_s"] is not None and t.get("warm")]
+    cold = [t["startup_s"] for t in r["trials"] if t["startup_s"] is not None and not t.get("warm")]
     stops = [t["stop_s"] for t in r["trials"] if t["stop_s"] is not None and t["state"] == "PRUNED"]
     c = r["counts"]
     lines = [f"# GPU study benchmark ({card})", "", f"`{command}`", "",
@@ -191,18 +210,17 @@ def table(result: dict, card: str, command: str) -> str:
              f"| GPU busy (samples above 0 %) | {100 * r['gpu_busy_fraction']:.1f} % ({r['samples']} samples) |",
              f"| GPU mean utilisation | {r['gpu_mean_util']:.1f} % |",
              f"| idle gaps of 1 s or more | {len(r['idle_gaps'])}, {r['idle_s']} s in all |",
-             f"| per-trial start-up (process start to first step) | "
-             f"{min(startups, default=0):.1f} .. {max(startups, default=0):.1f} s, median "
-             f"{sorted(startups)[len(startups) // 2] if startups else 0:.1f} s |",
+             f"| per-trial start-up (launch to first step), handed to a warm trainer | {_span(warm)} |",
+             f"| per-trial start-up (launch to first step), started cold | {_span(cold)} |",
              f"| prune decision to job gone | {', '.join(f'{s:.1f}' for s in stops) or '-'} s |",
              f"| peak GPU memory | {r['peak_memory_mib']} MiB |", "",
-             "| trial | state | value | epochs | start-up s | slot | curve |", "|---|---|---|---|---|---|---|"]
+             "| trial | state | value | epochs | start-up s | warm | slot | curve |", "|---|---|---|---|---|---|---|---|"]
     for t in r["trials"]:
         curve = " ".join(f"{v:.3f}" for v in t["curve"].values())
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
         state = "INTERRUPTED" if t.get("interrupted") else t["state"]
         lines.append(f"| {t['number']} | {state} | {value} | {len(t['curve'])} | {t['startup_s']} | "
-                     f"{t['slot'] or t['device']} | {curve} |")
+                     f"{'yes' if t.get('warm') else 'no'} | {t['slot'] or t['device']} | {curve} |")
     h = r.get("handoff")
     if h:
         m = h.get("metrics") or {}

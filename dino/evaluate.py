@@ -19,7 +19,7 @@ import sys
 from dino.checkpoint import checkpoint_for, load_trained, task_dir_of
 from dino.class_ap import format_table, mean_ap, per_class_ap, rows_without_detections
 from dino.config import DatasetConfig, Spec
-from dino.data import build_dataset, log_data_policy, val_loader
+from dino.data import build_dataset, log_data_policy, pad_multiple, val_loader
 from dino.engine import evaluate
 from dino.runtime import SignalGuard, log, select_device
 from dino.status_log import StatusLog
@@ -67,7 +67,8 @@ def _evaluate(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
     status.write(f"Evaluating {ckpt_path} on {len(ds)} images of {where}")
     batch = e.batch_size if e.batch_size > 0 else d.batch_size
     precision = spec.train.precision if device.type == "cuda" else "fp32"
-    res = evaluate(model, criterion, post, val_loader(ds, d, batch, d.pin_memory and device.type == "cuda"), ds.coco,
+    res = evaluate(model, criterion, post, val_loader(ds, d, batch, d.pin_memory and device.type == "cuda",
+                                                         multiple=pad_multiple(device)), ds.coco,
                    device, precision, conf_threshold=e.conf_threshold)
     log(f"Test mAP : {res['mAP']}")
     log(f"Test mAP50 : {res['mAP50']}")

@@ -34,7 +34,7 @@ import torch
 from dino.checkpoint import checkpoint_for, load_trained, task_dir_of
 from dino.config import Spec, SpecError
 from dino.config.inference_config import InferenceConfig
-from dino.data import val_loader
+from dino.data import pad_multiple, val_loader
 from dino.data.coco import DataError, load_image
 from dino.data.infer import WHERE, InferenceDataset, InferImage, InferSet, check_decodable, list_images
 from dino.draw import draw_detections, parse_colors
@@ -141,7 +141,8 @@ def _infer(spec: Spec, ignored: list[str], status: StatusLog) -> dict:
     precision = spec.train.precision if device.type == "cuda" else "fp32"
     batch = cfg.batch_size if cfg.batch_size > 0 else d.batch_size
     images = infer.images
-    loader = val_loader(InferenceDataset(images, d.augmentation), d, batch, d.pin_memory and device.type == "cuda")
+    loader = val_loader(InferenceDataset(images, d.augmentation), d, batch, d.pin_memory and device.type == "cuda",
+                        multiple=pad_multiple(device))
     n_batches, by_id = len(loader), {im.image_id: im for im in images}
     status.write(f"Running {checkpoint} on {len(images)} images of {WHERE} ({device.type}, batch {batch}, "
                  f"conf_threshold {cfg.conf_threshold})")

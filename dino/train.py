@@ -36,7 +36,7 @@ from dino.checkpoint import (
     train_dir_of,
 )
 from dino.config import Spec, SpecError
-from dino.data import build_dataset, check_batch, log_data_policy, train_loader, val_loader
+from dino.data import build_dataset, check_batch, log_data_policy, pad_multiple, train_loader, val_loader
 from dino.ddp_launch import launch
 from dino.distributed import (
     RANK_SEED_STRIDE,
@@ -218,7 +218,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         began, timings = time.time(), {}
         say(f"Epoch {epoch}/{last}")
         loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size,
-                              fixed_size=fixed_size)
+                              fixed_size=fixed_size, multiple=pad_multiple(device))
         stats = train_one_epoch(net, criterion, loader, optimizer, scaler, device, t.precision, t.clip_grad_norm,
                                 log=say, startup=startup if epoch == start_epoch else None)
         if epoch == start_epoch:
@@ -236,7 +236,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
             sync_buffers(model, ctx)
             res = evaluate(model, criterion, post,
                            val_loader(val_ds, d, d.batch_size, pin, rank=ctx.rank, world_size=ctx.world_size,
-                                      fixed_size=fixed_size),
+                                      fixed_size=fixed_size, multiple=pad_multiple(device)),
                            val_ds.coco, device, t.precision,
                            gather=functools.partial(gather_to_main, ctx) if ctx.enabled else None)
             if res is not None:  # rank 0

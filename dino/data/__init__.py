@@ -18,6 +18,7 @@ _EXPORTS = {
     "check_batch": "dino.data.loader",
     "collate": "dino.data.loader",
     "log_data_policy": "dino.data.loader",
+    "pad_multiple": "dino.data.loader",
     "train_loader": "dino.data.loader",
     "val_loader": "dino.data.loader",
     "DatasetPaths": "dino.data.synth",

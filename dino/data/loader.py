@@ -38,13 +38,28 @@ def fixed_canvas_sizes(aug: AugmentationConfig, train: bool) -> list[tuple[int, 
     return sorted(set(sizes), key=lambda hw: (hw[0] * hw[1], hw))
 
 
-def collate(batch: list[tuple[torch.Tensor, dict]], sizes: list[tuple[int, int]] | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """Pad to the largest image of the batch, or to the first of ``sizes`` that holds it
-    (fixed padding; a batch that fits none keeps its own size)."""
+# On GPUs every batch is padded up to a multiple of this many pixels. Multi-scale training
+# otherwise gives almost every batch a shape of its own (the smoke profile: 51 distinct
+# shapes in 60 batches), and each new shape pays again for what a GPU caches per shape
+# (cuDNN's convolution plans, the CUDA graphs of validation); rounded up, the smoke's
+# batches take a handful of shapes (bench/shape_churn.py measures the difference). The
+# backbone's coarsest stride is 32, so no level gets a partial row from it.
+GPU_PAD_MULTIPLE = 32
+
+
+def pad_multiple(device: torch.device) -> int:
+    """What ``collate`` rounds batch sizes up to on ``device`` (1: not rounded)."""
+    return GPU_PAD_MULTIPLE if device.type == "cuda" else 1
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]], sizes: list[tuple[int, int]] | None = None,
+            multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Pad to the largest image of the batch rounded up to ``multiple`` pixels, or to the
+    first of ``sizes`` that holds it (fixed padding; a batch that fits none keeps its own
+    size)."""
     images, targets = zip(*batch)
-    h = max(im.shape[1] for im in images)
-    w = max(im.shape[2] for im in images)
+    h = -(-max(im.shape[1] for im in images) // multiple) * multiple
+    w = -(-max(im.shape[2] for im in images) // multiple) * multiple
     if sizes:
         h, w = next(((fh, fw) for fh, fw in sizes if fh >= h and fw >= w), (h, w))
     padded = images[0].new_zeros((len(images), 3, h, w))
@@ -55,8 +70,9 @@ def collate(batch: list[tuple[torch.Tensor, dict]], sizes: list[tuple[int, int]]
     return padded, masks, list(targets)
 
 
-def _collate_fn(cfg: DatasetConfig, train: bool, fixed_size: bool):
-    fn = functools.partial(collate, sizes=fixed_canvas_sizes(cfg.augmentation, train)) if fixed_size else collate
+def _collate_fn(cfg: DatasetConfig, train: bool, fixed_size: bool, multiple: int):
+    fn = functools.partial(collate, sizes=fixed_canvas_sizes(cfg.augmentation, train) if fixed_size else None,
+                           multiple=multiple)
     record = os.environ.get(RECORD_TARGETS_ENV)
     if record:
         return functools.partial(recording_collate, fn, record, "train" if train else "val")
@@ -171,15 +187,16 @@ def check_batch(ds: CocoDetection, batch_size: int, num_gpus: int, where: str) -
 
 
 def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, pin: bool, rank: int = 0,
-                 world_size: int = 1, fixed_size: bool = False) -> DataLoader:
+                 world_size: int = 1, fixed_size: bool = False, multiple: int = 1) -> DataLoader:
     """Shuffled with a generator seeded by (seed, epoch), so a resumed run sees the same order
     and worker augmentation streams as an uninterrupted one; the last partial batch is dropped.
 
     With ``world_size`` > 1 (DDP) one permutation per (seed, epoch) is split into equal
     shares (the remainder dropped) and rank ``rank`` gets batches of ``cfg.batch_size``
     (per process, as TAO) from its share: every rank takes the same number of steps.
-    ``fixed_size``: pad to ``fixed_canvas_sizes`` (static shapes for a compiled model)."""
-    collate_fn = _collate_fn(cfg, True, fixed_size)
+    ``fixed_size``: pad to ``fixed_canvas_sizes`` (static shapes for a compiled model);
+    ``multiple``: else round every batch up to it (``pad_multiple``)."""
+    collate_fn = _collate_fn(cfg, True, fixed_size, multiple)
     gen = torch.Generator().manual_seed(seed * 1000 + epoch + 7919 * rank)  # worker seeds differ per rank
     if world_size == 1:
         return _Loader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
@@ -193,10 +210,11 @@ def train_loader(ds: CocoDetection, cfg: DatasetConfig, seed: int, epoch: int, p
 
 
 def val_loader(ds: CocoDetection, cfg: DatasetConfig, batch_size: int, pin: bool, rank: int = 0,
-               world_size: int = 1, fixed_size: bool = False) -> DataLoader:
+               world_size: int = 1, fixed_size: bool = False, multiple: int = 1) -> DataLoader:
     """In order; with ``world_size`` > 1 rank ``rank`` gets images rank, rank + world, ...
-    (every image exactly once over the ranks, unlike DistributedSampler's padding)."""
-    collate_fn = _collate_fn(cfg, False, fixed_size)
+    (every image exactly once over the ranks, unlike DistributedSampler's padding).
+    ``fixed_size`` and ``multiple`` as for ``train_loader``."""
+    collate_fn = _collate_fn(cfg, False, fixed_size, multiple)
     shard = range(rank, len(ds), world_size) if world_size > 1 else None
     return _Loader(ds, batch_size=batch_size, shuffle=False, drop_last=False, sampler=shard,
                       num_workers=cfg.workers, pin_memory=pin, collate_fn=collate_fn,

@@ -99,6 +99,25 @@ def test_collate_pads_and_masks():
     assert images[1, :, :, 3:].abs().sum() == 0 and [t["i"] for t in targets] == [0, 1]
 
 
+def test_collate_rounds_up_to_a_multiple_and_masks_the_extra_padding():
+    a, b = torch.ones(3, 40, 70), torch.ones(3, 65, 30)
+    images, masks, _ = collate([(a, {}), (b, {})], multiple=32)
+    assert images.shape == (2, 3, 96, 96) and masks.shape == (2, 96, 96)
+    assert not masks[0, :40, :70].any() and masks[0].sum() == 96 * 96 - 40 * 70
+    assert not masks[1, :65, :30].any() and masks[1].sum() == 96 * 96 - 65 * 30
+    assert images.sum() == a.sum() + b.sum()
+    assert collate([(torch.ones(3, 64, 96), {})], multiple=32)[0].shape[-2:] == (64, 96)  # already a multiple
+
+
+def test_batches_are_rounded_up_on_gpus_only():
+    """The rule the trainer, dino evaluate and dino inference share (dino.data.loader)."""
+    from dino.data import pad_multiple
+    from dino.data.loader import GPU_PAD_MULTIPLE
+
+    assert pad_multiple(torch.device("cpu")) == 1
+    assert pad_multiple(torch.device("cuda", 0)) == GPU_PAD_MULTIPLE == 32
+
+
 def test_resized_hw_caps_the_longer_side():
     assert T.resized_hw(200, 100, 50, None) == (50, 100)
     assert T.resized_hw(1000, 100, 100, 500) == (50, 500)
