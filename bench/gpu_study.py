@@ -147,7 +147,7 @@ def analyse(storage: str, study_name: str, started: float, ended: float, samples
             if startup else None,
             "startup_phases": startup["startup"] if startup else None,
             "warm": job_record(results_dir).get("warm") if t.user_attrs.get("results_dir") else None,
-            "warm_s": (startup.get("warm_start") or {}).get("warm_s") if startup else None,
+            "warm_s": (startup.get("warm_trainer") or {}).get("warm_s") if startup else None,
             "prune_epoch": t.user_attrs.get("prune_epoch"), "stop_s": t.user_attrs.get("stop_seconds"),
             "epoch_s": [line.get("time_per_epoch") for line in epochs],
             "validation_s": [line.get("validation_s") for line in epochs],

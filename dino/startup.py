@@ -43,7 +43,7 @@ def launch_time() -> float:
     return _HANDED_OVER.get("launched_at") or process_start_time()
 
 
-def warm_start() -> dict[str, float] | None:
+def warm_trainer() -> dict[str, float] | None:
     """``{"launched_at", "warm_s"}`` when this job runs in a warm trainer, else None."""
     return dict(_HANDED_OVER) or None
 

@@ -60,7 +60,7 @@ from dino.engine import evaluate, train_one_epoch
 from dino.models.ms_deform_attn import self_check_seconds
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
 from dino.runtime import Interrupted, SignalGuard, cuda_allocator_defaults, log, select_device
-from dino.startup import StartupClock, warm_start
+from dino.startup import StartupClock, warm_trainer
 from dino.status_log import StatusLog
 
 
@@ -147,7 +147,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
          say) -> None:
     t, d = spec.train, spec.dataset
     startup = StartupClock()
-    startup.mark("spec" if warm_start() else "imports and spec")  # a warm trainer imported before its launch
+    startup.mark("spec" if warm_trainer() else "imports and spec")  # a warm trainer imported before its launch
     train_ds = build_dataset(d.train_data_sources, d, True, "dataset.train_data_sources")
     check_batch(train_ds, d.batch_size, ctx.world_size, "dataset.train_data_sources")
     val_ds = build_dataset(d.val_data_sources, d, False, "dataset.val_data_sources")
@@ -223,11 +223,11 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                                 log=say, startup=startup if epoch == start_epoch else None)
         if epoch == start_epoch:
             phases = {**startup.phases(), "of which attention self-check": round(self_check_seconds(), 2)}
-            warm = warm_start()
+            warm = warm_trainer()
             ahead = f"; warm trainer: imports and warm-up took {warm['warm_s']:.1f} s before the launch" if warm else ""
             say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s{ahead}")
             status.write(f"Start-up: {startup.summary()}{ahead}", startup=phases,
-                         **({"warm_start": {"warm_s": round(warm["warm_s"], 2)}} if warm else {}))
+                         **({"warm_trainer": {"warm_s": round(warm["warm_s"], 2)}} if warm else {}))
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)
         scheduler.step()
         step += stats["steps"]

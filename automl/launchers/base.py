@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from automl.launchers.warm import WarmStart
+from automl.launchers.warm import WarmTrainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class JobSpec:
     cache_dirs: tuple[Path, ...] = ()
     # how the trainer can be started ahead of the job (``dino warm``); None: it cannot.
     # Only the local launcher uses it (automl.launchers.warm)
-    warm: WarmStart | None = None
+    warm: WarmTrainer | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ MAX_FAILURES = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class WarmStart:
+class WarmTrainer:
     """How a job's trainer can be started ahead (``JobSpec.warm``).
 
     ``program`` is the trainer's command without its task (``("dino",)``); a spare runs
@@ -96,17 +96,17 @@ class WarmTrainers:
         self._lock = threading.Lock()  # trials launch from several threads
 
     @staticmethod
-    def _key(warm: WarmStart, env: dict[str, str]) -> tuple:
+    def _key(warm: WarmTrainer, env: dict[str, str]) -> tuple:
         return warm.program, tuple(sorted(env.items()))
 
-    def take(self, warm: WarmStart, env: dict[str, str], log_path: Path, cwd: Path,
+    def take(self, warm: WarmTrainer, env: dict[str, str], log_path: Path, cwd: Path,
              log) -> subprocess.Popen[bytes] | None:
         """Hand the job to a ready spare of its key and return that process, or None (start
         it cold). ``log`` is the job's log file, open for appending: notes go there."""
         with self._lock:
             return self._take(warm, env, log_path, cwd, log)
 
-    def _take(self, warm: WarmStart, env: dict[str, str], log_path: Path, cwd: Path,
+    def _take(self, warm: WarmTrainer, env: dict[str, str], log_path: Path, cwd: Path,
               log) -> subprocess.Popen[bytes] | None:
         key = self._key(warm, env)
         failures = self._failures.get(key, [])
@@ -146,7 +146,7 @@ class WarmTrainers:
         reason = lines[-1] if lines else f"exit code {code} before it was ready"
         self._failures.setdefault(key, []).append(f"a spare exited with code {code}: {reason}"[:500])
 
-    def replenish(self, warm: WarmStart, env: dict[str, str], cwd: Path | None) -> None:
+    def replenish(self, warm: WarmTrainer, env: dict[str, str], cwd: Path | None) -> None:
         """Start spares for ``warm``'s key until ``spares`` are alive (none once it failed
         ``MAX_FAILURES`` times)."""
         if not self.spares:
@@ -154,7 +154,7 @@ class WarmTrainers:
         with self._lock:
             self._replenish(warm, env, cwd)
 
-    def _replenish(self, warm: WarmStart, env: dict[str, str], cwd: Path | None) -> None:
+    def _replenish(self, warm: WarmTrainer, env: dict[str, str], cwd: Path | None) -> None:
         key = self._key(warm, env)
         pool = self._idle.setdefault(key, [])
         for spare in list(pool):

@@ -23,7 +23,7 @@ from automl.config.run_config import RunConfig
 from automl.errors import ConfigError
 from automl.launchers.base import JobResult, JobSpec, Launcher
 from automl.launchers.records import worker_id
-from automl.launchers.warm import WarmStart
+from automl.launchers.warm import WarmTrainer
 from automl.observe.diagnosis import Diagnosis, diagnose
 from automl.observe.extractors import get_extractor
 from automl.observe.memory import PeakMemoryReader
@@ -88,13 +88,14 @@ def trial_assignments(ctx: StudyContext, params: dict[str, Any], results_dir: Pa
     }
 
 
-def warm_start(cfg: RunConfig, spec_path: Path) -> WarmStart | None:
+def warm_trainer(cfg: RunConfig, spec_path: Path, devices: tuple[int, ...]) -> WarmTrainer | None:
     """How a trial's trainer can be started ahead of it: the bundled trainer on the local
-    launcher (its warm trainers, ``automl.launchers.warm``); None otherwise."""
+    launcher, on GPUs (its warm trainers, ``automl.launchers.warm``); None otherwise. On
+    the CPU a spare's imports and warm-up would take the cores the running trials train on."""
     program = cfg.trainer.warm_program()
-    if program is None or cfg.launcher.name != "local":
+    if program is None or cfg.launcher.name != "local" or not devices:
         return None
-    return WarmStart(program, spec_path, (*cfg.trainer.command[len(program):], "-e", str(spec_path)))
+    return WarmTrainer(program, spec_path, (*cfg.trainer.command[len(program):], "-e", str(spec_path)))
 
 
 class DinoObjective:
@@ -149,7 +150,7 @@ class DinoObjective:
                 read_only_paths=self.ctx.read_only_paths,
                 workdir=results_dir,
                 cache_dirs=tuple(Path(v) for v in cache_env.values()),
-                warm=warm_start(cfg, spec_path),
+                warm=warm_trainer(cfg, spec_path, slot),
             )
             return self._run_job(trial, job, lease)
 

@@ -23,7 +23,7 @@ from automl.errors import ConfigError
 from automl.launchers import get_launcher
 from automl.launchers.base import JobSpec
 from automl.launchers.local import LocalLauncher
-from automl.launchers.warm import MAX_FAILURES, WarmStart
+from automl.launchers.warm import MAX_FAILURES, WarmTrainer
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 PY = sys.executable
@@ -76,7 +76,7 @@ def job(tmp_path: Path, trainer: Path, trial: int, code: int = 0, devices: tuple
     argv = ("train", "-e", str(spec), str(code))
     return JobSpec(study_name="s", trial_number=trial, command=(PY, str(trainer), *argv), results_dir=results,
                    log_path=results / "log.txt", devices=devices, env=dict(env or {}), workdir=results,
-                   warm=WarmStart((PY, str(trainer)), spec, argv))
+                   warm=WarmTrainer((PY, str(trainer)), spec, argv))
 
 
 def wait_for(predicate, timeout=20.0) -> bool:
@@ -241,3 +241,22 @@ def test_idle_spares_exit_when_the_orchestrator_is_killed(tmp_path, trainer):
 ])
 def test_only_the_bundled_trainers_train_is_started_ahead(command, program):
     assert TrainerSettings(command=command).warm_program() == program
+
+
+@pytest.mark.parametrize("launcher, devices, expected", [
+    ("local", (0,), True),
+    ("local", (), False),  # CPU trials: a spare's imports would take the running trials' cores
+    ("docker", (0,), False),  # a container starts its own process
+])
+def test_gpu_trials_of_the_local_launcher_get_a_warm_trainer(tmp_path, launcher, devices, expected):
+    from automl.config.loader import build_run_config, read_profile
+    from automl.study.objective import warm_trainer
+
+    cfg = build_run_config({"launcher": {"name": launcher}, "workspace": str(tmp_path), **read_profile("smoke")},
+                           use_cpu_variant=False,
+                           where="test")
+    warm = warm_trainer(cfg, tmp_path / "spec.yaml", devices)
+    assert (warm is not None) == expected
+    if warm is not None:
+        assert warm.spare_command() == ["dino", "warm", "--like", str(tmp_path / "spec.yaml")]
+        assert warm.argv == ("train", "-e", str(tmp_path / "spec.yaml"))

@@ -19,7 +19,7 @@ import torch
 
 from automl.launchers.base import JobSpec
 from automl.launchers.local import LocalLauncher
-from automl.launchers.warm import WarmStart
+from automl.launchers.warm import WarmTrainer
 from dino.checkpoint import load_checkpoint
 
 from dino_test_utils import read_status, run_dino, tiny_spec, write_spec
@@ -34,7 +34,7 @@ def _job(tmp_path: Path, data, name: str) -> JobSpec:
     argv = ("train", "-e", str(spec))
     return JobSpec(study_name="warm", trial_number=int(name[-1]), command=(*PROGRAM, *argv), results_dir=results,
                    log_path=results / "stdout.log", env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
-                   workdir=results, warm=WarmStart(PROGRAM, spec, argv))
+                   workdir=results, warm=WarmTrainer(PROGRAM, spec, argv))
 
 
 def _outcome(results: Path) -> tuple:
@@ -86,9 +86,9 @@ def test_a_job_handed_to_a_warm_trainer_trains_what_a_cold_run_trains(tmp_path, 
         return next(line for line in read_status(results) if "startup" in line)
 
     cold_start, warm_start = startup(tmp_path / "trial_0"), startup(tmp_path / "trial_1")
-    assert "imports and spec" in cold_start["startup"] and "warm_start" not in cold_start
+    assert "imports and spec" in cold_start["startup"] and "warm_trainer" not in cold_start
     assert "spec" in warm_start["startup"] and "imports and spec" not in warm_start["startup"]
-    assert warm_start["warm_start"]["warm_s"] > 0
+    assert warm_start["warm_trainer"]["warm_s"] > 0
     assert "warm trainer: imports and warm-up took" in warm_start["message"]
     record = json.loads((tmp_path / "trial_1" / "job.json").read_text())
     assert record["warm"] is True and record["exit_code"] == 0
