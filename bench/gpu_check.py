@@ -17,7 +17,9 @@ Rows:
   rerun here), fp32 and bf16, training and inference, peak memory, and the attention path
   that actually ran (read from the model after the timed steps); a fallback fails.
 * ``smoke``: a two-trial GPU ``automl run`` of the smoke profile (pruning off, one trial at a
-  time, so the second is handed to a warm trainer) whose best model exports and verifies; the same R50 checkpoint again at a fixed batch, and an R18 trained on the GPU
+  time, so the second is handed to a warm trainer) whose best model exports and verifies,
+  then handed over (``automl best --evaluate --export --infer``, evaluate and inference on
+  the GPU); the same R50 checkpoint again at a fixed batch, and an R18 trained on the GPU
   exported at a fixed and a dynamic batch.
 * ``fp16``: a 2-epoch fp16 training run.
 
@@ -205,6 +207,13 @@ def _verified(c: Check, name: str) -> tuple[bool, str]:
     return ok, (lines[-1] if lines else c.log_tail(name, 2))[:400]
 
 
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a log that does not repeat CUDA's boilerplate advice."""
+    lines = [line for line in path.read_text(errors="replace").splitlines()
+             if line.strip() and not line.startswith(("CUDA kernel errors", "For debugging", "Compile with", "Search for"))]
+    return f"{path.name}: {lines[-1][:200]}" if lines else f"{path.name}: empty"
+
+
 def section_smoke(c: Check, args) -> None:
     import yaml
 
@@ -248,6 +257,16 @@ def section_smoke(c: Check, args) -> None:
     c.add("smoke", "trial_0001 was handed to a warm trainer (dino warm on the GPU)", warm,
           "job.json: warm" if warm else f"job.json {'says cold' if second.exists() else 'missing'}; "
           f"{c.log_tail('smoke_study', 2)[:300]}")
+    # the hand-off as a user runs it: evaluate and inference on the GPU, export on the CPU
+    from gpu_study import handoff
+
+    handed = handoff(ws, Path(args.workdir) / "handoff_out")
+    scores = handed.get("metrics") or {}
+    c.add("smoke", "hand-off: automl best --evaluate --export --infer (evaluate and inference on the GPU)",
+          handed.get("exit_code") == 0 and isinstance(scores.get("mAP50"), (int, float)),
+          f"exit {handed.get('exit_code')} in {handed.get('wall_s')} s; mAP50 {scores.get('mAP50')}, mAP "
+          f"{scores.get('mAP')}" + ("" if handed.get("exit_code") == 0 else "; " + " | ".join(
+              _last_line(log) for log in sorted((Path(args.workdir) / "handoff_out").glob("handoff/jobs/*/*.log")))))
     jobs = []
     if checkpoint and spec:
         jobs.append(("export_r50_fixed", c.run("export_r50_fixed", _export_cmd(spec, checkpoint, Path(args.workdir) /

@@ -126,7 +126,11 @@ class GraphedInference:
                 self.model(static_images, static_masks)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), self._autocast(cache=False):
+        # thread_local: the data loader's pin-memory thread allocates pinned host memory
+        # while this thread captures; under the default (global) mode that call fails the
+        # capture (cudaErrorStreamCaptureUnsupported: every `dino evaluate` and `dino
+        # inference` on an H200 did, their first batches' pinned buffers not yet cached)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), self._autocast(cache=False):
             out = self.model(static_images, static_masks)
         # the cached per-shape constants the graph read stay alive with it (dino.models.constants)
         return graph, static_images, static_masks, out, constants.snapshot()
