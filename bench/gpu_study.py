@@ -236,6 +236,7 @@ def handoff(ws: Path, out: Path) -> dict:
     if not vals:
         return {"error": f"no generated validation split under {ws / 'datasets'}"}
     folder = out / "handoff"
+    out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "automl", "best", "--workspace", str(ws), "--evaluate", str(vals[0]),
                "--export", str(folder), "--infer", str(vals[0] / "images")]
     started = time.time()
