@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -218,6 +219,10 @@ def section_smoke(c: Check, args) -> None:
     import yaml
 
     ws = Path(args.workdir) / "smoke_ws"
+    # a fresh study every time: on a machine still warm from an earlier call the old study
+    # would be found complete and nothing trained (it happened once: bench/runs/2026-12-02-h200-session4)
+    shutil.rmtree(ws, ignore_errors=True)
+    shutil.rmtree(Path(args.workdir) / "handoff_out", ignore_errors=True)
     # the smoke profile as it ships, with pruning off: one 2-epoch trial from scratch is
     # below any learning bar, and this row is about the GPU path and the export
     profile = yaml.safe_load((ROOT / "automl" / "profiles" / "smoke.yaml").read_text())
