@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launcher_test_utils import wait_for
 
 from automl.launchers import _procfs, get_launcher
 from automl.launchers.base import JobHandle, JobSpec, Launcher
@@ -33,14 +34,6 @@ def spec(tmp_path: Path, code: str, trial: int = 0, study: str = "s", **kw) -> J
         **kw,
     )
 
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def output(log: Path) -> str:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launcher_test_utils import wait_for as _wait_for
 
 from automl.config.run_config import TrainerSettings
 from automl.errors import ConfigError
@@ -79,13 +80,9 @@ def job(tmp_path: Path, trainer: Path, trial: int, code: int = 0, devices: tuple
                    warm=WarmTrainer((PY, str(trainer)), spec, argv))
 
 
+
 def wait_for(predicate, timeout=20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    return _wait_for(predicate, timeout)
 
 
 def ready_spares(launcher: LocalLauncher, n: int) -> list[int]:
