@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -28,7 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-READY = b"dino-warm: ready"  # the line a warm trainer prints when it can take a job (dino.warm.READY)
+from dino.warm import READY as READY_LINE
+from dino.warm import hand_over_message  # the protocol is the trainer's (light: no torch at import)
+
+READY = READY_LINE.encode()
 MAX_FAILURES = 2
 
 
@@ -123,8 +125,7 @@ class WarmTrainers:
             if not spare.ready:
                 continue
             self._idle[key].remove(spare)
-            message = json.dumps({"argv": list(warm.argv), "cwd": str(cwd), "log_path": str(log_path),
-                                  "launched_at": time.time()}) + "\n"
+            message = hand_over_message(list(warm.argv), str(cwd), str(log_path), time.time())
             try:
                 assert spare.popen.stdin is not None
                 spare.popen.stdin.write(message.encode())
