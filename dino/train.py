@@ -209,7 +209,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                      "is false, so every new batch size recompiles", verbosity="INFO")
         fixed_size = d.augmentation.fixed_padding
     net = wrap_ddp(model, ctx, device)  # trains; ``model`` (the same weights) evaluates and is saved
-    pin = d.pin_memory and device.type == "cuda"
+    pin, multiple = d.pin_memory and device.type == "cuda", pad_multiple(device)
     steps_per_epoch = len(train_ds) // ctx.world_size // d.batch_size  # per rank: each sees 1/world of the data
     last = t.num_epochs - 1
     startup.mark("optimizer and resume")
@@ -218,7 +218,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         began, timings = time.time(), {}
         say(f"Epoch {epoch}/{last}")
         loader = train_loader(train_ds, d, t.seed, epoch, pin, rank=ctx.rank, world_size=ctx.world_size,
-                              fixed_size=fixed_size, multiple=pad_multiple(device))
+                              fixed_size=fixed_size, multiple=multiple)
         stats = train_one_epoch(net, criterion, loader, optimizer, scaler, device, t.precision, t.clip_grad_norm,
                                 log=say, startup=startup if epoch == start_epoch else None)
         if epoch == start_epoch:
@@ -236,7 +236,7 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
             sync_buffers(model, ctx)
             res = evaluate(model, criterion, post,
                            val_loader(val_ds, d, d.batch_size, pin, rank=ctx.rank, world_size=ctx.world_size,
-                                      fixed_size=fixed_size, multiple=pad_multiple(device)),
+                                      fixed_size=fixed_size, multiple=multiple),
                            val_ds.coco, device, t.precision,
                            gather=functools.partial(gather_to_main, ctx) if ctx.enabled else None)
             if res is not None:  # rank 0

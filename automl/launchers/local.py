@@ -211,8 +211,6 @@ class LocalLauncher:
         """``warm_trainers``: spare trainers kept started ahead per device set, for jobs
         whose trainer offers it (``JobSpec.warm``, :mod:`automl.launchers.warm`); 0 starts
         every job cold."""
-        if warm_trainers < 0:
-            raise ValueError(f"warm_trainers must be 0 (off) or more, not {warm_trainers}")
         self.registry_dir = Path(registry_dir) if registry_dir else default_registry_dir()
         self.reap_grace_period = reap_grace_period
         self.extra_env = dict(extra_env or {})

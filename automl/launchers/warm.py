@@ -91,7 +91,9 @@ class WarmTrainers:
     """The local launcher's spare trainers (see the module docstring)."""
 
     def __init__(self, spares: int):
-        self.spares = max(0, int(spares))
+        if spares < 0:
+            raise ValueError(f"warm_trainers must be 0 (off) or more, not {spares}")
+        self.spares = spares
         self._idle: dict[tuple, list[_Spare]] = {}
         self._failures: dict[tuple, list[str]] = {}
         self._announced: set[tuple] = set()
@@ -116,15 +118,9 @@ class WarmTrainers:
             self._announced.add(key)
             log.write(f"[automl] no more warm trainers for these devices after {len(failures)} failures; the last: "
                       f"{failures[-1]}\n".encode())
-        for spare in list(self._idle.get(key, [])):
-            alive = spare.refresh()
-            if not alive:
-                self._idle[key].remove(spare)
-                self._note_failure(key, spare)
-                continue
-            if not spare.ready:
-                continue
-            self._idle[key].remove(spare)
+        pool = self._alive(key)
+        for spare in [s for s in pool if s.ready]:
+            pool.remove(spare)
             message = hand_over_message(list(warm.argv), str(cwd), str(log_path), time.time())
             try:
                 assert spare.popen.stdin is not None
@@ -140,6 +136,15 @@ class WarmTrainers:
                 log.write(f"[automl] warm trainer (pid {spare.popen.pid}) before the launch: {line}\n".encode())
             return spare.popen
         return None
+
+    def _alive(self, key: tuple) -> list[_Spare]:
+        """The key's idle spares after reading what they printed; the ones that exited
+        (a failed warm-up) are dropped and their failure recorded."""
+        pool = self._idle.setdefault(key, [])
+        for spare in [s for s in pool if not s.refresh()]:
+            pool.remove(spare)
+            self._note_failure(key, spare)
+        return pool
 
     def _note_failure(self, key: tuple, spare: _Spare) -> None:
         code = spare.popen.wait()
@@ -157,11 +162,7 @@ class WarmTrainers:
 
     def _replenish(self, warm: WarmTrainer, env: dict[str, str], cwd: Path | None) -> None:
         key = self._key(warm, env)
-        pool = self._idle.setdefault(key, [])
-        for spare in list(pool):
-            if not spare.refresh():
-                pool.remove(spare)
-                self._note_failure(key, spare)
+        pool = self._alive(key)
         while len(pool) < self.spares and len(self._failures.get(key, [])) < MAX_FAILURES:
             try:
                 popen = subprocess.Popen(warm.spare_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -178,6 +179,16 @@ class WarmTrainers:
         """Process ids of the idle spares (tests, diagnostics)."""
         with self._lock:
             return [s.popen.pid for pool in self._idle.values() for s in pool]
+
+    def ready_pids(self) -> list[int]:
+        """Process ids of the idle spares that said they are ready (tests, diagnostics)."""
+        with self._lock:
+            return [s.popen.pid for key in list(self._idle) for s in self._alive(key) if s.ready]
+
+    def failures(self) -> list[str]:
+        """Why spares exited before a job was handed to them, oldest first (tests, diagnostics)."""
+        with self._lock:
+            return [reason for reasons in self._failures.values() for reason in reasons]
 
     def close(self) -> None:
         """Stop every idle spare now."""

@@ -87,13 +87,7 @@ def wait_for(predicate, timeout=20.0) -> bool:
 
 def ready_spares(launcher: LocalLauncher, n: int) -> list[int]:
     """Wait until ``n`` spares said they are ready; their pids."""
-    def ready():
-        with launcher.warm._lock:
-            spares = [s for pool in launcher.warm._idle.values() for s in pool]
-            for s in spares:
-                s.refresh()
-            return len([s for s in spares if s.ready]) >= n
-    assert wait_for(ready), "spares did not get ready"
+    assert wait_for(lambda: len(launcher.warm.ready_pids()) >= n), "spares did not get ready"
     return launcher.warm.pids()
 
 

@@ -47,13 +47,11 @@ def _outcome(results: Path) -> tuple:
 def _ready(launcher: LocalLauncher, timeout: float = 120.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with launcher.warm._lock:
-            spares = [s for pool in launcher.warm._idle.values() for s in pool]
-            for spare in spares:
-                if not spare.refresh():
-                    pytest.fail(f"the warm trainer exited: {bytes(spare.output).decode(errors='replace')}")
-            if spares and spares[0].ready:
-                return spares[0].popen.pid
+        ready = launcher.warm.ready_pids()
+        if ready:
+            return ready[0]
+        if launcher.warm.failures():
+            pytest.fail(f"the warm trainer exited: {launcher.warm.failures()}")
         time.sleep(0.1)
     pytest.fail("no warm trainer got ready")
 
