@@ -12,10 +12,12 @@ Rows:
   decoder, 320 and 800 px, batch 1 and 8, points inside and beyond [0, 1], float32 and
   bf16), within the self-check's tolerance; at kinks, one-sided derivatives.
 * ``kernel_tests``: ``tests/trainer/test_ms_deform_attn_fused.py`` compiled on the GPU
-  (``DINO_FUSED_TEST_DEVICE=cuda``): the interpreter cases without the interpreter.
+  (``DINO_FUSED_TEST_DEVICE=cuda``): the interpreter cases without the interpreter; and
+  ``tests/trainer/test_training_graphs.py``: graphed training steps against eager ones.
 * ``speed``: ours beside ``hf_anchor.py``'s Deformable-DETR (its own ``bench`` function,
-  rerun here), fp32 and bf16, training and inference, peak memory, and the attention path
-  that actually ran (read from the model after the timed steps); a fallback fails.
+  rerun here), fp32 and bf16, training and inference, peak memory, and the paths that
+  actually ran (attention, training and inference graphs, read from the model after the
+  timed steps); a fallback fails.
 * ``smoke``: a two-trial GPU ``automl run`` of the smoke profile (pruning off, one trial at a
   time, so the second is handed to a warm trainer) whose best model exports and verifies,
   then handed over (``automl best --evaluate --export --infer``, evaluate and inference on
@@ -115,10 +117,11 @@ def section_kernels(c: Check, args) -> None:
 
 def section_kernel_tests(c: Check, args) -> None:
     proc = c.run("kernel_tests", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                  "tests/trainer/test_ms_deform_attn_fused.py"], 180,
-                 env={"DINO_FUSED_TEST_DEVICE": "cuda"})
+                                  "tests/trainer/test_ms_deform_attn_fused.py", "tests/trainer/test_training_graphs.py"],
+                 180, env={"DINO_FUSED_TEST_DEVICE": "cuda"})
     summary = c.log_tail("kernel_tests", 1)
-    c.add("kernel_tests", "interpreter cases compiled on the GPU (pytest), none skipped",
+    c.add("kernel_tests", "interpreter cases compiled on the GPU, graphed training steps against eager ones "
+          "(pytest), none skipped",
           proc.returncode == 0 and "skipped" not in summary,
           c.log_tail("kernel_tests", 2))
 
@@ -149,8 +152,6 @@ def section_speed(c: Check, args) -> None:
     hf = {("float32" if "float32" in r["dtype"] else "bfloat16"): r for r in _jsonl(c.out / "speed_hf.log")
           if "train_img_s" in r}
     runs = {"speed_ours": ["--size", "800", "--batch", "4"]}
-    if args.cuda_graphs:
-        runs["speed_ours_graphs"] = ["--size", "800", "--batch", "4", "--cuda-graphs"]
     runs["speed_smoke_regime"] = ["--size", "320", "--batch", "8", "--dtypes", "bf16"]
     ours = {}
     for name, extra in runs.items():
@@ -168,7 +169,7 @@ def section_speed(c: Check, args) -> None:
             path = r.get("msda", [])
             detail = (f"train {r['train_img_s']} img/s, infer {r['infer_img_s']} img/s, train peak "
                       f"{r['train_peak_gib']} GiB, attention {','.join(path) or '?'}, inference "
-                      f"{r.get('inference_path', '?')}" + (", training graphs (opt-in)" if r.get("training_graphs") else ""))
+                      f"{r.get('inference_path', '?')}, training {r.get('training_path', '?')}")
             if base:
                 tr, inf = r["train_img_s"] / base["train_img_s"], r["infer_img_s"] / base["infer_img_s"]
                 detail += (f"; HF {base['train_img_s']} / {base['infer_img_s']} img/s, {base['train_peak_gib']} GiB: "
@@ -177,9 +178,10 @@ def section_speed(c: Check, args) -> None:
             else:
                 table.append(r)
             regime = f"batch {r['batch']} at {r['size']} px"
-            # the paths asked for: the fused kernels, and inference replayed from CUDA graphs
+            # the paths asked for: the fused kernels, training and inference replayed from CUDA graphs
             c.add("speed", f"{r['model']} {r['dtype']}, {regime}",
-                  path == ["fused"] and r.get("inference_path") == "graph", detail)
+                  path == ["fused"] and r.get("inference_path") == "graph" and r.get("training_path") == "graph",
+                  detail)
     if not hf:
         c.add("speed", "hf_anchor.py Deformable-DETR rerun", False, c.log_tail("speed_hf"))
     c.info["speed"] = {"hf": hf, "ours": table}
@@ -244,9 +246,13 @@ def section_smoke(c: Check, args) -> None:
     for log in sorted(ws.glob("dino-smoke/trial_*/stdout.log")):  # a fallback is a failure of what was asked
         text = log.read_text(errors="replace")
         fell_back = [line for line in text.splitlines() if "failed its self-check" in line
-                     or "CUDA graph capture of the detector failed" in line]
-        c.add("smoke", f"{log.parent.name}: fused attention and graphed validation, no fallback", not fell_back,
-              fell_back[0][:300] if fell_back else "no fallback warning in the trial's log")
+                     or "CUDA graph capture of the detector failed" in line
+                     or "CUDA graph capture of the encoder in training failed" in line]
+        replayed = [line for line in text.splitlines() if line.startswith("train.cuda_graphs: ") and "steps replayed" in line]
+        c.add("smoke", f"{log.parent.name}: fused attention, graphed training and validation, no fallback",
+              not fell_back and bool(replayed),
+              fell_back[0][:300] if fell_back else (replayed[-1][:300] if replayed else
+                                                    "no train.cuda_graphs line in the trial's log"))
     startups: dict[str, dict] = {}
     c.info["startup"] = startups
     for status in sorted(ws.glob("dino-smoke/trial_*/train/status.json")):
@@ -337,7 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=560, help="seconds for the whole check")
     ap.add_argument("--truth-sizes", default="320,800")
     ap.add_argument("--truth-batches", default="1,8")
-    ap.add_argument("--cuda-graphs", action="store_true", help="also time ours with CUDA graphs")
     ap.add_argument("--smoke-epochs", type=int, default=3,
                     help="epochs of the smoke row's trial (3: past the 64 input shapes at which the per-shape caches "
                          "clear, which broke CUDA-graph validation once)")

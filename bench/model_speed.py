@@ -9,6 +9,7 @@ Hugging Face models are included when ``transformers`` is importable (``--no-hf`
     python bench/model_speed.py                      # CUDA, 800x800, batch 4
     python bench/model_speed.py --device cpu --size 256       # smoke check (fp32, 2 timed steps)
     python bench/model_speed.py --models dino_4scale_r50 --compile   # train.compile's path
+    python bench/model_speed.py --models dino_4scale_r50 --eager-training   # train.cuda_graphs=false
 
 Our rows use the trainer's defaults on the device: the fused Triton deformable attention
 (``DINO_MSDA_IMPL=pytorch`` for the canvas path; the row's ``msda`` key says which ran) and
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dino.config.model import ModelConfig  # noqa: E402
 from dino.models import build_dino  # noqa: E402
+from dino.models.cuda_graphs import install_training_graphs, training_graphs  # noqa: E402
 from dino.models.ms_deform_attn import attention_paths  # noqa: E402
 
 NUM_OBJECTS, NUM_CLASSES = 8, 4  # foreground classes; our DINO gets num_classes = 5 (TAO ids 1..4)
@@ -64,18 +66,15 @@ class OurDino:
     """Adapter: ``loss(images, targets)`` and ``infer(images)`` for our model."""
 
     def __init__(self, cfg: ModelConfig, device: torch.device, compile: bool = False,
-                 graphs_dtype: torch.dtype | None | bool = False):
+                 autocast_dtype: torch.dtype | None = None, cuda_graphs: bool = True):
         self.model, self.criterion, self.post = build_dino(cfg, NUM_CLASSES + 1)
         self.model.to(device)
         if compile:  # what train.compile does: backbone body, encoder and decoder layers
             from dino.models.compiled import compile_hot_modules
 
             compile_hot_modules(self.model)
-        self.graphed_training = graphs_dtype is not False
-        if self.graphed_training:  # opt-in: CUDA graphs of encode (backbone + encoder) in training
-            from dino.models.cuda_graphs import GraphedEncode
-
-            GraphedEncode(self.model, graphs_dtype).install()
+        # the trainer's rule for train.cuda_graphs (backbone + encoder graphed on one GPU)
+        install_training_graphs(self.model, device, autocast_dtype, enabled=cuda_graphs, compiled=compile)
         self.masks = None
         self.forward = None
 
@@ -150,9 +149,7 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
     opt = adapter.optimizer()
     gen = torch.Generator().manual_seed(0)
     images, targets = make_batch(args.batch, args.size, device, gen)
-    # CUDA graphs cannot reuse autocast's weight cache across the capture boundary
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32,
-                              cache_enabled=not getattr(args, "cuda_graphs", False))
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -197,7 +194,8 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
     }
     if isinstance(adapter, OurDino):  # the path that ran, read from the model after the timed steps
         result["msda"] = attention_paths(module)
-        result["training_graphs"] = adapter.graphed_training
+        graphs = training_graphs(module)
+        result["training_path"] = (graphs.last_path or "eager") if graphs is not None else "eager"
         result["inference_path"] = getattr(adapter.forward, "last_path", "eager")
     del adapter, module, opt
     if device.type == "cuda":
@@ -216,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(OUR_CONFIGS) + ",hf_deformable_detr_two_stage,hf_rt_detr_r50")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face models")
     parser.add_argument("--out", help="also append the JSON lines to this file")
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="our models with CUDA graphs of encode in training (dino.models.cuda_graphs.GraphedEncode, "
-                             "opt-in; rows named <model>+graphs); inference uses the trainer's path either way")
+    parser.add_argument("--eager-training", action="store_true",
+                        help="our models trained eagerly (train.cuda_graphs=false; rows named <model>+eager); by "
+                             "default the trainer's path: backbone + encoder from CUDA graphs on a GPU")
     parser.add_argument("--compile", action="store_true",
                         help="our models with train.compile's torch.compile wrapping (rows named <model>+compile; "
                              "compile time falls in the warm-up steps)")
@@ -261,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         suffix = ""
         if name in OUR_CONFIGS:
-            suffix = ("+compile" if args.compile else "") + ("+graphs" if args.cuda_graphs else "")
+            suffix = ("+compile" if args.compile else "") + ("+eager" if args.eager_training else "")
             factory = lambda dtype, name=name: OurDino(  # noqa: E731
-                OUR_CONFIGS[name], device, args.compile,
-                graphs_dtype=(None if dtype == torch.float32 else dtype) if args.cuda_graphs else False)
+                OUR_CONFIGS[name], device, args.compile, autocast_dtype=None if dtype == torch.float32 else dtype,
+                cuda_graphs=not args.eager_training)
         else:
             factory = lambda dtype, name=name: HfModel(name, device)  # noqa: E731
         for dtype in chosen:
@@ -280,13 +278,15 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps({**header, **row}) + "\n")
 
-    print(f"\n{'model':<36} {'dtype':<9} {'train img/s':>11} {'infer img/s':>11} {'train GiB':>9} {'infer GiB':>9}  path")
+    print(f"\n{'model':<36} {'dtype':<9} {'train img/s':>11} {'infer img/s':>11} {'train GiB':>9} {'infer GiB':>9}  "
+          "attention / training / inference")
     for r in rows:
         if "error" in r:
             print(f"{r['model']:<36} {r['dtype']:<9} error: {r['error'][:60]}")
         else:
             print(f"{r['model']:<36} {r['dtype']:<9} {r['train_img_s']:>11} {r['infer_img_s']:>11} "
-                  f"{str(r['train_peak_gib']):>9} {str(r['infer_peak_gib']):>9}  {','.join(r.get('msda', [])) or '-'}")
+                  f"{str(r['train_peak_gib']):>9} {str(r['infer_peak_gib']):>9}  {','.join(r.get('msda', [])) or '-'} / "
+                  f"{r.get('training_path', '-')} / {r.get('inference_path', '-')}")
     print(f"device: {header['device']}, batch {args.batch}, {args.size}x{args.size}")
     return 1 if any("error" in r for r in rows) else 0
 

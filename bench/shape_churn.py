@@ -11,6 +11,8 @@ start empty, as in a trial) for ``--epochs`` epochs; ms per step (data loading i
 4 workers) and the distinct shapes are reported per epoch.
 
     python bench/shape_churn.py --out DIR            # device: all three modes, table + JSON
+    python bench/shape_churn.py --out DIR --profile 6   # also: the loader wait per step, and
+        # torch.profiler over 6 steps of the first epoch (after 10), top operators in DIR/profile_MODE.txt
     python bench/shape_churn.py --device cpu --images 48 --epochs 1 --out DIR \
         --set model.backbone=resnet_tiny --set model.hidden_dim=64 --set model.nheads=4   # a smoke check here
 """
@@ -65,8 +67,24 @@ def one_mode(args) -> dict:
     for epoch in range(args.epochs):
         loader = train_loader(ds, d, t.seed, epoch, pin=device.type == "cuda",
                               multiple=GPU_PAD_MULTIPLE if args.mode == "multiple" else 1)
-        shapes, steps, began = set(), 0, time.perf_counter()
-        for images, masks, targets in loader:
+        shapes, steps, began, waited = set(), 0, time.perf_counter(), 0.0
+        batches = iter(loader)
+        prof = None
+        while True:
+            asked = time.perf_counter()
+            try:
+                images, masks, targets = next(batches)
+            except StopIteration:
+                break
+            waited += time.perf_counter() - asked
+            if args.profile and epoch == 0 and steps == 10:
+                from torch.profiler import ProfilerActivity, profile
+
+                torch.cuda.synchronize(device) if device.type == "cuda" else None
+                prof = profile(activities=[ProfilerActivity.CPU]
+                               + ([ProfilerActivity.CUDA] if device.type == "cuda" else []))
+                prof.__enter__()
+                prof_began = time.perf_counter()
             if args.mode == "fixed":  # pad to one canvas; padding is masked
                 canvas = images.new_zeros((*images.shape[:2], side, side))
                 canvas[..., : images.shape[2], : images.shape[3]] = images
@@ -82,14 +100,34 @@ def one_mode(args) -> dict:
             loss.backward()
             optimizer.step()
             steps += 1
+            if prof is not None and steps == 10 + args.profile:
+                torch.cuda.synchronize(device) if device.type == "cuda" else None
+                wall = time.perf_counter() - prof_began
+                prof.__exit__(None, None, None)
+                _write_profile(prof, wall, args)
+                prof = None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - began
         epochs.append({"epoch": epoch, "steps": steps, "ms_per_step": round(1000 * seconds / max(steps, 1), 1),
+                       "loader_wait_ms_per_step": round(1000 * waited / max(steps, 1), 1),
                        "img_s": round(steps * d.batch_size / seconds, 2), "distinct_shapes": len(shapes),
                        "largest": max(shapes, key=lambda hw: hw[0] * hw[1]) if shapes else None})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"mode": args.mode, "device": name, "torch": torch.__version__, "epochs": epochs}
+
+
+def _write_profile(prof, wall: float, args) -> None:
+    """The profiled steps' top operators by device and by host time, and the device's
+    kernel time per step against the wall time per step (how busy one trial keeps the GPU)."""
+    events = prof.key_averages()
+    device_us = sum(e.self_device_time_total for e in events)
+    head = (f"{args.profile} steps, wall {1000 * wall / args.profile:.1f} ms/step, device kernels "
+            f"{device_us / 1000 / args.profile:.1f} ms/step\n")
+    text = head + events.table(sort_by="self_device_time_total", row_limit=30) + "\n"
+    text += events.table(sort_by="self_cpu_time_total", row_limit=30)
+    Path(args.out, f"profile_{args.mode}.txt").write_text(text)
+    print(head, file=sys.stderr)
 
 
 def main() -> int:
@@ -99,6 +137,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--images", type=int, default=600, help="generated images, as the smoke profile's")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="spec overrides after the smoke's (CPU check)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="profile this many steps of the first epoch (after 10 unprofiled)")
+    ap.add_argument("--modes", default=",".join(MODES), help="which paddings (comma-separated)")
     ap.add_argument("--mode", choices=MODES, help="one mode in this process (the parent runs each so)")
     ap.add_argument("--data", help="(with --mode) the generated dataset")
     args = ap.parse_args()
@@ -113,10 +154,11 @@ def main() -> int:
                         "--num-classes", "4", "--size", "320", "--val-fraction", "0.2"], check=True,
                        stdout=subprocess.DEVNULL)
     rows = []
-    for mode in MODES:
+    for mode in args.modes.split(","):
         sets = [f"--set={item}" for item in args.set or []]
         proc = subprocess.run([sys.executable, __file__, "--out", str(out), "--device", args.device, "--epochs",
-                               str(args.epochs), "--mode", mode, "--data", str(data), *sets], capture_output=True,
+                               str(args.epochs), "--mode", mode, "--data", str(data), "--profile", str(args.profile),
+                               *sets], capture_output=True,
                               text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -125,10 +167,12 @@ def main() -> int:
     (out / "shape_churn.json").write_text(json.dumps(rows, indent=1))
     lines = [f"# Shape churn: the smoke's training loader, three paddings ({rows[0]['device']}, torch {rows[0]['torch']})",
              "", f"`python bench/shape_churn.py --out DIR --epochs {args.epochs}`", "",
-             "| padding | epoch | steps | ms/step | img/s | distinct shapes | largest |", "|---|---|---|---|---|---|---|"]
+             "| padding | epoch | steps | ms/step | loader wait ms/step | img/s | distinct shapes | largest |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for e in row["epochs"]:
-            lines.append(f"| {row['mode']} | {e['epoch']} | {e['steps']} | {e['ms_per_step']} | {e['img_s']} | "
+            lines.append(f"| {row['mode']} | {e['epoch']} | {e['steps']} | {e['ms_per_step']} | "
+                         f"{e['loader_wait_ms_per_step']} | {e['img_s']} | "
                          f"{e['distinct_shapes']} | {e['largest']} |")
     text = "\n".join(lines) + "\n"
     (out / "shape_churn.md").write_text(text)

@@ -56,7 +56,8 @@ from dino.distributed import (
     sync_buffers,
     wrap_ddp,
 )
-from dino.engine import evaluate, train_one_epoch
+from dino.engine import AUTOCAST_DTYPES, evaluate, train_one_epoch
+from dino.models.cuda_graphs import install_training_graphs
 from dino.models.ms_deform_attn import self_check_seconds
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
 from dino.runtime import Interrupted, SignalGuard, cuda_allocator_defaults, log, select_device
@@ -208,6 +209,10 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                      f"train.compile: torch.compile of {len(compiled)} modules; dataset.augmentation.fixed_padding "
                      "is false, so every new batch size recompiles", verbosity="INFO")
         fixed_size = d.augmentation.fixed_padding
+    graphs, graphs_note = install_training_graphs(model, device, AUTOCAST_DTYPES[t.precision],
+                                                  enabled=t.cuda_graphs, distributed=ctx.enabled, compiled=t.compile)
+    say(graphs_note)
+    status.write(graphs_note)
     net = wrap_ddp(model, ctx, device)  # trains; ``model`` (the same weights) evaluates and is saved
     pin, multiple = d.pin_memory and device.type == "cuda", pad_multiple(device)
     steps_per_epoch = len(train_ds) // ctx.world_size // d.batch_size  # per rank: each sees 1/world of the data
@@ -226,6 +231,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
             warm = warm_trainer()
             ahead = f"; warm trainer: imports and warm-up took {warm['warm_s']:.1f} s before the launch" if warm else ""
             say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s{ahead}")
+            if graphs is not None:
+                say(graphs.summary(stats["steps"]))
             status.write(f"Start-up: {startup.summary()}{ahead}", startup=phases,
                          **({"warm_trainer": {"warm_s": round(warm["warm_s"], 2)}} if warm else {}))
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)

@@ -130,6 +130,7 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "train.resume_training_checkpoint_path": {"description": "Checkpoint to resume from; empty: the latest one in the results dir."},
     "train.results_dir": {"description": "Training outputs; empty: <results_dir>/train."},
     "train.freeze": {"description": "Parameter-name prefixes kept frozen."},
+    "train.cuda_graphs": {"description": "Ours: on one GPU, replay the backbone and encoder from CUDA graphs in training (one per input shape, at most 9)."},
     "train.compile": {"description": "Ours: torch.compile the backbone body and transformer layers on CUDA (with fixed_padding for static shapes)."},
     "export": {"description": "dino export: ONNX file from a trained checkpoint."},
     "export.results_dir": {"description": "Export outputs; empty: <results_dir>/export."},

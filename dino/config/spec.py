@@ -133,6 +133,7 @@ class TrainConfig:
     distributed_strategy: str = "ddp"
     activation_checkpoint: bool = True
     compile: bool = False  # ours: torch.compile the encoder/decoder layers on CUDA (see dino/config/README.md)
+    cuda_graphs: bool = True  # ours: on one GPU, backbone + encoder replayed from CUDA graphs (dino/config/README.md)
 
 
 @dataclasses.dataclass

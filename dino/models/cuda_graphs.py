@@ -1,24 +1,27 @@
 """CUDA graphs for the parts of DINO whose shapes are fixed by the input size.
 
-A training step of DINO-4scale R50 dispatches about 6,700 operators (bench/README.md),
-and at batch 4 on an H100/H200 the host's launches, not the GPU's arithmetic, bound the
-step. A CUDA graph replays a captured sequence of kernels with one launch. Two parts
-qualify, because nothing in them depends on the data (no host sync, shapes fixed by the
-image size):
+A training step of DINO-4scale R50 dispatches about 4,300 kernels, and at batch 4 on an
+H200 the host's launches, not the GPU's arithmetic, bound the step (bf16, 800x800: 128 ms
+a step, 64 ms of it kernels; ``bench/README.md``). A CUDA graph replays a captured
+sequence of kernels with one launch. Two parts qualify, because nothing in them depends
+on the data (no host sync, shapes fixed by the image size):
 
-* ``GraphedEncode`` (training): ``DINO.encode`` (backbone, projections, encoder)
-  forward and backward, one graph pair per input shape, through
-  ``torch.cuda.make_graphed_callables``. The decoder and the loss stay eager: the
-  denoising queries' count and the Hungarian matching depend on the targets.
+* ``GraphedEncode`` (training, ``train.cuda_graphs``): ``DINO.encode`` (backbone,
+  projections, encoder) forward and backward, one graph pair per input shape. The
+  decoder and the loss stay eager: the denoising queries' count and the Hungarian
+  matching depend on the targets.
 * ``GraphedInference``: the whole detector at inference, one graph per batch shape;
   validation, ``dino evaluate`` and ``dino inference`` run through it on GPUs
-  (``inference_runner``). Measured on an H200 at batch 4, 800x800, bf16: 224 img/s
-  against 80 eager (``bench/README.md``).
+  (``inference_runner``).
 
-``GraphedEncode`` (opt-in, ``bench/model_speed.py --cuda-graphs``) keeps at most
-``max_graphs`` shapes, the oldest dropped: multi-scale training would need batches padded
-to a few fixed sizes (``dataset.augmentation.fixed_padding``). Under autocast, the
-autocast weight cache must be off inside a capture (``cache_enabled=False``).
+Both capture a shape the second time they see it and at most ``max_graphs`` shapes
+(later new shapes run eagerly), so multi-scale shape churn costs a bounded number of
+captures and of graph memory pools; the trainer pads GPU batches to a multiple of 32
+pixels, which leaves the smoke profile 9 shapes an epoch. Captures run in
+``thread_local`` mode: the data loader's pin-memory thread allocates pinned host memory
+meanwhile, which the default (global) mode turns into a failed capture. Under autocast,
+the autocast weight cache is off inside a capture (``cache_enabled=False``) and in the
+training step around it (``dino.engine.autocast``).
 """
 
 from __future__ import annotations
@@ -30,65 +33,160 @@ import weakref
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from dino.models import constants
 
+TRAIN_GRAPHS = 9  # shapes per run: the smoke profile's 3 x 3 heights and widths (multiples of 32)
+CAPTURE_MODE = "thread_local"  # other threads' unsafe CUDA calls do not fail our captures
 
-class _Encode(nn.Module):
-    """The eager ``DINO.encode`` as a module of tensors in, tensors out (what graph
-    capture needs); the detector is a submodule so that its parameters get gradients."""
 
-    def __init__(self, detector: nn.Module, eager):
-        super().__init__()
-        self.detector, self._eager = detector, eager
+class _EncodeGraphs:
+    """One input shape's forward graph and backward graph of ``encode`` and their static
+    buffers (inputs, outputs, output gradients, parameter gradients)."""
 
-    def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        memory, mask, valid_ratios, _ = self._eager(images, masks)
+    def __init__(self, encode, params: list[nn.Parameter], images: Tensor, masks: Tensor, autocast, warmup: int = 2):
+        self.inputs = (images.clone(), masks.clone())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: cuDNN plans, lazy inits, cached constants
+            for _ in range(warmup):
+                with autocast():
+                    outs = encode(*self.inputs)[0]
+                torch.autograd.grad(outs, params, torch.ones_like(outs), allow_unused=True)
+        torch.cuda.current_stream().wait_stream(side)
+        pool = torch.cuda.graph_pool_handle()
+        self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode=CAPTURE_MODE), autocast():
+            memory, mask, valid_ratios, self.shapes = encode(*self.inputs)
+        # memory [B, S, C] carries the gradient; mask [B, S] and valid_ratios [B, L, 2]
+        # are functions of the input masks alone
+        self.outputs = (memory, mask, valid_ratios)
+        self.grad_memory = torch.empty_like(memory)
+        with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
+            grads = torch.autograd.grad(memory, params, self.grad_memory, allow_unused=True)
+        # the parameters encode uses (the decoder's get no gradient here) and theirs
+        used = [(p, g) for p, g in zip(params, grads) if g is not None]
+        self.params, self.grads = [p for p, _ in used], tuple(g for _, g in used)
+        # the cached per-shape constants the graphs read stay alive with them (dino.models.constants)
+        self._held = constants.snapshot()
+
+
+class _Replay(torch.autograd.Function):
+    """``encode`` as one autograd node: the forward graph's replay, and in backward the
+    backward graph's, whose parameter gradients autograd accumulates into ``.grad``."""
+
+    @staticmethod
+    def forward(ctx, graphs: _EncodeGraphs, images: Tensor, masks: Tensor, *params: Tensor):
+        graphs.inputs[0].copy_(images)
+        graphs.inputs[1].copy_(masks)
+        graphs.forward_graph.replay()
+        ctx.graphs = graphs
+        memory, mask, valid_ratios = (o.detach() for o in graphs.outputs)
+        ctx.mark_non_differentiable(mask, valid_ratios)
         return memory, mask, valid_ratios
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_memory: Tensor | None, *_):
+        graphs = ctx.graphs
+        graphs.grad_memory.copy_(grad_memory) if grad_memory is not None else graphs.grad_memory.zero_()
+        graphs.backward_graph.replay()
+        # views of the static gradient buffers: the next replay rewrites them, so a step
+        # consumes them (optimizer.step, then zero_grad(set_to_none=True)) before the next
+        return (None, None, None, *(g.detach() for g in graphs.grads))
 
 
 class GraphedEncode:
     """Replaces ``detector.encode`` by CUDA-graph replays in training mode.
 
-    ``install()`` swaps the method in; eval-mode calls (validation) and calls with grad
-    disabled run the eager path. The graphed outputs are static buffers rewritten by the
-    next replay: a training step consumes them before the next one starts.
+    ``install()`` swaps the method in; eval-mode calls (validation), calls with grad
+    disabled and calls off the GPU run the eager path, as do shapes beyond
+    ``max_graphs`` and everything after a failed capture (one warning). ``last_path``
+    says what the last training call ran (``graph`` or ``eager``), ``replays`` counts
+    graphed calls. The graphed outputs are static buffers rewritten by the next replay
+    of that shape: a training step consumes them before the next one starts.
     """
 
-    def __init__(self, detector: nn.Module, autocast_dtype: torch.dtype | None, max_graphs: int = 3):
-        self.detector, self.autocast_dtype, self.max_graphs = detector, autocast_dtype, max_graphs
+    def __init__(self, detector: nn.Module, autocast_dtype: torch.dtype | None, max_graphs: int = TRAIN_GRAPHS,
+                 min_seen: int = 2):
+        self.detector, self.autocast_dtype = detector, autocast_dtype
+        self.max_graphs, self.min_seen = max_graphs, min_seen
         self._eager = detector.encode
-        self._graphs: collections.OrderedDict[tuple, tuple[nn.Module, list]] = collections.OrderedDict()
+        self._graphs: dict[tuple, _EncodeGraphs] = {}
+        self._seen: collections.Counter[tuple] = collections.Counter()
+        self.disabled = os.environ.get("DINO_CUDA_GRAPHS", "1") == "0"
+        self.last_path: str | None = None
+        self.replays = 0
 
     def install(self) -> GraphedEncode:
         self.detector.encode = self
         return self
 
+    def summary(self, steps: int) -> str:
+        """What ``steps`` training steps ran, for the run's log."""
+        return (f"train.cuda_graphs: {self.replays} of {steps} steps replayed the backbone and encoder from CUDA "
+                f"graphs ({len(self._graphs)} input shapes captured" + (", capture failed" if self.disabled else "")
+                + ")")
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None, cache_enabled=False)
 
+    def _entry(self, images: Tensor, masks: Tensor) -> _EncodeGraphs | None:
+        key = (tuple(images.shape), tuple(masks.shape), images.dtype, images.device)
+        entry = self._graphs.get(key)
+        if entry is not None or self.disabled:
+            return entry
+        self._seen[key] += 1
+        if self._seen[key] < self.min_seen or len(self._graphs) >= self.max_graphs:
+            return None
+        params = [p for p in self.detector.parameters() if p.requires_grad]
+        try:
+            entry = self._graphs[key] = _EncodeGraphs(self._eager, params, images, masks, self._autocast)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: train eagerly from now on
+            self.disabled = True
+            warnings.warn(f"CUDA graph capture of the encoder in training failed ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); training runs "
+                          "eagerly (train.cuda_graphs=false skips the attempt)", RuntimeWarning, stacklevel=3)
+        return entry
+
     def __call__(self, images: Tensor, masks: Tensor):
         if not (self.detector.training and torch.is_grad_enabled() and images.is_cuda):
             return self._eager(images, masks)
-        key = (tuple(images.shape), tuple(masks.shape), images.dtype)
-        entry = self._graphs.get(key)
+        entry = self._entry(images, masks)
         if entry is None:
-            # the level shapes are constants of the input size: read them once, eagerly
-            with torch.no_grad(), self._autocast():
-                shapes = self._eager(images, masks)[3]
-            with self._autocast():
-                graphed = torch.cuda.make_graphed_callables(_Encode(self.detector, self._eager), (images, masks),
-                                                            num_warmup_iters=3, allow_unused_input=True)
-            if len(self._graphs) >= self.max_graphs:
-                self._graphs.popitem(last=False)
-            # the cached per-shape constants the graphs read stay alive with them (dino.models.constants)
-            entry = self._graphs[key] = (graphed, shapes, constants.snapshot())
-        graphed, shapes, _held = entry
-        self._graphs.move_to_end(key)
-        with self._autocast():
-            memory, mask, valid_ratios = graphed(images, masks)
-        return memory, mask, valid_ratios, shapes
+            self.last_path = "eager"
+            return self._eager(images, masks)
+        self.last_path = "graph"
+        self.replays += 1
+        memory, mask, valid_ratios = _Replay.apply(entry, images, masks, *entry.params)
+        return memory, mask, valid_ratios, entry.shapes
+
+
+def training_graphs(model: nn.Module) -> GraphedEncode | None:
+    """The ``GraphedEncode`` installed on ``model`` (None: training runs eagerly)."""
+    encode = getattr(model, "encode", None)
+    return encode if isinstance(encode, GraphedEncode) else None
+
+
+def install_training_graphs(model: nn.Module, device: torch.device, autocast_dtype: torch.dtype | None, *,
+                            enabled: bool = True, distributed: bool = False,
+                            compiled: bool = False) -> tuple[GraphedEncode | None, str]:
+    """The trainer's rule for ``train.cuda_graphs`` (``bench/model_speed.py`` applies the
+    same): graphs of ``encode`` on one GPU, eager otherwise. Returns the installed
+    ``GraphedEncode`` (None: eager) and why, for the run's log."""
+    if not enabled:
+        return None, "train.cuda_graphs is false: training runs eagerly"
+    if device.type != "cuda":
+        return None, "training runs eagerly (CUDA graphs need a GPU)"
+    if distributed:  # DDP's gradient hooks fire per parameter during backward, not inside a replay
+        return None, "training runs eagerly under DDP (train.cuda_graphs applies to one GPU)"
+    if compiled:
+        return None, "train.compile is on: torch.compile's graphs instead of train.cuda_graphs"
+    graphs = GraphedEncode(model, autocast_dtype).install()
+    return graphs, (f"train.cuda_graphs: backbone and encoder replayed from CUDA graphs in training, up to "
+                    f"{graphs.max_graphs} input shapes, each captured the second time it comes")
 
 
 class GraphedInference:
@@ -126,11 +224,11 @@ class GraphedInference:
                 self.model(static_images, static_masks)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the data loader's pin-memory thread allocates pinned host memory
-        # while this thread captures; under the default (global) mode that call fails the
-        # capture (cudaErrorStreamCaptureUnsupported: every `dino evaluate` and `dino
-        # inference` on an H200 did, their first batches' pinned buffers not yet cached)
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"), self._autocast(cache=False):
+        # thread_local (CAPTURE_MODE): under the default (global) mode the pin-memory
+        # thread's allocation failed the capture (cudaErrorStreamCaptureUnsupported: every
+        # `dino evaluate` and `dino inference` on an H200 did, their first batches' pinned
+        # buffers not yet cached)
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE), self._autocast(cache=False):
             out = self.model(static_images, static_masks)
         # the cached per-shape constants the graph read stay alive with it (dino.models.constants)
         return graph, static_images, static_masks, out, constants.snapshot()
