@@ -33,7 +33,7 @@ from typing import Any
 from automl.launchers import _procfs
 from automl.launchers.base import JobResult, JobSpec, wait_by_polling
 from automl.launchers.records import JOB_RECORD, LiveJobs, current_worker, now, read_record, record_result, write_record
-from automl.launchers.warm import WarmTrainers
+from automl.launchers.warm import WarmTrainer, WarmTrainers
 
 
 def default_registry_dir() -> Path:
@@ -206,11 +206,11 @@ class LocalLauncher:
         registry_dir: str | os.PathLike[str] | None = None,
         reap_grace_period: float = 10.0,
         extra_env: dict[str, str] | None = None,
-        warm_trainers: int = 2,
+        warm_trainers: int = 4,
     ) -> None:
-        """``warm_trainers``: spare trainers kept started ahead per device set, for jobs
-        whose trainer offers it (``JobSpec.warm``, :mod:`automl.launchers.warm`); 0 starts
-        every job cold."""
+        """``warm_trainers``: the most spare trainers kept started ahead per device set, for
+        jobs whose trainer offers it (``JobSpec.warm``, :mod:`automl.launchers.warm`: as
+        many as may launch at once there); 0 starts every job cold."""
         self.registry_dir = Path(registry_dir) if registry_dir else default_registry_dir()
         self.reap_grace_period = reap_grace_period
         self.extra_env = dict(extra_env or {})
@@ -218,13 +218,23 @@ class LocalLauncher:
         self.warm = WarmTrainers(warm_trainers)
 
     def _env(self, job: JobSpec) -> dict[str, str]:
+        return self._env_for(job.devices, job.env)
+
+    def _env_for(self, devices: tuple[int, ...], job_env: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # progress reaches the log as it happens
         env.update(self.extra_env)
-        env.update(job.env)
+        env.update(job_env)
         # the slot pin wins over anything inherited: "" hides every GPU from a CPU job
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in job.devices)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
         return env
+
+    def prestart(self, warm: WarmTrainer, devices: tuple[int, ...], job_env: dict[str, str],
+                 cwd: Path | None = None) -> None:
+        """Start the spares for jobs on ``devices`` with ``job_env`` (``JobSpec.env``) before
+        the first of them exists, so that it too is handed to a warm trainer: the
+        orchestrator calls this before it stages the data."""
+        self.warm.replenish(warm, self._env_for(devices, job_env), cwd)
 
     def launch(self, job: JobSpec) -> LocalJob | _UnstartableJob:
         job.results_dir.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,11 @@ in its first step (``bench/README.md``). A trainer that offers ``JobSpec.warm``
 (``dino warm``, :mod:`dino.warm`) does that before its job exists, while other trials
 train, and then becomes the job.
 
-The pool keeps ``spares`` ready processes per (program, environment): when a job
-launches, one is started for the same key, on the guess that the next job on those
-devices looks alike. A job is handed over only to a spare that said it is ready and
+The pool keeps ready processes per (program, environment), as many as jobs may launch
+at once on those devices (``WarmTrainer.spares``, at most the pool's ``spares``): when a
+job launches, spares are started for the same key, on the guess that the next jobs on
+those devices look alike. (With one spare kept, the three trials that launch together
+when packing begins found one ready; bench/README.md.) A job is handed over only to a spare that said it is ready and
 whose environment is exactly the job's (devices, thread limits and cache folders
 included); otherwise it starts cold, as before. What a spare printed before its launch
 goes into the job's log. A spare that fails its warm-up is never used; after
@@ -40,11 +42,14 @@ class WarmTrainer:
 
     ``program`` is the trainer's command without its task (``("dino",)``); a spare runs
     ``(*program, "warm", "--like", like)`` and, handed the job, runs ``argv``
-    (``("train", "-e", spec)``) as that program would."""
+    (``("train", "-e", spec)``) as that program would. ``spares``: how many jobs like
+    it may launch at once on its devices (their packing ceiling), the spares wanted
+    ready for them (the launcher caps it)."""
 
     program: tuple[str, ...]
     like: Path
     argv: tuple[str, ...]
+    spares: int = 1
 
     def spare_command(self) -> list[str]:
         return [*self.program, "warm", "--like", str(self.like)]
@@ -153,8 +158,8 @@ class WarmTrainers:
         self._failures.setdefault(key, []).append(f"a spare exited with code {code}: {reason}"[:500])
 
     def replenish(self, warm: WarmTrainer, env: dict[str, str], cwd: Path | None) -> None:
-        """Start spares for ``warm``'s key until ``spares`` are alive (none once it failed
-        ``MAX_FAILURES`` times)."""
+        """Start spares for ``warm``'s key until ``min(warm.spares, spares)`` are alive
+        (none once it failed ``MAX_FAILURES`` times)."""
         if not self.spares:
             return
         with self._lock:
@@ -163,7 +168,8 @@ class WarmTrainers:
     def _replenish(self, warm: WarmTrainer, env: dict[str, str], cwd: Path | None) -> None:
         key = self._key(warm, env)
         pool = self._alive(key)
-        while len(pool) < self.spares and len(self._failures.get(key, [])) < MAX_FAILURES:
+        wanted = min(max(warm.spares, 1), self.spares)
+        while len(pool) < wanted and len(self._failures.get(key, [])) < MAX_FAILURES:
             try:
                 popen = subprocess.Popen(warm.spare_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True,

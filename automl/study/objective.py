@@ -88,14 +88,35 @@ def trial_assignments(ctx: StudyContext, params: dict[str, Any], results_dir: Pa
     }
 
 
-def warm_trainer(cfg: RunConfig, spec_path: Path, devices: tuple[int, ...]) -> WarmTrainer | None:
+def warm_trainer(cfg: RunConfig, spec_path: Path, devices: tuple[int, ...],
+                 at_once: int = 1) -> WarmTrainer | None:
     """How a trial's trainer can be started ahead of it: the bundled trainer on the local
     launcher, on GPUs (its warm trainers, ``automl.launchers.warm``); None otherwise. On
-    the CPU a spare's imports and warm-up would take the cores the running trials train on."""
+    the CPU a spare's imports and warm-up would take the cores the running trials train on.
+    ``at_once``: how many trials may launch together on ``devices`` (the packing ceiling)."""
     program = cfg.trainer.warm_program()
     if program is None or cfg.launcher.name != "local" or not devices:
         return None
-    return WarmTrainer(program, spec_path, (*cfg.trainer.command[len(program):], "-e", str(spec_path)))
+    return WarmTrainer(program, spec_path, (*cfg.trainer.command[len(program):], "-e", str(spec_path)),
+                       spares=at_once)
+
+
+def prestart_warm_trainers(cfg: RunConfig, launcher: Launcher, slots: SlotPool, like: Path) -> int:
+    """Start each GPU slot's warm trainers before the first trial, warmed up like the spec
+    ``like`` (the template with the fixed values: what a trial's spec shares), with the
+    environment a trial's job on that slot gets; so the first trials start warm too
+    instead of paying imports and CUDA start-up. Returns how many slots got spares (0:
+    the launcher keeps none, or the trials start cold anyway)."""
+    prestart = getattr(launcher, "prestart", None)
+    if not callable(prestart):
+        return 0
+    started = 0
+    for slot in slots.slots:
+        warm = warm_trainer(cfg, like, slot.devices, slots.policy.ceiling)
+        if warm is not None:
+            prestart(warm, slot.devices, {**slots.thread_env(slot), **kernel_cache_env(cfg)}, cfg.study_dir)
+            started += 1
+    return started
 
 
 class DinoObjective:
@@ -150,7 +171,7 @@ class DinoObjective:
                 read_only_paths=self.ctx.read_only_paths,
                 workdir=results_dir,
                 cache_dirs=tuple(Path(v) for v in cache_env.values()),
-                warm=warm_trainer(cfg, spec_path, slot),
+                warm=warm_trainer(cfg, spec_path, slot, self.ctx.slots.policy.ceiling),
             )
             return self._run_job(trial, job, lease)
 

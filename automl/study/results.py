@@ -4,6 +4,7 @@ best trials keep their ``.pth`` files), and the closing summary (:class:`StudyCl
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -153,10 +154,8 @@ def finalize_study(
         outcome.best_checkpoint = choice.path
         if choice.note():
             observe(Note(f"best trial {best.number}: {choice.note()}", Level.WARNING))
-        if exporter is not None and outcome.best_checkpoint is not None and not interrupted:
-            outcome.exported_model = exporter(best, outcome.best_spec, outcome.best_checkpoint)
-        if showcase is not None and outcome.best_checkpoint is not None and not interrupted:
-            outcome.showcase = showcase(best, outcome.best_checkpoint)
+        if outcome.best_checkpoint is not None and not interrupted:
+            _hand_over(outcome, best, exporter, showcase)
         removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best)
         if removed:
             observe(Note(f"retention: removed {len(removed)} checkpoint(s) of trials outside the best "
@@ -174,6 +173,23 @@ def finalize_study(
         exported_model=outcome.exported_model, report=outcome.report, showcase=outcome.showcase,
     ))  # fmt: skip
     return outcome
+
+
+def _hand_over(outcome: StudyOutcome, best: FrozenTrial,
+               exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None,
+               showcase: Callable[[FrozenTrial, Path], Showcase | None] | None) -> None:
+    """The best checkpoint's export (CPU: trace and ONNX Runtime check) and its pictures
+    (a GPU inference job) side by side: one after the other they kept an H200 idle for
+    36 s at the end of the smoke study (bench/README.md)."""
+    assert outcome.best_checkpoint is not None and outcome.best_spec is not None
+    checkpoint, spec = outcome.best_checkpoint, outcome.best_spec
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="hand-over") as pool:
+        exported = pool.submit(exporter, best, spec, checkpoint) if exporter is not None else None
+        pictures = pool.submit(showcase, best, checkpoint) if showcase is not None else None
+        if exported is not None:
+            outcome.exported_model = exported.result()
+        if pictures is not None:
+            outcome.showcase = pictures.result()
 
 
 def pruner_text(cfg: RunConfig) -> str:

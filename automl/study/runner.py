@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import optuna
 import sqlalchemy.exc
+import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -55,7 +56,7 @@ from automl.study.events import Level, Note, Observer, StudyStarted, StudyStoppe
 from automl.study.export_claim import claim_export, finish_export
 from automl.study.identity import fix_identity
 from automl.study.interrupts import Interrupts
-from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted
+from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted, prestart_warm_trainers
 from automl.study.recovery import recover_study
 from automl.study.results import StudyOutcome, finalize_study
 from automl.study.showcase import FOLDER as SHOWCASE_FOLDER
@@ -182,7 +183,10 @@ class _FailureGuard:
         return "\n".join(lines)
 
 
-def check_template(cfg: RunConfig, schema: TrainSchema, template: dict[str, Any]) -> None:
+WARM_LIKE_SPEC = "warm_like.yaml"  # in the study folder: what the warm trainers warm up like
+
+
+def check_template(cfg: RunConfig, schema: TrainSchema, template: dict[str, Any]) -> dict[str, Any]:
     """Render the template with the run's fixed values once, before any data are staged:
     an unknown key, a bad value or a broken spec rule (``num_select``, feature levels,
     ``gpu_ids``) fails the run in seconds with a ConfigError naming it. Values that only
@@ -192,7 +196,7 @@ def check_template(cfg: RunConfig, schema: TrainSchema, template: dict[str, Any]
     assignments = {**cfg.fixed, "results_dir": str(cfg.study_dir.resolve() / "trial_check"),
                    "train.num_gpus": num_gpus, "train.gpu_ids": list(range(num_gpus))}
     try:
-        render_spec(template, assignments, schema)
+        return render_spec(template, assignments, schema)
     except ConfigError as exc:
         raise ConfigError(f"the trial spec (template + fixed values) is invalid, so no trial could run: {exc}") from None
 
@@ -223,7 +227,7 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
     check_run(cfg)  # workspace, devices, extractor: before anything is staged
     schema = TrainSchema.load(resolve_project_path(cfg.trainer.schema_path, default_schema_path()))
     template = load_yaml(resolve_project_path(cfg.trainer.template, default_template_path()).read_text())
-    check_template(cfg, schema, template)
+    rendered = check_template(cfg, schema, template)
     study = open_study(cfg)  # the storage is reachable, and this study is what the config asks for
     fix_identity(study, cfg)
     study.set_metric_names([cfg.metric.name])  # the dashboard's axes name the metric
@@ -232,7 +236,20 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
             export_command(cfg.trainer.command)
         except ValueError as exc:
             observe(Note(f"the best model will not be exported: {exc} (or set export.enabled: false)", Level.WARNING))
-    data = data if data is not None else prepare_data(cfg, template, observe)
+    launcher = build_launcher(cfg)
+    try:
+        slots = pool_for(cfg, observe)
+        # the first trials' trainers warm up while the data are staged (generating the
+        # smoke's images took 23 s of an idle GPU before the first trial on an H200)
+        like = cfg.study_dir / WARM_LIKE_SPEC
+        like.parent.mkdir(parents=True, exist_ok=True)
+        like.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        if prestart_warm_trainers(cfg, launcher, slots, like):
+            observe(Note("warm trainers: starting ahead of the first trials, while the data are staged"))
+        data = data if data is not None else prepare_data(cfg, template, observe)
+    except BaseException:
+        close_launcher(launcher)
+        raise
     space = SearchSpace.build(
         schema,
         overrides=load_space_overrides(resolve_project_path(cfg.trainer.space, default_space_path())),
@@ -246,12 +263,10 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
     recovered = recover_study(study, cfg.study.max_retry)
     if recovered:
         observe(Note(f"recovered trials of dead workers: {recovered} (queued to resume from their checkpoints)"))
-    launcher = build_launcher(cfg)
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     reaped = launcher.reap_orphans(cfg.study.name, running)
     if reaped:
         observe(Note(f"stopped {len(reaped)} orphaned job(s) of this study: {', '.join(reaped)}"))
-    slots = pool_for(cfg, observe)
     lock = StorageLock(cfg.storage_url, getattr(storage_of(study), "engine", None), f"automl-study:{cfg.study.name}")
     budget = TrialBudget(cfg.budget.n_trials, lock)
     gated = GatedStudy(study, budget.gate)  # every trial starts through the budget's gate

@@ -69,7 +69,8 @@ def trainer(tmp_path) -> Path:
     return path
 
 
-def job(tmp_path: Path, trainer: Path, trial: int, code: int = 0, devices: tuple[int, ...] = (), env=None) -> JobSpec:
+def job(tmp_path: Path, trainer: Path, trial: int, code: int = 0, devices: tuple[int, ...] = (), env=None,
+        spares: int = 1) -> JobSpec:
     results = tmp_path / f"trial_{trial}"
     results.mkdir(parents=True, exist_ok=True)
     spec = results / "spec.yaml"
@@ -77,7 +78,7 @@ def job(tmp_path: Path, trainer: Path, trial: int, code: int = 0, devices: tuple
     argv = ("train", "-e", str(spec), str(code))
     return JobSpec(study_name="s", trial_number=trial, command=(PY, str(trainer), *argv), results_dir=results,
                    log_path=results / "log.txt", devices=devices, env=dict(env or {}), workdir=results,
-                   warm=WarmTrainer((PY, str(trainer)), spec, argv))
+                   warm=WarmTrainer((PY, str(trainer)), spec, argv, spares=spares))
 
 
 
@@ -183,7 +184,7 @@ def test_stopping_a_handed_over_job_signals_it(tmp_path, trainer, launcher, monk
 
 def test_close_stops_idle_spares_and_zero_starts_none(tmp_path, trainer):
     launcher = LocalLauncher(registry_dir=tmp_path / "registry", warm_trainers=2)
-    launcher.launch(job(tmp_path, trainer, 0)).wait(20)
+    launcher.launch(job(tmp_path, trainer, 0, spares=2)).wait(20)
     spares = ready_spares(launcher, 2)
     assert len(spares) == 2
     launcher.close()
@@ -193,6 +194,23 @@ def test_close_stops_idle_spares_and_zero_starts_none(tmp_path, trainer):
     assert off.warm.pids() == []
     with pytest.raises(ConfigError, match="warm_trainers must be 0"):
         get_launcher("local", warm_trainers=-1)
+
+
+def test_spares_follow_how_many_may_launch_at_once_capped_by_the_launcher(tmp_path, trainer):
+    """Packing lets three trials launch together: the first launch keeps three spares
+    ready, so all three are handed over warm; the launcher's warm_trainers caps the count."""
+    launcher = LocalLauncher(registry_dir=tmp_path / "registry", warm_trainers=3)
+    try:
+        launcher.launch(job(tmp_path, trainer, 0, spares=4)).wait(20)
+        spares = ready_spares(launcher, 3)
+        assert len(spares) == 3  # 4 wanted, the launcher's cap is 3
+        handles = [launcher.launch(job(tmp_path, trainer, n, spares=4)) for n in (1, 2, 3)]
+        assert sorted(int(h.id) for h in handles) == sorted(spares)
+        for n, h in zip((1, 2, 3), handles):
+            assert h.wait(20).exit_code == 0
+            assert json.loads((tmp_path / f"trial_{n}" / "job.json").read_text())["warm"] is True
+    finally:
+        launcher.close()
 
 
 def test_idle_spares_exit_when_the_orchestrator_is_killed(tmp_path, trainer):
@@ -251,3 +269,41 @@ def test_gpu_trials_of_the_local_launcher_get_a_warm_trainer(tmp_path, launcher,
     if warm is not None:
         assert warm.spare_command() == ["dino", "warm", "--like", str(tmp_path / "spec.yaml")]
         assert warm.argv == ("train", "-e", str(tmp_path / "spec.yaml"))
+
+
+def test_spares_started_before_the_first_trial_take_its_job(tmp_path, trainer):
+    """The runner starts each GPU slot's spares before it stages the data
+    (``prestart_warm_trainers``), with the environment a trial's job there gets: trial 0
+    is then handed to a warm trainer too, and as many spares as may launch at once
+    (the packing ceiling) are ready."""
+    from automl.config.run_config import RunConfig
+    from automl.study.caches import kernel_cache_env
+    from automl.study.objective import prestart_warm_trainers
+    from automl.study.packing import PackingPolicy
+    from automl.study.slots import Slot, SlotPool
+
+    cfg = RunConfig.model_validate({"data": {"synth": {}}, "workspace": str(tmp_path / "ws"),
+                                    "trainer": {"command": [PY, "-m", "dino", "train"]}})
+    policy = PackingPolicy(trials_per_slot="auto", max_trials_per_slot=2, memory_margin=0.1, min_cores_per_trial=1,
+                           cpu_cores=4, n_slots=1, gpu_slots=True, card_mib=80_000)
+    slots = SlotPool([Slot((0,))], policy)
+    cfg.study_dir.mkdir(parents=True)
+    like = cfg.study_dir / "warm_like.yaml"
+    like.write_text("{}\n")
+    launcher = LocalLauncher(registry_dir=tmp_path / "registry", warm_trainers=4)
+    fake = (PY, str(trainer))  # the stand-in speaks dino warm's protocol
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(TrainerSettings, "warm_program", lambda self: fake)
+    try:
+        assert prestart_warm_trainers(cfg, launcher, slots, like) == 1
+        spares = ready_spares(launcher, 2)
+        assert launcher.warm.failures() == []
+        assert len(spares) == 2  # the ceiling of 2 trials per slot, under the cap of 4
+        env = {**slots.thread_env(slots.slots[0]), **kernel_cache_env(cfg)}
+        first = launcher.launch(job(tmp_path, trainer, 0, devices=(0,), env=env))
+        assert int(first.id) in spares
+        assert first.wait(20).exit_code == 0
+        assert json.loads((tmp_path / "trial_0" / "job.json").read_text())["warm"] is True
+    finally:
+        monkey.undo()
+        launcher.close()

@@ -89,3 +89,27 @@ def test_export_uses_the_handles_wait(tmp_path):
     (handle,) = handles
     assert handle.waited == [42] and handle.stopped and result.exit_code == 143
     assert handle.job.command[2] == "export" and f"export.checkpoint={ckpt}" in handle.job.command
+
+
+def test_export_and_pictures_of_the_best_run_side_by_side(tmp_path):
+    """The end of a study exports the best checkpoint and draws its detections at once,
+    not one after the other: each here waits for the other to have started."""
+    import threading
+
+    from automl.study.results import StudyOutcome, _hand_over
+
+    both = threading.Barrier(2, timeout=10)
+    outcome = StudyOutcome("s", {}, best_spec=tmp_path / "best_spec.yaml", best_checkpoint=tmp_path / "best.pth")
+
+    def exporter(best, spec, checkpoint):
+        both.wait()  # BrokenBarrierError after 10 s if the pictures did not start meanwhile
+        return tmp_path / "best_model.onnx"
+
+    def showcase(best, checkpoint):
+        both.wait()
+        return "pictures"
+
+    _hand_over(outcome, None, exporter, showcase)
+    assert outcome.exported_model == tmp_path / "best_model.onnx" and outcome.showcase == "pictures"
+    _hand_over(outcome, None, None, lambda best, checkpoint: "alone")  # export off: pictures only
+    assert outcome.showcase == "alone"
