@@ -111,41 +111,38 @@ def test_environment_switch_disables_capture(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the GPU check runs it")
-@pytest.mark.parametrize("dtype, tolerance", [(None, 1e-3), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("dtype, tolerance", [(None, 1e-3), (torch.bfloat16, 2e-2)])
 def test_graphed_steps_match_eager_steps_on_the_gpu(dtype, tolerance):
-    """Five SGD steps over two input shapes (A A B B A), eager against graphed from the same
-    weights: every step's loss and every gradient agree to ``tolerance`` of its scale, and
-    the graphed run replayed from the second sighting of each shape on."""
-    runs = []
-    for graphed in (False, True):
-        model, criterion, _ = _tiny()
-        model.to(CUDA).train()
-        graphs = GraphedEncode(model, dtype).install() if graphed else None
-        opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    """Five SGD steps over two input shapes (A A B B A) in lockstep: before each step the
+    graphed model gets the eager model's weights (copied in place, as an optimizer step
+    writes them), then both take the same batch. Every step's loss and every gradient
+    agree to ``tolerance`` of its scale (the backward kernel's atomic adds sum in another
+    order), and the graphed model replayed from the second sighting of each shape on."""
+    (eager, criterion, _), (graphed, _, _) = _tiny(), _tiny(seed=1)
+    eager.to(CUDA).train()
+    graphed.to(CUDA).train()
+    graphs = GraphedEncode(graphed, dtype).install()
+    opt = torch.optim.SGD(eager.parameters(), lr=1e-2)
+    for step, size in enumerate([64, 64, 96, 96, 64]):
+        graphed.load_state_dict(eager.state_dict())  # in place: the graphs read these tensors
+        images, masks, targets = _batch(size, seed=step)
+        images, masks = images.to(CUDA), masks.to(CUDA)
+        targets = [{k: v.to(CUDA) for k, v in t.items()} for t in targets]
         losses, grads = [], []
-        for step, size in enumerate([64, 64, 96, 96, 64]):
-            images, masks, targets = _batch(size, seed=step)
-            images, masks = images.to(CUDA), masks.to(CUDA)
-            targets = [{k: v.to(CUDA) for k, v in t.items()} for t in targets]
-            torch.manual_seed(100 + step)  # the denoising queries' draws, the same in both runs
+        for model in (eager, graphed):
+            torch.manual_seed(100 + step)  # the denoising queries' draws, the same for both
             with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = model(images, masks, targets)
             loss = criterion(to_fp32(out), targets)["loss"]
-            opt.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss.backward()
             losses.append(float(loss))
             grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
-            opt.step()
-        runs.append((losses, grads, graphs))
-    (eager_losses, eager_grads, _), (graph_losses, graph_grads, graphs) = runs
-    assert graphs is not None and graphs.replays == 3  # steps 2, 4, 5: each shape from its second sighting
-    for step, (a, b) in enumerate(zip(eager_losses, graph_losses)):
-        assert abs(a - b) <= tolerance * abs(a), f"step {step}: loss {a} eager, {b} graphed"
-    backbone = [n for n in eager_grads[0] if n.startswith("backbone")]
-    assert backbone, "no backbone gradient: the test model lost its graphed part"
-    for step, (ge, gg) in enumerate(zip(eager_grads, graph_grads)):
-        assert ge.keys() == gg.keys(), f"step {step}: parameters with gradients differ"
-        for name in ge:
-            scale = ge[name].abs().max().clamp_min(1e-12)
-            err = (ge[name] - gg[name]).abs().max() / scale
+        assert abs(losses[0] - losses[1]) <= tolerance * abs(losses[0]), f"step {step}: loss {losses}"
+        assert grads[0].keys() == grads[1].keys(), f"step {step}: parameters with gradients differ"
+        assert any(n.startswith("backbone") for n in grads[0]), "no backbone gradient"
+        for name, g in grads[0].items():
+            err = (g - grads[1][name]).abs().max() / g.abs().max().clamp_min(1e-12)
             assert err <= tolerance, f"step {step} {name}: |grad diff| / scale {float(err):.2e}"
+        opt.step()
+    assert graphs.replays == 3 and graphs.last_path == "graph"  # steps 2, 4 and 5
