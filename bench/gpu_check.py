@@ -249,8 +249,9 @@ def section_smoke(c: Check, args) -> None:
                      or "CUDA graph capture of the detector failed" in line
                      or "CUDA graph capture of the encoder in training failed" in line]
         replayed = [line for line in text.splitlines() if line.startswith("train.cuda_graphs: ") and "steps replayed" in line]
+        graphed = bool(replayed) and not replayed[-1].startswith("train.cuda_graphs: 0 of ")
         c.add("smoke", f"{log.parent.name}: fused attention, graphed training and validation, no fallback",
-              not fell_back and bool(replayed),
+              not fell_back and graphed and "capture failed" not in (replayed or [""])[-1],
               fell_back[0][:300] if fell_back else (replayed[-1][:300] if replayed else
                                                     "no train.cuda_graphs line in the trial's log"))
     startups: dict[str, dict] = {}
