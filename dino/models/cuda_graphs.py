@@ -41,32 +41,59 @@ TRAIN_GRAPHS = 9  # shapes per run: the smoke profile's 3 x 3 heights and widths
 CAPTURE_MODE = "thread_local"  # other threads' unsafe CUDA calls do not fail our captures
 
 
+class _Encode(nn.Module):
+    """The eager ``DINO.encode`` as a module whose parameters are the detector's, so that
+    ``functional_call`` can run it on aliases of them."""
+
+    def __init__(self, detector: nn.Module, eager):
+        super().__init__()
+        self.detector, self._eager = detector, eager
+
+    def forward(self, images: Tensor, masks: Tensor):
+        return self._eager(images, masks)
+
+
 class _EncodeGraphs:
     """One input shape's forward graph and backward graph of ``encode`` and their static
-    buffers (inputs, outputs, output gradients, parameter gradients)."""
+    buffers (inputs, outputs, output gradient, parameter gradients).
 
-    def __init__(self, encode, params: list[nn.Parameter], images: Tensor, masks: Tensor, autocast, warmup: int = 2):
+    The captures differentiate with respect to aliases of the parameters (views made
+    inside the capture), not the parameters themselves: a parameter's gradient
+    accumulator outlives the step that made it while the caller still holds that step's
+    loss, and PyTorch then syncs the capture with the stream it was made on (the default
+    stream), which fails the capture. Measured so on an H200 (bench/README.md)."""
+
+    def __init__(self, encode, detector: nn.Module, images: Tensor, masks: Tensor, autocast, warmup: int = 2):
+        module = _Encode(detector, encode)
+        named = [(f"detector.{n}", p) for n, p in detector.named_parameters() if p.requires_grad]
+
+        def run(inputs: tuple[Tensor, Tensor]):
+            aliases = {n: p.view_as(p) for n, p in named}
+            with autocast():
+                out = torch.func.functional_call(module, aliases, inputs)
+            return out, list(aliases.values())
+
         self.inputs = (images.clone(), masks.clone())
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up: cuDNN plans, lazy inits, cached constants
             for _ in range(warmup):
-                with autocast():
-                    outs = encode(*self.inputs)[0]
-                torch.autograd.grad(outs, params, torch.ones_like(outs), allow_unused=True)
+                (memory, *_), aliases = run(self.inputs)
+                torch.autograd.grad(memory, aliases, torch.ones_like(memory), allow_unused=True)
         torch.cuda.current_stream().wait_stream(side)
         pool = torch.cuda.graph_pool_handle()
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode=CAPTURE_MODE), autocast():
-            memory, mask, valid_ratios, self.shapes = encode(*self.inputs)
-        # memory [B, S, C] carries the gradient; mask [B, S] and valid_ratios [B, L, 2]
-        # are functions of the input masks alone
-        self.outputs = (memory, mask, valid_ratios)
+        with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
+            (memory, mask, valid_ratios, self.shapes), aliases = run(self.inputs)
         self.grad_memory = torch.empty_like(memory)
         with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
-            grads = torch.autograd.grad(memory, params, self.grad_memory, allow_unused=True)
+            grads = torch.autograd.grad(memory, aliases, self.grad_memory, allow_unused=True)
+        # memory [B, S, C] carries the gradient; mask [B, S] and valid_ratios [B, L, 2]
+        # are functions of the input masks alone. Detached: the captured autograd graph is
+        # not needed after the backward capture.
+        self.outputs = (memory.detach(), mask, valid_ratios.detach())
         # the parameters encode uses (the decoder's get no gradient here) and theirs
-        used = [(p, g) for p, g in zip(params, grads) if g is not None]
+        used = [(p, g) for (_, p), g in zip(named, grads) if g is not None]
         self.params, self.grads = [p for p, _ in used], tuple(g for _, g in used)
         # the cached per-shape constants the graphs read stay alive with them (dino.models.constants)
         self._held = constants.snapshot()
@@ -102,7 +129,8 @@ class GraphedEncode:
 
     ``install()`` swaps the method in; eval-mode calls (validation), calls with grad
     disabled and calls off the GPU run the eager path, as do shapes beyond
-    ``max_graphs`` and everything after a failed capture (one warning). ``last_path``
+    ``max_graphs``. A failed capture raises (the run cannot go on eagerly: CUDA's random
+    generator is left in capture mode) and says to set ``train.cuda_graphs=false``. ``last_path``
     says what the last training call ran (``graph`` or ``eager``), ``replays`` counts
     graphed calls. The graphed outputs are static buffers rewritten by the next replay
     of that shape: a training step consumes them before the next one starts.
@@ -141,14 +169,15 @@ class GraphedEncode:
         self._seen[key] += 1
         if self._seen[key] < self.min_seen or len(self._graphs) >= self.max_graphs:
             return None
-        params = [p for p in self.detector.parameters() if p.requires_grad]
         try:
-            entry = self._graphs[key] = _EncodeGraphs(self._eager, params, images, masks, self._autocast)
-        except Exception as exc:  # noqa: BLE001 - any capture failure: train eagerly from now on
+            entry = self._graphs[key] = _EncodeGraphs(self._eager, self.detector, images, masks, self._autocast)
+        except Exception as exc:
+            # not a fallback: a failed capture leaves CUDA's random generator in capture
+            # mode, so the next random draw (the denoising queries') fails obscurely
             self.disabled = True
-            warnings.warn(f"CUDA graph capture of the encoder in training failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); training runs "
-                          "eagerly (train.cuda_graphs=false skips the attempt)", RuntimeWarning, stacklevel=3)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise RuntimeError(f"CUDA graph capture of the encoder in training failed ({type(exc).__name__}: "
+                               f"{first}); set train.cuda_graphs=false to train without CUDA graphs") from exc
         return entry
 
     def __call__(self, images: Tensor, masks: Tensor):

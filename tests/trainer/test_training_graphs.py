@@ -7,8 +7,6 @@ which fail on a skip); CI has no GPU.
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
@@ -83,21 +81,20 @@ def test_capture_policy_second_sighting_and_at_most_max_graphs(monkeypatch):
     assert _Recorder.captured == [(1, 3, 32, 32), (1, 3, 64, 64)]
 
 
-def test_a_failed_capture_warns_once_and_trains_eagerly_after(monkeypatch):
+def test_a_failed_capture_stops_the_run_and_says_how_to_train_without_graphs(monkeypatch):
+    """Not a silent fallback: after a failed capture CUDA's random generator is still in
+    capture mode, and the next denoising draw failed with 'Offset increment outside graph
+    capture' (seen on an H200)."""
     def broken(*_args, **_kwargs):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(cuda_graphs, "_EncodeGraphs", broken)
     graphs = GraphedEncode(_tiny()[0], None)
     images, masks = torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.bool)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for _ in range(4):
-            assert graphs._entry(images, masks) is None
-    assert graphs.disabled
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "CUDA graph capture of the encoder in training failed" in messages[0]
-    assert "capture failed" in graphs.summary(4)
+    assert graphs._entry(images, masks) is None  # first sighting: eager
+    with pytest.raises(RuntimeError, match=r"capture of the encoder in training failed .*train.cuda_graphs=false"):
+        graphs._entry(images, masks)
+    assert graphs.disabled and "capture failed" in graphs.summary(2)
 
 
 def test_environment_switch_disables_capture(monkeypatch):
@@ -110,14 +107,40 @@ def test_environment_switch_disables_capture(monkeypatch):
     assert _Recorder.captured == []
 
 
+def _step(model, criterion, batch, dtype, seed: int) -> tuple[float, dict[str, torch.Tensor]]:
+    """One forward and backward of ``model`` on ``batch`` under ``dtype`` autocast: the
+    loss and every parameter's gradient."""
+    images, masks, targets = batch
+    torch.manual_seed(seed)  # the denoising queries' draws, the same for every model
+    with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = model(images, masks, targets)
+    loss = criterion(to_fp32(out), targets)["loss"]
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return float(loss), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _worst(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """The largest |gradient error| / scale over the parameters, and where."""
+    errors = {n: float((g - reference[n]).abs().max() / reference[n].abs().max().clamp_min(1e-12))
+              for n, g in grads.items()}
+    name = max(errors, key=errors.get)
+    return errors[name], name
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the GPU check runs it")
-@pytest.mark.parametrize("dtype, tolerance", [(None, 1e-3), (torch.bfloat16, 2e-2)])
-def test_graphed_steps_match_eager_steps_on_the_gpu(dtype, tolerance):
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
     """Five SGD steps over two input shapes (A A B B A) in lockstep: before each step the
     graphed model gets the eager model's weights (copied in place, as an optimizer step
-    writes them), then both take the same batch. Every step's loss and every gradient
-    agree to ``tolerance`` of its scale (the backward kernel's atomic adds sum in another
-    order), and the graphed model replayed from the second sighting of each shape on."""
+    writes them), then both take the same batch, and the graphed model replays from the
+    second sighting of each shape on.
+
+    fp32: the losses and every gradient agree to 1e-3 of their scale (the backward
+    kernel's atomic adds sum in another order). bf16: rounding alone puts the eager bf16
+    gradients a few percent from the fp32 ones, and other kernel choices inside a
+    capture round differently, so the graphed bf16 step is held to the eager bf16 step's
+    own distance from the fp32 step: at most twice it."""
     (eager, criterion, _), (graphed, _, _) = _tiny(), _tiny(seed=1)
     eager.to(CUDA).train()
     graphed.to(CUDA).train()
@@ -126,23 +149,22 @@ def test_graphed_steps_match_eager_steps_on_the_gpu(dtype, tolerance):
     for step, size in enumerate([64, 64, 96, 96, 64]):
         graphed.load_state_dict(eager.state_dict())  # in place: the graphs read these tensors
         images, masks, targets = _batch(size, seed=step)
-        images, masks = images.to(CUDA), masks.to(CUDA)
-        targets = [{k: v.to(CUDA) for k, v in t.items()} for t in targets]
-        losses, grads = [], []
-        for model in (eager, graphed):
-            torch.manual_seed(100 + step)  # the denoising queries' draws, the same for both
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-                out = model(images, masks, targets)
-            loss = criterion(to_fp32(out), targets)["loss"]
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-            losses.append(float(loss))
-            grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
-        assert abs(losses[0] - losses[1]) <= tolerance * abs(losses[0]), f"step {step}: loss {losses}"
-        assert grads[0].keys() == grads[1].keys(), f"step {step}: parameters with gradients differ"
-        assert any(n.startswith("backbone") for n in grads[0]), "no backbone gradient"
-        for name, g in grads[0].items():
-            err = (g - grads[1][name]).abs().max() / g.abs().max().clamp_min(1e-12)
-            assert err <= tolerance, f"step {step} {name}: |grad diff| / scale {float(err):.2e}"
+        batch = (images.to(CUDA), masks.to(CUDA), [{k: v.to(CUDA) for k, v in t.items()} for t in targets])
+        loss_g, grads_g = _step(graphed, criterion, batch, dtype, 100 + step)
+        loss_e, grads_e = _step(eager, criterion, batch, dtype, 100 + step)
+        assert grads_g.keys() == grads_e.keys(), f"step {step}: parameters with gradients differ"
+        assert any(n.startswith("backbone") for n in grads_e), "no backbone gradient"
+        if dtype is None:
+            assert abs(loss_g - loss_e) <= 1e-3 * abs(loss_e), f"step {step}: loss {loss_e} eager, {loss_g} graphed"
+            err, name = _worst(grads_g, grads_e)
+            assert err <= 1e-3, f"step {step} {name}: |grad diff| / scale {err:.2e}"
+        else:
+            loss_r, grads_r = _step(eager, criterion, batch, None, 100 + step)  # the fp32 reference
+            assert abs(loss_g - loss_r) <= 2 * abs(loss_e - loss_r) + 1e-3 * abs(loss_r), \
+                f"step {step}: loss {loss_r} fp32, {loss_e} bf16 eager, {loss_g} bf16 graphed"
+            (err_g, name_g), (err_e, name_e) = _worst(grads_g, grads_r), _worst(grads_e, grads_r)
+            assert err_g <= 2 * err_e + 1e-3, (f"step {step}: graphed bf16 {err_g:.2e} ({name_g}) from fp32, "
+                                               f"eager bf16 {err_e:.2e} ({name_e})")
+        _step(eager, criterion, batch, dtype, 100 + step)  # the eager model's own gradients for its step
         opt.step()
     assert graphs.replays == 3 and graphs.last_path == "graph"  # steps 2, 4 and 5
