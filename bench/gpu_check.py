@@ -232,6 +232,8 @@ def section_smoke(c: Check, args) -> None:
     # two trials one after the other: the second is handed to the warm trainer started
     # beside the first (automl.launchers.warm), so the warm path runs on the GPU too
     profile["devices"] = {"trials_per_slot": 1}
+    # the trainer's default path (the smoke profile trains eagerly so that trials pack)
+    profile["fixed"]["train.cuda_graphs"] = True
     config = Path(args.workdir) / "smoke_check.yaml"
     config.write_text(yaml.safe_dump(profile))
     proc = c.run("smoke_study", [sys.executable, "-m", "automl", "run", "--config", str(config), "--n-trials", "2",
