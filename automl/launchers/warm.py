@@ -11,7 +11,8 @@ job launches, spares are started for the same key, on the guess that the next jo
 those devices look alike. (With one spare kept, the three trials that launch together
 when packing begins found one ready; bench/README.md.) A job is handed over only to a spare that said it is ready and
 whose environment is exactly the job's (devices, thread limits and cache folders
-included); otherwise it starts cold, as before. What a spare printed before its launch
+included); one still warming up is waited for (it started earlier, so it is ready before
+a cold start would be), and without one the job starts cold, as before. What a spare printed before its launch
 goes into the job's log. A spare that fails its warm-up is never used; after
 ``MAX_FAILURES`` failures for one key no more are started for it, and the next job's
 log says why. Idle spares read their stdin: when the orchestrator goes away (even
@@ -34,6 +35,9 @@ from dino.warm import hand_over_message  # the protocol is the trainer's (light:
 
 READY = READY_LINE.encode()
 MAX_FAILURES = 2
+# The longest a launch waits for a spare still warming up (a warm-up took 9-18 s on an
+# H200, a cold start 15-20 s); past it the job starts cold.
+WAIT_FOR_WARMING_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +113,32 @@ class WarmTrainers:
         return warm.program, tuple(sorted(env.items()))
 
     def take(self, warm: WarmTrainer, env: dict[str, str], log_path: Path, cwd: Path,
-             log) -> subprocess.Popen[bytes] | None:
+             log, wait_s: float | None = None) -> subprocess.Popen[bytes] | None:
         """Hand the job to a ready spare of its key and return that process, or None (start
-        it cold). ``log`` is the job's log file, open for appending: notes go there."""
-        with self._lock:
-            return self._take(warm, env, log_path, cwd, log)
+        it cold). ``log`` is the job's log file, open for appending: notes go there.
+
+        A spare of the key that is still warming up is waited for, up to ``wait_s``
+        (default ``WAIT_FOR_WARMING_S``): it
+        started before this job, so it is ready sooner than a cold start would get as
+        far (both import and warm the device up). The job's start-up is timed from this
+        call, the wait included."""
+        asked = time.time()
+        deadline = time.monotonic() + (WAIT_FOR_WARMING_S if wait_s is None else wait_s)
+        while True:
+            with self._lock:
+                popen = self._take(warm, env, log_path, cwd, log, asked)
+                warming = popen is None and any(not s.ready for s in self._alive(self._key(warm, env)))
+            if popen is not None:
+                if time.time() - asked >= 0.5:
+                    log.write(f"[automl] waited {time.time() - asked:.1f} s for a warm trainer to finish its "
+                              "warm-up\n".encode())
+                return popen
+            if not warming or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
     def _take(self, warm: WarmTrainer, env: dict[str, str], log_path: Path, cwd: Path,
-              log) -> subprocess.Popen[bytes] | None:
+              log, launched_at: float) -> subprocess.Popen[bytes] | None:
         key = self._key(warm, env)
         failures = self._failures.get(key, [])
         if len(failures) >= MAX_FAILURES and key not in self._announced:
@@ -126,7 +148,7 @@ class WarmTrainers:
         pool = self._alive(key)
         for spare in [s for s in pool if s.ready]:
             pool.remove(spare)
-            message = hand_over_message(list(warm.argv), str(cwd), str(log_path), time.time())
+            message = hand_over_message(list(warm.argv), str(cwd), str(log_path), launched_at)
             try:
                 assert spare.popen.stdin is not None
                 spare.popen.stdin.write(message.encode())

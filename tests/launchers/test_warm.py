@@ -145,14 +145,32 @@ def test_a_job_with_another_environment_starts_cold(tmp_path, trainer, launcher)
     assert same.wait(20).exit_code == 0
 
 
-def test_a_spare_still_warming_up_is_not_waited_for(tmp_path, trainer, launcher, monkeypatch):
+def test_a_spare_still_warming_up_is_waited_for_and_the_wait_counts_in_the_start_up(tmp_path, trainer,
+                                                                                     launcher, monkeypatch):
+    """The spare started before the job, so it is ready before a cold start would be: the
+    job waits for it, and the trainer's start-up is timed from the launch, not the hand-off."""
+    monkeypatch.setenv("FAKE_WARM_DELAY", "3")
+    launcher.launch(job(tmp_path, trainer, 0)).wait(20)
+    [spare] = launcher.warm.pids()
+    began = time.time()
+    handle = launcher.launch(job(tmp_path, trainer, 1))
+    assert handle.id == str(spare) and time.time() - began >= 0.5
+    assert handle.wait(20).exit_code == 0
+    log = (tmp_path / "trial_1" / "log.txt").read_text()
+    assert "launched=warm" in log and "[automl] waited " in log and "for a warm trainer to finish its warm-up" in log
+
+
+def test_a_spare_warming_up_longer_than_the_wait_is_left_and_the_job_starts_cold(tmp_path, trainer, launcher,
+                                                                                monkeypatch):
     monkeypatch.setenv("FAKE_WARM_DELAY", "30")
+    monkeypatch.setattr("automl.launchers.warm.WAIT_FOR_WARMING_S", 1.0)
     launcher.launch(job(tmp_path, trainer, 0)).wait(20)
     [spare] = launcher.warm.pids()
     began = time.monotonic()
     handle = launcher.launch(job(tmp_path, trainer, 1))
-    assert handle.id != str(spare) and time.monotonic() - began < 5
+    assert handle.id != str(spare) and 1.0 <= time.monotonic() - began < 5
     assert handle.wait(20).exit_code == 0
+    assert "launched=cold" in (tmp_path / "trial_1" / "log.txt").read_text()
 
 
 def test_spares_that_fail_their_warm_up_are_never_used_and_stop_being_started(tmp_path, trainer, launcher,
