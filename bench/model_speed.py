@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dino.config.model import ModelConfig  # noqa: E402
 from dino.models import build_dino  # noqa: E402
-from dino.models.cuda_graphs import install_training_graphs, training_graphs  # noqa: E402
+from dino.models.cuda_graphs import install_training_graphs, training_path  # noqa: E402
 from dino.models.ms_deform_attn import attention_paths  # noqa: E402
 
 NUM_OBJECTS, NUM_CLASSES = 8, 4  # foreground classes; our DINO gets num_classes = 5 (TAO ids 1..4)
@@ -194,8 +194,7 @@ def bench(name: str, adapter_factory, args, dtype: torch.dtype, device: torch.de
     }
     if isinstance(adapter, OurDino):  # the path that ran, read from the model after the timed steps
         result["msda"] = attention_paths(module)
-        graphs = training_graphs(module)
-        result["training_path"] = (graphs.last_path or "eager") if graphs is not None else "eager"
+        result["training_path"] = training_path(module)
         result["inference_path"] = getattr(adapter.forward, "last_path", "eager")
     del adapter, module, opt
     if device.type == "cuda":

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_speed import OUR_CONFIGS, OurDino, make_batch  # noqa: E402
 
 from dino.config.model import ModelConfig  # noqa: E402
-from dino.models.cuda_graphs import training_graphs  # noqa: E402
+from dino.models.cuda_graphs import training_path  # noqa: E402
 from dino.models.ms_deform_attn import attention_paths, force_impl  # noqa: E402
 
 CPU_CONFIG = ModelConfig(backbone="resnet_18", return_interm_indices=[2, 3, 4], num_feature_levels=4)
@@ -129,9 +129,8 @@ def gpu_profile(args) -> int:
     syncs = [e for e in table if "synchronize" in e.key.lower() or e.key in ("aten::item", "aten::_local_scalar_dense", "aten::nonzero")]
     for e in syncs:
         print(f"host waits: {e.key} x{e.count // args.steps}/step, {e.cpu_time_total / args.steps / 1e3:.1f} ms/step")
-    graphs = training_graphs(adapter.model)
     print(json.dumps({"profile": args.config, "dtype": args.dtype, "msda": attention_paths(adapter.model),
-                      "training_path": (graphs.last_path or "eager") if graphs is not None else "eager",
+                      "training_path": training_path(adapter.model),
                       "wall_ms_per_step": round(wall_ms, 1), "gpu_kernel_ms_per_step": round(busy_ms, 1),
                       "kernels_per_step": len(kernels) // args.steps, "gpu_busy_fraction_of_unprofiled_wall": round(busy_ms / wall_ms, 3)}))
     return 0

@@ -113,17 +113,16 @@ class WarmTrainers:
         return warm.program, tuple(sorted(env.items()))
 
     def take(self, warm: WarmTrainer, env: dict[str, str], log_path: Path, cwd: Path,
-             log, wait_s: float | None = None) -> subprocess.Popen[bytes] | None:
+             log) -> subprocess.Popen[bytes] | None:
         """Hand the job to a ready spare of its key and return that process, or None (start
         it cold). ``log`` is the job's log file, open for appending: notes go there.
 
-        A spare of the key that is still warming up is waited for, up to ``wait_s``
-        (default ``WAIT_FOR_WARMING_S``): it
-        started before this job, so it is ready sooner than a cold start would get as
-        far (both import and warm the device up). The job's start-up is timed from this
-        call, the wait included."""
+        A spare of the key that is still warming up is waited for, up to
+        ``WAIT_FOR_WARMING_S``: it started before this job, so it is ready sooner than a
+        cold start would get as far (both import and warm the device up). The job's
+        start-up is timed from this call, the wait included."""
         asked = time.time()
-        deadline = time.monotonic() + (WAIT_FOR_WARMING_S if wait_s is None else wait_s)
+        deadline = time.monotonic() + WAIT_FOR_WARMING_S
         while True:
             with self._lock:
                 popen = self._take(warm, env, log_path, cwd, log, asked)

@@ -199,6 +199,13 @@ def training_graphs(model: nn.Module) -> GraphedEncode | None:
     return encode if isinstance(encode, GraphedEncode) else None
 
 
+def training_path(model: nn.Module) -> str:
+    """What ``model``'s last training step ran for its backbone and encoder: ``graph`` or
+    ``eager`` (speed rows name this, read after the timed steps)."""
+    graphs = training_graphs(model)
+    return (graphs.last_path or "eager") if graphs is not None else "eager"
+
+
 def install_training_graphs(model: nn.Module, device: torch.device, autocast_dtype: torch.dtype | None, *,
                             enabled: bool = True, distributed: bool = False,
                             compiled: bool = False) -> tuple[GraphedEncode | None, str]:
