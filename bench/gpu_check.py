@@ -256,6 +256,7 @@ def section_smoke(c: Check, args) -> None:
               not fell_back and graphed and "capture failed" not in (replayed or [""])[-1],
               fell_back[0][:300] if fell_back else (replayed[-1][:300] if replayed else
                                                     "no train.cuda_graphs line in the trial's log"))
+    _packing_row(c, ws)
     startups: dict[str, dict] = {}
     c.info["startup"] = startups
     for status in sorted(ws.glob("dino-smoke/trial_*/train/status.json")):
@@ -305,6 +306,28 @@ def section_smoke(c: Check, args) -> None:
         c.wait(job)
         ok, detail = _verified(c, name)
         c.add("smoke", f"{name.replace('_', ' ')} batch: exports and verifies", ok, detail)
+
+
+def _packing_row(c: Check, ws: Path) -> None:
+    """Whether a graphed smoke trial's peak reserved memory lets the smoke study pack as
+    many trials per card as ``devices.trials_per_slot: auto`` allows (its ceiling, 4)."""
+    import torch
+
+    from automl.config.run_config import DeviceSettings
+    from automl.observe.memory import PeakMemoryReader
+    from automl.study.packing import fitting_trials
+
+    peaks = {trial.name: peak for trial in sorted(ws.glob("dino-smoke/trial_*"))
+             if (peak := PeakMemoryReader(trial).poll()) is not None}
+    defaults = DeviceSettings()
+    card_mib = torch.cuda.get_device_properties(0).total_memory // 2**20
+    peak = max(peaks.values()) if peaks else None
+    fits = fitting_trials(card_mib, peak, defaults.memory_margin) if peak else 0
+    c.info["peak_gpu_memory_mib"] = peaks
+    c.add("smoke", f"graphed trials' peak reserved memory packs {defaults.max_trials_per_slot} trials on the card",
+          fits >= defaults.max_trials_per_slot,
+          f"peak {peak} MiB ({', '.join(f'{k} {v}' for k, v in peaks.items()) or 'no peak_gpu_memory_mib'}); "
+          f"{fits} fit in {card_mib} MiB with {defaults.memory_margin:.0%} kept free")
 
 
 def section_fp16(c: Check, args) -> None:

@@ -16,8 +16,9 @@ on the data (no host sync, shapes fixed by the image size):
 
 Both capture a shape the second time they see it and at most ``max_graphs`` shapes
 (later new shapes run eagerly), so multi-scale shape churn costs a bounded number of
-captures and of graph memory pools; the trainer pads GPU batches to a multiple of 32
-pixels, which leaves the smoke profile 9 shapes an epoch. Captures run in
+captures; the trainer pads GPU batches to a multiple of 32
+pixels, which leaves the smoke profile 9 shapes an epoch; the training graphs of all
+shapes share one memory pool (``GraphedEncode`` says why that is safe). Captures run in
 ``thread_local`` mode: the data loader's pin-memory thread allocates pinned host memory
 meanwhile, which the default (global) mode turns into a failed capture. Under autocast,
 the autocast weight cache is off inside a capture (``cache_enabled=False``) and in the
@@ -63,8 +64,10 @@ class _EncodeGraphs:
     loss, and PyTorch then syncs the capture with the stream it was made on (the default
     stream), which fails the capture. Measured so on an H200 (bench/README.md)."""
 
-    def __init__(self, encode, detector: nn.Module, images: Tensor, masks: Tensor, autocast, warmup: int = 2):
+    def __init__(self, encode, detector: nn.Module, images: Tensor, masks: Tensor, autocast, shared,
+                 warmup: int = 2):
         module = _Encode(detector, encode)
+        pool, side = shared()
         named = [(f"detector.{n}", p) for n, p in detector.named_parameters() if p.requires_grad]
 
         def run(inputs: tuple[Tensor, Tensor]):
@@ -74,14 +77,12 @@ class _EncodeGraphs:
             return out, list(aliases.values())
 
         self.inputs = (images.clone(), masks.clone())
-        side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up: cuDNN plans, lazy inits, cached constants
             for _ in range(warmup):
                 (memory, *_), aliases = run(self.inputs)
                 torch.autograd.grad(memory, aliases, torch.ones_like(memory), allow_unused=True)
         torch.cuda.current_stream().wait_stream(side)
-        pool = torch.cuda.graph_pool_handle()
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode=CAPTURE_MODE):
             (memory, mask, valid_ratios, self.shapes), aliases = run(self.inputs)
@@ -97,6 +98,9 @@ class _EncodeGraphs:
         self.params, self.grads = [p for p, _ in used], tuple(g for _, g in used)
         # the cached per-shape constants the graphs read stay alive with them (dino.models.constants)
         self._held = constants.snapshot()
+        del memory, mask, valid_ratios, aliases, grads, used
+        # the warm-up's blocks stay cached for the side stream, where nothing else allocates
+        torch.cuda.empty_cache()
 
 
 class _Replay(torch.autograd.Function):
@@ -132,8 +136,16 @@ class GraphedEncode:
     ``max_graphs``. A failed capture raises (the run cannot go on eagerly: CUDA's random
     generator is left in capture mode) and says to set ``train.cuda_graphs=false``. ``last_path``
     says what the last training call ran (``graph`` or ``eager``), ``replays`` counts
-    graphed calls. The graphed outputs are static buffers rewritten by the next replay
-    of that shape: a training step consumes them before the next one starts.
+    graphed calls.
+
+    Every shape's graphs share one memory pool, so the graph memory of a run is about
+    that of its largest shape, not the sum over shapes (9 private pools, each beside its
+    warm-up's cache, reserved 74-80 GB in a smoke trial on an H200). Sharing is safe
+    because a step runs one shape's forward replay, then its backward replay, then
+    consumes the outputs and the parameter gradients (``optimizer.step``) before the
+    next step's forward replays any shape: no graph's buffers need to outlive another
+    graph's replay. The outputs are static buffers: a training step consumes them
+    before the next one starts (no gradient accumulation over steps).
     """
 
     def __init__(self, detector: nn.Module, autocast_dtype: torch.dtype | None, max_graphs: int = TRAIN_GRAPHS,
@@ -146,6 +158,7 @@ class GraphedEncode:
         self.disabled = os.environ.get("DINO_CUDA_GRAPHS", "1") == "0"
         self.last_path: str | None = None
         self.replays = 0
+        self._pool = self._side = None  # one memory pool and one warm-up stream for every shape
 
     def install(self) -> GraphedEncode:
         self.detector.encode = self
@@ -161,6 +174,12 @@ class GraphedEncode:
         return torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None, cache_enabled=False)
 
+    def _shared(self):
+        """The memory pool and the warm-up stream every shape's capture uses (made at the first)."""
+        if self._pool is None:
+            self._pool, self._side = torch.cuda.graph_pool_handle(), torch.cuda.Stream()
+        return self._pool, self._side
+
     def _entry(self, images: Tensor, masks: Tensor) -> _EncodeGraphs | None:
         key = (tuple(images.shape), tuple(masks.shape), images.dtype, images.device)
         entry = self._graphs.get(key)
@@ -170,7 +189,8 @@ class GraphedEncode:
         if self._seen[key] < self.min_seen or len(self._graphs) >= self.max_graphs:
             return None
         try:
-            entry = self._graphs[key] = _EncodeGraphs(self._eager, self.detector, images, masks, self._autocast)
+            entry = self._graphs[key] = _EncodeGraphs(self._eager, self.detector, images, masks, self._autocast,
+                                                      self._shared)
         except Exception as exc:
             # not a fallback: a failed capture leaves CUDA's random generator in capture
             # mode, so the next random draw (the denoising queries') fails obscurely

@@ -65,7 +65,7 @@ class _Recorder:
 
     captured: list[tuple] = []
 
-    def __init__(self, encode, params, images, masks, autocast):
+    def __init__(self, encode, params, images, masks, autocast, shared):
         _Recorder.captured.append(tuple(images.shape))
 
 
@@ -131,10 +131,11 @@ def _worst(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the GPU check runs it")
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
 def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
-    """Five SGD steps over two input shapes (A A B B A) in lockstep: before each step the
+    """Six SGD steps over two input shapes (A A B B A B) in lockstep: before each step the
     graphed model gets the eager model's weights (copied in place, as an optimizer step
     writes them), then both take the same batch, and the graphed model replays from the
-    second sighting of each shape on.
+    second sighting of each shape on. A and B share one graph memory pool, B captured
+    after A: the last two steps replay each after the other's replay.
 
     fp32: the losses and every gradient agree to 1e-3 of their scale (the backward
     kernel's atomic adds sum in another order). bf16: rounding alone puts the eager bf16
@@ -146,7 +147,7 @@ def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
     graphed.to(CUDA).train()
     graphs = GraphedEncode(graphed, dtype).install()
     opt = torch.optim.SGD(eager.parameters(), lr=1e-2)
-    for step, size in enumerate([64, 64, 96, 96, 64]):
+    for step, size in enumerate([64, 64, 96, 96, 64, 96]):
         graphed.load_state_dict(eager.state_dict())  # in place: the graphs read these tensors
         images, masks, targets = _batch(size, seed=step)
         batch = (images.to(CUDA), masks.to(CUDA), [{k: v.to(CUDA) for k, v in t.items()} for t in targets])
@@ -167,4 +168,6 @@ def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
                                                f"eager bf16 {err_e:.2e} ({name_e})")
         _step(eager, criterion, batch, dtype, 100 + step)  # the eager model's own gradients for its step
         opt.step()
-    assert graphs.replays == 3 and graphs.last_path == "graph"  # steps 2, 4 and 5
+    assert graphs.replays == 4 and graphs.last_path == "graph"  # steps 2, 4, 5 and 6
+    pools = {graph.pool() for g in graphs._graphs.values() for graph in (g.forward_graph, g.backward_graph)}
+    assert len(graphs._graphs) == 2 and len(pools) == 1, f"{len(pools)} memory pools for 2 shapes"
