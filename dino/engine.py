@@ -89,7 +89,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, device: torch.d
         images, masks, targets = to_device(images, masks, targets, device)
         with autocast(device, precision):
             outputs = model(images, masks, targets)
-        loss = criterion(to_fp32(outputs), targets)["loss"]
+        loss = criterion(outputs, targets)["loss"]  # the criterion computes in fp32 (casts after stacking)
         nonfinite += (~torch.isfinite(loss)).to(torch.int64)
         if (steps + 1) % FINITE_CHECK_EVERY == 0 or steps + 1 == n:
             _raise_if_nonfinite(nonfinite, checked + 1, steps + 1)

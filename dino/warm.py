@@ -51,7 +51,7 @@ def warm_up(spec_path: str) -> str:
     import torch
 
     from dino.config import load_spec
-    from dino.engine import autocast, to_fp32
+    from dino.engine import autocast
     from dino.models import build_dino
     from dino.optim import build_optimizer, plan_learning_rates
     from dino.runtime import cuda_allocator_defaults
@@ -79,7 +79,7 @@ def warm_up(spec_path: str) -> str:
                 "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]], device=device)} for _ in range(batch)]
     with autocast(device, precision):
         outputs = model(images, masks, targets)
-    loss = criterion(to_fp32(outputs), targets)["loss"]
+    loss = criterion(outputs, targets)["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -21,8 +21,8 @@ pixels, which leaves the smoke profile 9 shapes an epoch; the training graphs of
 shapes share one memory pool (``GraphedEncode`` says why that is safe). Captures run in
 ``thread_local`` mode: the data loader's pin-memory thread allocates pinned host memory
 meanwhile, which the default (global) mode turns into a failed capture. Under autocast,
-the autocast weight cache is off inside a capture (``cache_enabled=False``) and in the
-training step around it (``dino.engine.autocast``).
+the autocast weight cache is off inside a capture and its replays' eager twin
+(``cache_enabled=False``): a cast cached inside a capture would live in the graph's pool.
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ class DINO(nn.Module):
             tgt = tgt + 0.0 * self.denoising.label_enc.weight[0, 0]
 
         hs, boxes = self.decoder(tgt, ref_logits, memory, shapes, valid_ratios, mask, attn_mask)
-        preds = [{"pred_logits": self.class_embed(h), "pred_boxes": b} for h, b in zip(hs, boxes)]
+        logits = self.class_embed(torch.stack(hs))  # [n_layers, B, P+Q, K]: one head call for every layer
+        preds = [{"pred_logits": lg, "pred_boxes": b} for lg, b in zip(logits.unbind(0), boxes)]
         matching = [{k: v[:, n_dn:] for k, v in p.items()} for p in preds]
 
         out = dict(matching[-1])

@@ -167,3 +167,53 @@ def test_every_per_shape_constant_cache_is_registered_and_survives_clearing_in_a
         ms_deform_attn.canvas_layout([(k + 1, 2)], torch.device("cpu"), torch.float32)
     assert not any(v is layout for v in ms_deform_attn._LAYOUTS.values())  # cleared from the cache...
     assert any(v is layout for v in held)  # ...but what a graph holds is still the same object
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_decoder_self_attention_equals_multihead_attention(mask_kind):
+    """The decoder layer's lean self-attention (fewer launches) against
+    ``nn.MultiheadAttention`` on the same parameters: values and gradients, with no mask,
+    a bool mask (True = blocked) and the decoder's float mask."""
+    from dino.models.deformable_transformer import DeformableDecoderLayer
+
+    torch.manual_seed(0)
+    layer = DeformableDecoderLayer(32, 64, 0.0, 2, 4, 2).train()
+    tgt = torch.randn(2, 11, 32, requires_grad=True)
+    pos = torch.randn(2, 11, 32)
+    blocked = torch.rand(11, 11) < 0.3
+    blocked.fill_diagonal_(False)  # every query sees itself: no all-blocked row
+    mask = {"none": None, "bool": blocked,
+            "float": torch.zeros(11, 11).masked_fill_(blocked, float("-inf"))}[mask_kind]
+    got = layer._self_attention(tgt, pos, mask)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), tgt)
+    want = layer.self_attn(tgt + pos, tgt + pos, tgt, attn_mask=mask, need_weights=False)[0]
+    (grad_want,) = torch.autograd.grad(want.square().sum(), tgt)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-5, atol=1e-6)
+    if mask_kind != "none":  # the mask is applied, not ignored
+        free = layer._self_attention(tgt, pos, None)
+        assert (free - got).abs().max() > 1e-3
+
+
+def test_criterion_computes_half_precision_outputs_in_float32():
+    """The trainer hands the criterion the model's bf16 outputs (no cast per tensor
+    before stacking): the loss is the one of their float32 copies."""
+    from dino.engine import to_fp32
+
+    torch.manual_seed(0)
+    model, criterion, _ = build_dino(ModelConfig(backbone="resnet_tiny", hidden_dim=32, nheads=4, enc_layers=1,
+                                                 dec_layers=2, dim_feedforward=64, num_queries=12, num_select=12,
+                                                 dn_number=4, return_interm_indices=[2, 3, 4],
+                                                 num_feature_levels=4), 4)
+    images, masks = torch.randn(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.bool)
+    targets = [{"labels": torch.tensor([1, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.2]])},
+               {"labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}]
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images, masks, targets)
+    assert out["pred_logits"].dtype == torch.bfloat16  # the case under test
+    half, full = criterion(out, targets), criterion(to_fp32(out), targets)
+    assert half["loss"].dtype == torch.float32
+    assert half.keys() == full.keys()
+    for name in full:
+        torch.testing.assert_close(half[name], full[name], rtol=1e-6, atol=1e-7)
