@@ -68,7 +68,8 @@ def warm_up(spec_path: str) -> str:
     # small images: the kernels and libraries load the same, in a fraction of a real step
     side = min(spec.dataset.augmentation.test_random_resize, 320 if cuda else 128)
     batch = 2
-    model, criterion, _post = build_dino(spec.model, spec.dataset.num_classes)
+    with torch.device(device):  # as the trainer builds it (dino.train.build_model)
+        model, criterion, _post = build_dino(spec.model, spec.dataset.num_classes)
     model.to(device).train()
     criterion.to(device).train()
     optimizer = build_optimizer(model, spec.model, spec.train.optim, plan_learning_rates(spec.train.optim, True))

@@ -268,3 +268,16 @@ def test_overfits_two_images():
     assert best["labels"][0].item() == 0
     want = torch.tensor([12.0, 9.6, 36.0, 28.8])  # (0.25, 0.2, 0.75, 0.6) * 48
     assert (best["boxes"][0] - want).abs().max() < 6.0, best["boxes"][0]
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "resnet_50"])
+def test_the_detector_builds_on_whatever_device_the_trainer_asks_for(backbone):
+    """The trainer builds the model inside ``torch.device(device)``, so that a GPU trial
+    initialises on the GPU (a CPU init of R50 cost seconds of start-up when trials were
+    packed). Built under the meta device, nothing may land on the CPU: a factory that
+    pinned the CPU would break the GPU build (or silently initialise there)."""
+    with torch.device("meta"):
+        model, criterion, _ = build_dino(tiny_cfg(backbone=backbone), NUM_CLASSES)
+    placed = {t.device.type for t in [*model.parameters(), *model.buffers(), *criterion.parameters(),
+                                      *criterion.buffers()]}
+    assert placed == {"meta"}
