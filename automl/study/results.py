@@ -23,6 +23,7 @@ from automl.study.digest import digest_study
 from automl.study.events import Level, Note, Observer, StudyClosed, TrialsSummary
 
 if TYPE_CHECKING:
+    from automl.study.handover_ahead import HandOverAhead
     from automl.study.showcase import Showcase
 
 
@@ -132,13 +133,15 @@ def finalize_study(
     *,
     exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None = None,
     showcase: Callable[[FrozenTrial, Path], Showcase | None] | None = None,
+    ahead: HandOverAhead | None = None,
     interrupted: bool,
     failure_summary: str | None,
     elapsed_s: float,
 ) -> StudyOutcome:
     """Best spec and checkpoint, the exported model, the pictures of the best trial's
     detections (``showcase``: trial, checkpoint -> :class:`Showcase`), retention and the
-    report; the summary goes to ``observe`` (:class:`StudyClosed` closes it)."""
+    report; the summary goes to ``observe`` (:class:`StudyClosed` closes it). A hand-over
+    that ``ahead`` ran for the same trial and checkpoint is taken instead of a new one."""
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in own_trials(study):  # trials seeded from earlier studies did not run here
         counts[t.state.name.lower()] += 1
@@ -154,8 +157,14 @@ def finalize_study(
         outcome.best_checkpoint = choice.path
         if choice.note():
             observe(Note(f"best trial {best.number}: {choice.note()}", Level.WARNING))
-        if outcome.best_checkpoint is not None and not interrupted:
+        early = ahead.take(best.number, outcome.best_checkpoint) if ahead and outcome.best_checkpoint else None
+        if early is not None and not interrupted:
+            outcome.exported_model, outcome.showcase = early.exported_model, early.showcase
+        elif outcome.best_checkpoint is not None and not interrupted:
             _hand_over(outcome, best, exporter, showcase)
+    if ahead is not None:
+        ahead.close()  # nothing may still read a checkpoint that retention removes
+    if best is not None:
         removed = apply_retention(study, cfg.retention.keep_checkpoints_of_best)
         if removed:
             observe(Note(f"retention: removed {len(removed)} checkpoint(s) of trials outside the best "

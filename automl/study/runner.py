@@ -58,7 +58,8 @@ from automl.study.identity import fix_identity
 from automl.study.interrupts import Interrupts
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted, prestart_warm_trainers
 from automl.study.recovery import recover_study
-from automl.study.results import StudyOutcome, finalize_study
+from automl.study.handover_ahead import HandOverAhead
+from automl.study.results import StudyOutcome, best_own_trial, finalize_study
 from automl.study.showcase import FOLDER as SHOWCASE_FOLDER
 from automl.study.showcase import Showcase, make_showcase
 from automl.study.slots import describe_packing, pool_for
@@ -285,6 +286,13 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
         observe(TrialFinished(trial.number, trial.state, trial.value))
 
     failures = _FailureGuard(cfg.budget.max_consecutive_failures)
+    exporter = _exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe)
+    showcase = _showcase(cfg, launcher, data.read_only_paths, observe)
+    ahead = HandOverAhead(cfg.budget.n_trials, best_own_trial, cfg.metric.aggregate, cfg.metric.name,
+                          exporter if cfg.export.enabled else None, showcase if cfg.report.predictions else None,
+                          stop_event, on_start=lambda number: observe(Note(
+                              f"every trial has started: handing the best so far (trial {number}) over ahead; "
+                              "done again at the end if another trial beats it")))
     started = time.monotonic()
     try:
         with interrupts:  # from here on, Ctrl-C stops jobs and keeps their trials (automl.study.interrupts)
@@ -301,7 +309,7 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
                         timeout=cfg.budget.timeout_s,
                         n_jobs=slots.size,
                         catch=(TrialFailed,),
-                        callbacks=[failures, finished],
+                        callbacks=[failures, finished, ahead],
                     )
                 except BudgetSpent:
                     pass  # the study holds its n_trials: other workers' trials count too
@@ -319,13 +327,13 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
                              + "; run the same command to continue", Level.WARNING))
             return finalize_study(
                 cfg, study, observe,
-                exporter=_exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe),
-                showcase=_showcase(cfg, launcher, data.read_only_paths, observe),
+                exporter=exporter, showcase=showcase, ahead=ahead,
                 interrupted=interrupted,
                 failure_summary=failures.summary() if failures.tripped else None,
                 elapsed_s=time.monotonic() - started,
             )
     finally:
+        ahead.close()
         close_launcher(launcher)  # also on errors: idle warm trainers (automl.launchers.warm)
 
 

@@ -11,7 +11,8 @@ epoch prints ``TRAINED EPOCH <e>`` so tests can check nothing is redone.
 
 Environment: ``SCRIPTED_EPOCH_SECONDS`` (0.4), ``SCRIPTED_DIP_FROM=E`` (values from
 epoch E on are halved, so the best epoch is not the last), ``SCRIPTED_HANG_AT_EPOCH=E``
-(stop writing anything at epoch E, as a hung job does).
+(stop writing anything at epoch E, as a hung job does), ``SCRIPTED_SLOW_LR=lr`` (the trial
+of that lr takes 8 times as long an epoch).
 
 For packing tests: ``JOB START <t>`` / ``JOB END <t>`` (``time.time()``) bracket the run;
 ``SCRIPTED_PEAK_MIB`` adds ``peak_gpu_memory_mib`` to every epoch line, as the real
@@ -133,6 +134,8 @@ def main() -> int:
     epochs = int(spec["train"]["num_epochs"])
     lr = float(spec["train"]["optim"]["lr"])
     seconds = float(os.environ.get("SCRIPTED_EPOCH_SECONDS", "0.4"))
+    if "SCRIPTED_SLOW_LR" in os.environ and math.isclose(lr, float(os.environ["SCRIPTED_SLOW_LR"]), rel_tol=1e-6):
+        seconds *= 8  # one trial that trains much longer than the others
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     for source in spec["dataset"]["train_data_sources"]:
         if not Path(source["json_file"]).exists():
