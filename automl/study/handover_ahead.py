@@ -18,7 +18,7 @@ import concurrent.futures
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -27,8 +27,11 @@ from automl.study import attrs
 from automl.study.best_checkpoint import checkpoint_for_value
 from automl.study.budget import may_start
 
+if TYPE_CHECKING:
+    from automl.study.showcase import Showcase
+
 Exporter = Callable[[FrozenTrial, Path, Path], "Path | None"]
-Showcaser = Callable[[FrozenTrial, Path], object]
+Showcaser = Callable[[FrozenTrial, Path], "Showcase | None"]
 
 
 @dataclasses.dataclass
@@ -38,7 +41,7 @@ class AheadResult:
     trial: int
     checkpoint: Path
     exported_model: Path | None = None
-    showcase: object = None
+    showcase: Showcase | None = None
 
 
 class HandOverAhead:

@@ -54,11 +54,11 @@ from automl.study.budget import BudgetSpent, TrialBudget, finished_shares, may_s
 from automl.study.checks import check_run
 from automl.study.events import Level, Note, Observer, StudyStarted, StudyStopped, TrialFinished
 from automl.study.export_claim import claim_export, finish_export
+from automl.study.handover_ahead import HandOverAhead
 from automl.study.identity import fix_identity
 from automl.study.interrupts import Interrupts
 from automl.study.objective import DinoObjective, StudyContext, TrialFailed, TrialInterrupted, prestart_warm_trainers
 from automl.study.recovery import recover_study
-from automl.study.handover_ahead import HandOverAhead
 from automl.study.results import StudyOutcome, best_own_trial, finalize_study
 from automl.study.showcase import FOLDER as SHOWCASE_FOLDER
 from automl.study.showcase import Showcase, make_showcase
