@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.study import attrs
 from automl.study.best_checkpoint import checkpoint_for_value
 from automl.study.budget import may_start
+from automl.study.results import hand_over
 
 if TYPE_CHECKING:
     from automl.study.showcase import Showcase
@@ -62,8 +63,8 @@ class HandOverAhead:
         self.exporter, self.showcase, self.stop, self.on_start = exporter, showcase, stop, on_start
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-over-ahead")
+        # trial -> its run, in the order queued (they run one at a time; a trial is queued once)
         self._futures: dict[int, concurrent.futures.Future] = {}
-        self._order: list[int] = []  # trials in the order their runs were queued (they run one at a time)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna's callback, after each trial of this worker finishes."""
@@ -82,19 +83,13 @@ class HandOverAhead:
             if best.number in self._futures:
                 return
             self.on_start(best.number)
-            self._order.append(best.number)
             self._futures[best.number] = self._pool.submit(self._run, best, choice.path)
 
     def _run(self, best: FrozenTrial, checkpoint: Path) -> AheadResult:
         result = AheadResult(best.number, checkpoint)
-        if self.stop.is_set():
-            return result
-        spec = Path(best.user_attrs[attrs.SPEC_PATH])
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="hand-over") as pool:
-            exported = pool.submit(self.exporter, best, spec, checkpoint) if self.exporter is not None else None
-            pictures = pool.submit(self.showcase, best, checkpoint) if self.showcase is not None else None
-            result.exported_model = exported.result() if exported is not None else None
-            result.showcase = pictures.result() if pictures is not None else None
+        if not self.stop.is_set():
+            result.exported_model, result.showcase = hand_over(best, Path(best.user_attrs[attrs.SPEC_PATH]),
+                                                               checkpoint, self.exporter, self.showcase)
         return result
 
     def take(self, trial: int, checkpoint: Path) -> AheadResult | None:
@@ -102,9 +97,9 @@ class HandOverAhead:
         (waited for), or None when none was (the caller hands over as usual). Every
         other hand-over still running is waited for too: they write the same files."""
         with self._lock:
-            futures, order = dict(self._futures), list(self._order)
+            futures = dict(self._futures)
         self._pool.shutdown(wait=True)
-        if not order or order[-1] != trial:
+        if not futures or list(futures)[-1] != trial:
             return None  # not run ahead, or a later run wrote over its files
         try:
             result = futures[trial].result()

@@ -187,18 +187,24 @@ def finalize_study(
 def _hand_over(outcome: StudyOutcome, best: FrozenTrial,
                exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None,
                showcase: Callable[[FrozenTrial, Path], Showcase | None] | None) -> None:
-    """The best checkpoint's export (CPU: trace and ONNX Runtime check) and its pictures
-    (a GPU inference job) side by side: one after the other they kept an H200 idle for
-    36 s at the end of the smoke study (bench/README.md)."""
+    """The end-of-study hand-over of ``outcome``'s best checkpoint (``hand_over``)."""
     assert outcome.best_checkpoint is not None and outcome.best_spec is not None
-    checkpoint, spec = outcome.best_checkpoint, outcome.best_spec
+    outcome.exported_model, outcome.showcase = hand_over(best, outcome.best_spec, outcome.best_checkpoint,
+                                                         exporter, showcase)
+
+
+def hand_over(best: FrozenTrial, spec: Path, checkpoint: Path,
+              exporter: Callable[[FrozenTrial, Path, Path], Path | None] | None,
+              showcase: Callable[[FrozenTrial, Path], Showcase | None] | None) -> tuple[Path | None, Showcase | None]:
+    """The checkpoint's export (CPU: trace and ONNX Runtime check) and its pictures (a GPU
+    inference job) side by side: one after the other they kept an H200 idle for 36 s at
+    the end of the smoke study (bench/README.md). Returns the exported model and the
+    pictures (None for a task that is off or produced nothing)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="hand-over") as pool:
         exported = pool.submit(exporter, best, spec, checkpoint) if exporter is not None else None
         pictures = pool.submit(showcase, best, checkpoint) if showcase is not None else None
-        if exported is not None:
-            outcome.exported_model = exported.result()
-        if pictures is not None:
-            outcome.showcase = pictures.result()
+        return (exported.result() if exported is not None else None,
+                pictures.result() if pictures is not None else None)
 
 
 def pruner_text(cfg: RunConfig) -> str:

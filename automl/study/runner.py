@@ -289,8 +289,7 @@ def run_study(cfg: RunConfig, observe: Observer, *, stop_event: threading.Event 
     exporter = _exporter(cfg, study, lock, launcher, data.read_only_paths, stop_event, observe)
     showcase = _showcase(cfg, launcher, data.read_only_paths, observe)
     ahead = HandOverAhead(cfg.budget.n_trials, best_own_trial, cfg.metric.aggregate, cfg.metric.name,
-                          exporter if cfg.export.enabled else None, showcase if cfg.report.predictions else None,
-                          stop_event, on_start=lambda number: observe(Note(
+                          exporter, showcase, stop_event, on_start=lambda number: observe(Note(
                               f"every trial has started: handing the best so far (trial {number}) over ahead; "
                               "done again at the end if another trial beats it")))
     started = time.monotonic()
@@ -355,13 +354,13 @@ def _queued_retries(study: optuna.Study, worker: str) -> list[int]:
 
 def _exporter(cfg: RunConfig, study: optuna.Study, lock: StorageLock, launcher: Launcher,
               read_only_paths: tuple[Path, ...], stop_event: threading.Event,
-              observe: Observer) -> Callable[[FrozenTrial, Path, Path], Path | None]:
-    """The end-of-study export of the best checkpoint, by one worker only
-    (:mod:`automl.study.export_claim`)."""
+              observe: Observer) -> Callable[[FrozenTrial, Path, Path], Path | None] | None:
+    """The export of the best checkpoint, by one worker only
+    (:mod:`automl.study.export_claim`); None with ``export.enabled: false``."""
+    if not cfg.export.enabled:
+        return None
 
     def export(best: FrozenTrial, spec: Path, checkpoint: Path) -> Path | None:
-        if not cfg.export.enabled:
-            return None
         out = (cfg.study_dir / "best_model.onnx").resolve()
         decision = claim_export(study, lock, best.number, out, cfg.export.timeout_s)
         if not decision.export:
@@ -387,13 +386,14 @@ def _exporter(cfg: RunConfig, study: optuna.Study, lock: StorageLock, launcher: 
 
 
 def _showcase(cfg: RunConfig, launcher: Launcher, read_only_paths: tuple[Path, ...],
-              observe: Observer) -> Callable[[FrozenTrial, Path], Showcase | None]:
+              observe: Observer) -> Callable[[FrozenTrial, Path], Showcase | None] | None:
     """The best trial's detections drawn beside the ground truth on a few validation
-    images, for the report (:mod:`automl.study.showcase`)."""
+    images, for the report (:mod:`automl.study.showcase`); None with
+    ``report.predictions: 0``."""
+    if cfg.report.predictions == 0:
+        return None
 
     def showcase(best: FrozenTrial, checkpoint: Path) -> Showcase | None:
-        if cfg.report.predictions == 0:
-            return None
         observe(Note(f"drawing trial {best.number}'s detections on {cfg.report.predictions} validation images"))
         return make_showcase(
             study_name=cfg.study.name, trial=best.number, spec=Path(best.user_attrs[attrs.SPEC_PATH]),
