@@ -5,7 +5,7 @@
 # Both are ignored by git; pass them in the call's carry: ["." + "whl", ".anchors"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(optuna alembic Mako colorlog sqlalchemy greenlet pycocotools pydantic pydantic-core annotated-types
+pkgs=(optuna alembic Mako colorlog sqlalchemy greenlet pycocotools faster-coco-eval pydantic pydantic-core annotated-types
       typing-inspection rich markdown-it-py mdurl cmaes boto3 botocore s3transfer jmespath croniter
       python-dateutil six tzdata)
 mkdir -p .whl

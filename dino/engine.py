@@ -18,6 +18,17 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+try:  # pycocotools' algorithm in C++: the same numbers (tests/trainer/test_coco_eval.py), 3-4x faster
+    from faster_coco_eval import COCOeval_faster as _FasterCOCOeval
+    from faster_coco_eval import __version__ as _faster_version
+except ImportError:  # not installed (a container built without it): pycocotools' own
+    _FasterCOCOeval, _faster_version = None, None
+
+# Which COCOeval scores validation: 120 smoke images with 300 detections each took
+# pycocotools 1.0-1.3 s on a 2-core CPU, up to 2.2 s beside packed trials on the H200
+# host, while a trial alone on its GPU waited; faster-coco-eval 0.30-0.35 s.
+COCO_EVALUATOR = f"faster-coco-eval {_faster_version}" if _FasterCOCOeval is not None else "pycocotools"
+
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -173,8 +184,9 @@ def coco_results(image_id: int, result: dict[str, torch.Tensor], conf_threshold:
 
 
 def coco_eval(coco_gt: COCO, detections: list[dict]) -> COCOeval | None:
-    """The evaluated, accumulated and summarised bbox COCOeval of ``detections`` (pycocotools'
-    printout silenced); None when there is nothing to score (no detection or no ground truth)."""
+    """The evaluated, accumulated and summarised bbox COCOeval of ``detections`` (by
+    :data:`COCO_EVALUATOR`, its printout silenced); None when there is nothing to score (no
+    detection or no ground truth)."""
     known = set(coco_gt.getCatIds())
     # copies: loadRes adds id, area, iscrowd and a segmentation to the dicts it is given,
     # which would otherwise end up in the caller's detections.json
@@ -183,7 +195,7 @@ def coco_eval(coco_gt: COCO, detections: list[dict]) -> COCOeval | None:
         return None
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(detections)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev = (_FasterCOCOeval or COCOeval)(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

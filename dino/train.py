@@ -56,7 +56,7 @@ from dino.distributed import (
     sync_buffers,
     wrap_ddp,
 )
-from dino.engine import AUTOCAST_DTYPES, evaluate, train_one_epoch
+from dino.engine import AUTOCAST_DTYPES, COCO_EVALUATOR, evaluate, train_one_epoch
 from dino.models.cuda_graphs import install_training_graphs
 from dino.models.ms_deform_attn import self_check_seconds
 from dino.optim import build_optimizer, build_scheduler, freeze, plan_learning_rates
@@ -233,7 +233,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
             phases = {**startup.phases(), "of which attention self-check": round(self_check_seconds(), 2)}
             warm = warm_trainer()
             ahead = f"; warm trainer: imports and warm-up took {warm['warm_s']:.1f} s before the launch" if warm else ""
-            say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s{ahead}")
+            say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s{ahead}; "
+                f"COCO evaluation by {COCO_EVALUATOR}")
             if graphs is not None:
                 say(graphs.summary(stats["steps"]))
             status.write(f"Start-up: {startup.summary()}{ahead}", startup=phases,

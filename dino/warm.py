@@ -44,27 +44,39 @@ def hand_over_message(argv: list[str], cwd: str, log_path: str, launched_at: flo
     return json.dumps({"argv": list(argv), "cwd": cwd, "log_path": log_path, "launched_at": launched_at}) + "\n"
 
 
-def warm_up(spec_path: str) -> str:
+def _device_and_precision(spec) -> tuple:
+    """The device a job of ``spec`` trains on and its precision there: CUDA only with a
+    single visible GPU and ``train.num_gpus`` 1; fp16 only on a GPU."""
+    import torch
+
+    from dino.runtime import cuda_allocator_defaults
+
+    cuda = spec.train.num_gpus == 1 and torch.cuda.is_available() and torch.cuda.device_count() == 1
+    if not cuda:
+        return torch.device("cpu"), "fp32" if spec.train.precision == "fp16" else spec.train.precision
+    cuda_allocator_defaults()
+    device = torch.device("cuda", 0)
+    torch.cuda.set_device(device)  # per thread
+    return device, spec.train.precision
+
+
+def warm_up(spec_path: str, check: AttentionCheck | None = None) -> str:
     """One training step and one inference forward of ``spec_path``'s model on the device
-    it would train on (CUDA only with a single visible GPU and ``train.num_gpus`` 1);
-    returns what was warmed, on one line. Raises what the step raised."""
+    it would train on (``_device_and_precision``); returns what was warmed and where its
+    seconds went, on one line. ``check``: the attention check running beside it. Raises
+    what the step raised."""
     import torch
 
     from dino.config import load_spec
     from dino.engine import autocast
     from dino.models import build_dino
+    from dino.models.ms_deform_attn import self_check_seconds
     from dino.optim import build_optimizer, plan_learning_rates
-    from dino.runtime import cuda_allocator_defaults
 
+    marks = [time.perf_counter()]
     spec, _ = load_spec(spec_path)
-    cuda = spec.train.num_gpus == 1 and torch.cuda.is_available() and torch.cuda.device_count() == 1
-    if cuda:
-        cuda_allocator_defaults()
-        device = torch.device("cuda", 0)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    precision = spec.train.precision if cuda or spec.train.precision != "fp16" else "fp32"
+    device, precision = _device_and_precision(spec)
+    cuda = device.type == "cuda"
     # small images: the kernels and libraries load the same, in a fraction of a real step
     side = min(spec.dataset.augmentation.test_random_resize, 320 if cuda else 128)
     batch = 2
@@ -75,6 +87,7 @@ def warm_up(spec_path: str) -> str:
     optimizer = build_optimizer(model, spec.model, spec.train.optim, plan_learning_rates(spec.train.optim, True))
     images = torch.rand(batch, 3, side, side, device=device)
     masks = torch.zeros(batch, side, side, dtype=torch.bool, device=device)
+    marks.append(time.perf_counter())  # device up, model built
     label = min(1, spec.dataset.num_classes - 1)
     targets = [{"labels": torch.tensor([label], device=device),
                 "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]], device=device)} for _ in range(batch)]
@@ -84,6 +97,9 @@ def warm_up(spec_path: str) -> str:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    marks.append(time.perf_counter())  # one training step, the kernels' compile and check included
     model.eval()
     with torch.no_grad(), autocast(device, precision):
         model(images, masks)
@@ -93,8 +109,85 @@ def warm_up(spec_path: str) -> str:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    marks.append(time.perf_counter())
     where = torch.cuda.get_device_name(device) if cuda else "cpu"
-    return f"one {precision} training step of {spec.model.backbone} at {side} px on {where}"
+    build, step, infer = (b - a for a, b in zip(marks, marks[1:]))
+    beside = f", {check.summary()}" if check is not None else ""
+    return (f"one {precision} training step of {spec.model.backbone} at {side} px on {where} (device and model "
+            f"{build:.1f} s, training step {step:.1f} s; attention self-check {self_check_seconds():.1f} s{beside}; "
+            f"inference {infer:.1f} s)")
+
+
+class AttentionCheck:
+    """The fused attention's first-use check (``fused_usable``: its kernels' compile and
+    their comparison with the reference) for every deformable attention of the spec's
+    model, run in a thread from just after the model's imports.
+
+    The compile was 6.1 s of a 21.7 s warm-up on an H200 host, the GPU idle meanwhile
+    (``bench/startup_probe.py``). It runs in Triton's C++ passes and in ptxas, mostly
+    without the GIL (a compile beside a Python loop slowed the loop by 0.3 s of 1.0 s and
+    itself not at all), so it overlaps the rest of the warm-up: the training path's
+    imports, the model and optimizer build (the optimizer imports ``torch._dynamo``) and
+    the backbone's first forward. The warm-up's first attention call then finds the
+    verdict made, or waits for it (``fused_usable`` holds a lock while it checks). A
+    thread that fails changes nothing: the warm-up's own first call checks."""
+
+    def __init__(self, spec_path: str):
+        import threading
+
+        self.began = time.perf_counter()
+        self.ended: float | None = None
+        self.done = ""
+        self.thread = threading.Thread(target=self._run, args=(spec_path,), name="attention-check", daemon=True)
+        self.thread.start()
+
+    def _run(self, spec_path: str) -> None:
+        try:
+            self.done = check_attention(spec_path)
+        except Exception as exc:  # noqa: BLE001 - the warm-up's first call checks again and says why
+            self.done = f"failed ({type(exc).__name__}: {exc})"
+        finally:
+            self.ended = time.perf_counter()
+
+    def summary(self) -> str:
+        """What the thread did and when it ended, from its start (waits for it)."""
+        self.thread.join()
+        assert self.ended is not None
+        return f"in a thread beside the warm-up: {self.done}, done {self.ended - self.began:.1f} s after its start"
+
+
+def check_attention(spec_path: str) -> str:
+    """Run each distinct deformable attention of ``spec_path``'s model (built on the meta
+    device: nothing allocated) forward on a few queries under the spec's precision, on its
+    GPU: the real calls' compile-time constants and value dtype, so their verdicts (the
+    check compiles and runs both kernels, forward and backward). Off the GPU there is
+    nothing to compile (and Triton's CPU interpreter is not thread-safe). Returns what was
+    checked."""
+    import torch
+
+    from dino.config import load_spec
+    from dino.engine import autocast
+    from dino.models import build_dino
+    from dino.models.ms_deform_attn import MSDeformAttn, default_impl
+
+    spec, _ = load_spec(spec_path)
+    device, precision = _device_and_precision(spec)
+    if device.type != "cuda" or default_impl(device) != "fused":
+        return f"no fused attention to compile on {device.type}"
+    with torch.device("meta"):
+        model, _, _ = build_dino(spec.model, spec.dataset.num_classes)
+    shapes = sorted({(m.d_model, m.n_levels, m.n_heads, m.n_points) for m in model.modules()
+                     if isinstance(m, MSDeformAttn)})
+    paths = set()
+    for d_model, n_levels, n_heads, n_points in shapes:
+        attention = MSDeformAttn(d_model, n_levels, n_heads, n_points).to(device)
+        levels = [(max(1, 8 >> level), max(1, 8 >> level)) for level in range(n_levels)]
+        tokens = sum(h * w for h, w in levels)
+        with torch.no_grad(), autocast(device, precision):
+            attention(torch.randn(1, 100, d_model, device=device), torch.rand(1, 100, n_levels, 2, device=device),
+                      torch.randn(1, tokens, d_model, device=device), levels)
+        paths.add(attention.last_impl)
+    return f"{len(shapes)} attention shape(s) {shapes} in {precision}, path {', '.join(sorted(paths))}"
 
 
 def _become(message: dict, warm_s: float) -> int:
@@ -123,17 +216,23 @@ def _become(message: dict, warm_s: float) -> int:
 
 def serve(spec_path: str) -> int:
     """``dino warm --like SPEC``: warm up, say :data:`READY`, wait for the job, become it."""
-    began = time.time()
-    try:
-        import dino.engine  # noqa: F401 - the training path's imports, evaluation's included
-        import dino.train  # noqa: F401
+    from dino.startup import process_start_time
 
-        what = warm_up(spec_path)
+    began = process_start_time()  # the interpreter's start: ``dino.cli`` imported torch before this ran
+    try:
+        import dino.engine  # noqa: F401 - evaluation, and the model (below): what the attention check needs
+        import dino.models  # noqa: F401
+
+        check = AttentionCheck(spec_path)  # no imports of its own from here: the modules it uses are loaded
+        import dino.train  # noqa: F401 - the rest of the training path
+
+        imports_s = time.time() - began
+        what = warm_up(spec_path, check)
     except Exception as exc:  # noqa: BLE001 - any failure: this process is not used
         print(f"dino-warm: warm-up failed, not used ({type(exc).__name__}: {exc})", flush=True)
         return 1
     warm_s = time.time() - began
-    print(f"dino-warm: {what}; {warm_s:.1f} s with the imports", flush=True)
+    print(f"dino-warm: {what}; {warm_s:.1f} s with the imports ({imports_s:.1f} s)", flush=True)
     print(READY, flush=True)
     line = sys.stdin.readline()
     if not line.strip():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from dino.models import graph_breaks
 from dino.models.dino import DINO
 
 
@@ -24,7 +25,10 @@ def compile_hot_modules(model: DINO, **compile_kwargs) -> list[str]:
     """Compile the backbone body, encoder layers and decoder layers of ``model`` in place.
 
     Returns the names of the compiled modules. ``compile_kwargs`` go to ``torch.compile``.
+    The fused attention's launch and self-check become graph breaks first
+    (``graph_breaks.apply``).
     """
+    graph_breaks.apply()
     targets: list[tuple[str, nn.Module]] = [("backbone.0.body", model.backbone[0].body)]
     targets += [(f"encoder.layers.{i}", layer) for i, layer in enumerate(model.encoder.layers)]
     targets += [(f"decoder.layers.{i}", layer) for i, layer in enumerate(model.decoder.layers)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 import warnings
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dino.models import constants, ms_deform_attn_triton
+from dino.models.graph_breaks import graph_break
 
 # Zero rows between two levels in the canvas. Two, so that a point clamped half a pixel
 # beyond its level's one-pixel border band touches only zeros on both bilinear rows.
@@ -183,6 +185,7 @@ def default_impl(device: torch.device) -> str:
 # passed their self-check there, else what went wrong
 _FUSED_VERDICTS: dict[tuple, str | None] = {}
 _CHECK_SECONDS = [0.0]  # spent in first-use checks, kernel compiles included (self_check_seconds)
+_CHECK_LOCK = threading.Lock()
 
 
 def self_check_seconds() -> float:
@@ -266,7 +269,7 @@ def check_fused(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_l
     return None
 
 
-@torch.compiler.disable
+@graph_break
 def fused_usable(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
                  attention_weights: Tensor) -> bool:
     """Whether the default path may use the fused kernels for calls like this one: the
@@ -274,15 +277,25 @@ def fused_usable(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_
     the ``canvas`` path (a GPU Triton cannot compile for, a broken toolchain)."""
     key = (value.device, value.dtype, *value.shape[2:], *sampling_locations.shape[3:5])
     if key not in _FUSED_VERDICTS:
-        began = time.perf_counter()
-        problem = _FUSED_VERDICTS[key] = check_fused(value, spatial_shapes, sampling_locations, attention_weights)
-        _CHECK_SECONDS[0] += time.perf_counter() - began
-        if problem:
-            name = torch.cuda.get_device_name(value.device) if value.device.type == "cuda" else str(value.device)
-            warnings.warn(f"fused deformable attention failed its self-check on {name} ({problem}); using the "
-                          "PyTorch grid_sample path instead (set DINO_MSDA_IMPL=pytorch to skip the check)",
-                          RuntimeWarning, stacklevel=2)
+        with _CHECK_LOCK:  # a check running in another thread (dino.warm) is waited for, not repeated
+            if key not in _FUSED_VERDICTS:
+                _record_verdict(key, value, spatial_shapes, sampling_locations, attention_weights)
     return _FUSED_VERDICTS[key] is None
+
+
+def _record_verdict(key: tuple, value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
+                    attention_weights: Tensor) -> None:
+    """Run ``check_fused`` for ``key``, count its seconds, keep its verdict (last: a reader
+    outside the lock sees a key only once its verdict is in) and warn on a failure."""
+    began = time.perf_counter()
+    problem = check_fused(value, spatial_shapes, sampling_locations, attention_weights)
+    _CHECK_SECONDS[0] += time.perf_counter() - began
+    _FUSED_VERDICTS[key] = problem
+    if problem:
+        name = torch.cuda.get_device_name(value.device) if value.device.type == "cuda" else str(value.device)
+        warnings.warn(f"fused deformable attention failed its self-check on {name} ({problem}); using the "
+                      "PyTorch grid_sample path instead (set DINO_MSDA_IMPL=pytorch to skip the check)",
+                      RuntimeWarning, stacklevel=3)
 
 
 def resolve_impl(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,

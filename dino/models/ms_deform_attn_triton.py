@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from dino.models import constants
+from dino.models.graph_breaks import graph_break
 
 try:  # triton ships with CUDA builds of torch; CPU-only installs fall back to PyTorch
     import triton
@@ -244,7 +245,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
         return grad_value.to(value.dtype), None, None, grad_loc, grad_attn
 
 
-@torch.compiler.disable
+@graph_break
 def ms_deform_attn_fused(value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
                          attention_weights: Tensor) -> Tensor:
     """Same contract as ``ms_deform_attn.ms_deform_attn_core``, one fused kernel each way.

@@ -392,6 +392,39 @@ def test_default_path_falls_back_to_grid_sample_with_one_warning(monkeypatch):
     assert torch_equal(got, expected) and torch_equal(again, expected)
 
 
+def test_a_check_running_in_another_thread_is_waited_for_not_repeated(monkeypatch):
+    """A warm trainer checks its attention in a thread (dino.warm.AttentionCheck) while its
+    warm-up runs the model: a first call that arrives during that check waits for its
+    verdict instead of compiling and checking the same kernels a second time."""
+    import threading
+    import time
+
+    import dino.models.ms_deform_attn as msda
+
+    value, shapes, loc, weights = _small_inputs()
+    monkeypatch.setattr(msda, "_FUSED_VERDICTS", {})
+    started, checks = threading.Event(), []
+
+    def slow_check(*args):
+        checks.append(threading.current_thread().name)
+        started.set()
+        time.sleep(0.5)
+        return None
+
+    monkeypatch.setattr(msda, "check_fused", slow_check)
+    verdicts = {}
+    ahead = threading.Thread(target=lambda: verdicts.setdefault("ahead", msda.fused_usable(value, shapes, loc, weights)),
+                             name="attention-check")
+    ahead.start()
+    assert started.wait(10)
+    began = time.perf_counter()
+    assert msda.fused_usable(value, shapes, loc, weights)  # arrives mid-check: waits for it
+    waited = time.perf_counter() - began
+    ahead.join()
+    assert checks == ["attention-check"] and verdicts == {"ahead": True}
+    assert 0.2 < waited < 5
+
+
 def test_a_fallback_is_what_the_module_reports_as_its_path(monkeypatch):
     """Speed rows name ``attention_paths``: after a failed check it says canvas, not fused."""
     import torch

@@ -26,6 +26,34 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert (a.train.num_images, a.val.num_images) == (8, 2)
 
 
+def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path, monkeypatch):
+    """Many images are rendered in worker processes: the files and annotations must be
+    the very ones a single process writes (each image depends only on seed and index)."""
+    import concurrent.futures
+
+    import dino.data.synth as synth
+
+    pools = []
+
+    class Recorded(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, workers, **kwargs):
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(synth.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recorded)
+    parallel = generate_dataset(str(tmp_path / "par"), 80, 3, 48, seed=2, val_fraction=0.0)
+    assert pools == [2]  # 80 images: two workers
+    monkeypatch.setattr(synth, "MAX_WORKERS", 1)
+    single = generate_dataset(str(tmp_path / "one"), 80, 3, 48, seed=2, val_fraction=0.0)
+    assert pools == [2]  # the single-process run started none
+    assert digest(parallel.train.json_file) == digest(single.train.json_file)
+    names = sorted(p.name for p in (tmp_path / "par" / "train" / "images").iterdir())
+    assert len(names) == 80
+    for name in names:
+        assert digest(tmp_path / "par" / "train" / "images" / name) == digest(tmp_path / "one" / "train" / "images" / name)
+
+
 def test_coco_content(tmp_path):
     paths = generate_dataset(str(tmp_path / "d"), 30, 12, 64, seed=1, val_fraction=0.0)
     assert paths.val is None
