@@ -60,7 +60,7 @@ def study_until_first_trial(workspace: Path, began: float) -> dict[str, float]:
 
     def timed_prepare(*args, **kwargs):
         stamps["data staging began"] = round(time.perf_counter() - began, 2)
-        data = prepare(*args, **kwargs)
+        prepare(*args, **kwargs)
         stamps["data staged"] = round(time.perf_counter() - began, 2)
         raise Reached  # the study would start trial 0 now; its spares are stopped on the way out
 
