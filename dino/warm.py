@@ -124,13 +124,15 @@ class AttentionCheck:
     model, run in a thread from just after the model's imports.
 
     The compile was 6.1 s of a 21.7 s warm-up on an H200 host, the GPU idle meanwhile
-    (``bench/startup_probe.py``). It runs in Triton's C++ passes and in ptxas, mostly
-    without the GIL (a compile beside a Python loop slowed the loop by 0.3 s of 1.0 s and
-    itself not at all), so it overlaps the rest of the warm-up: the training path's
-    imports, the model and optimizer build (the optimizer imports ``torch._dynamo``) and
-    the backbone's first forward. The warm-up's first attention call then finds the
-    verdict made, or waits for it (``fused_usable`` holds a lock while it checks). A
-    thread that fails changes nothing: the warm-up's own first call checks."""
+    (``bench/startup_probe.py``). It runs mostly in Triton's C++ passes and in ptxas,
+    which release the GIL (here, a compile beside a Python loop slowed the loop by 0.3 s
+    of 1.0 s and itself not at all), so the thread was meant to overlap the rest of the
+    warm-up: the optimizer's ``torch._dynamo`` import, the model build, the backbone's
+    first forward. Measured in the 2026-12-04 study on the H200, it did not pay: the check
+    took 12.9 s beside the warm-up (6.1 s alone) and the warm-up 21.8 s as before
+    (``bench/runs/2026-12-04-h200-session2``). The warm-up's first attention call finds
+    the verdict made or waits for it (``fused_usable`` holds a lock while it checks), so
+    the result is the same either way; a thread that fails changes nothing."""
 
     def __init__(self, spec_path: str):
         import threading

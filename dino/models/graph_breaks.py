@@ -1,13 +1,13 @@
 """Functions ``torch.compile`` must not trace into, marked without importing ``torch._dynamo``.
 
 ``torch.compiler.disable`` imports ``torch._dynamo`` (and sympy) when it is applied: at
-module import that was 1.1 s of every ``import dino.models`` on a 2-core CPU, before a
-warm trainer could start anything else. Dynamo is still imported later (the first
-optimizer's constructor does it), but by then the warm trainer's attention check runs
-in a thread beside it (``dino.warm``). Only a run with ``train.compile`` needs the graph
-breaks, so marked functions stay plain until :func:`apply` (which
-``dino.models.compiled`` calls before it compiles anything) puts their disabled
-versions in their modules. Callers look them up in the module at call time
+module import that was 1.1 s of every ``import dino.models`` on a 2-core CPU. Dynamo is
+still imported by the first optimizer's constructor, so a trainer's start-up is no
+shorter; what moves is when: after the model's imports, where a warm trainer has
+started its attention check (``dino.warm.AttentionCheck``). Only a run with
+``train.compile`` needs the graph breaks, so marked functions stay plain until
+:func:`apply` (which ``dino.models.compiled`` calls before it compiles anything) puts
+their disabled versions in their modules. Callers look them up in the module at call time
 (``module.function(...)`` or a module-level name), so they get whichever is current.
 """
 
