@@ -155,7 +155,6 @@ class DeformableDecoderLayer(nn.Module):
         tgt = self.norm2(tgt + self.dropout2(attn))
         return self.ffn(tgt)
 
-
     def _self_attention(self, tgt: Tensor, query_pos: Tensor, mask: Tensor | None) -> Tensor:
         """``self_attn(tgt + query_pos, tgt + query_pos, tgt)`` computed from its own
         parameters in a few calls: ``nn.MultiheadAttention.forward``'s argument handling
