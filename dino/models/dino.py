@@ -51,6 +51,10 @@ class DINO(nn.Module):
         self.denoising = denoising
         self.num_queries = query_selection.num_queries
         self.aux_loss = aux_loss
+        # denoising queries laid out in a fixed number of slots (ContrastiveDenoising.slots_for),
+        # so that the decoder's shapes do not follow the targets (GraphedDecode sets it);
+        # None: each batch's own layout
+        self.denoising_slots: int | None = None
 
         in_channels = list(backbone.num_channels)
         projections = [nn.Sequential(nn.Conv2d(c, hidden_dim, 1), _group_norm(hidden_dim)) for c in in_channels]
@@ -114,33 +118,46 @@ class DINO(nn.Module):
 
     def decode(self, memory: Tensor, mask: Tensor, valid_ratios: Tensor, shapes: list[tuple[int, int]],
                targets: list[dict[str, Tensor]] | None = None) -> dict:
-        """Query selection, denoising and decoder on ``encode``'s outputs: ``forward``'s dict."""
+        """Denoising queries, then ``decode_queries`` on ``encode``'s outputs: ``forward``'s dict."""
+        dn_tgt = dn_ref = attn_mask = meta = None
+        if self.training and self.denoising is not None and targets is not None:
+            dn = self.denoising(targets, self.num_queries, self.denoising_slots)
+            if dn is not None:
+                dn_tgt, dn_ref, attn_mask, meta = dn
+        logits, boxes, interm_logits, interm_boxes = self.decode_queries(memory, mask, valid_ratios, shapes, dn_tgt,
+                                                                         dn_ref, attn_mask)
+        preds = [{"pred_logits": lg, "pred_boxes": b} for lg, b in zip(logits.unbind(0), boxes.unbind(0))]
+        n_slots = meta.slots if meta is not None else 0
+        matching = [{k: v[:, n_slots:] for k, v in p.items()} for p in preds]
+
+        out = dict(matching[-1])
+        if self.aux_loss:
+            out["aux_outputs"] = matching[:-1]
+        out["interm_outputs"] = {"pred_logits": interm_logits, "pred_boxes": interm_boxes}
+        if meta is not None:  # the groups' queries; unused slots (meta.slots > meta.pad_size) are left out
+            out["dn_outputs"] = [{k: v[:, :meta.pad_size] for k, v in p.items()} for p in preds]
+            out["dn_meta"] = meta
+        return out
+
+    def decode_queries(self, memory: Tensor, mask: Tensor, valid_ratios: Tensor, shapes: list[tuple[int, int]],
+                       dn_tgt: Tensor | None = None, dn_ref: Tensor | None = None,
+                       attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Query selection and the decoder, the denoising queries (``dn_tgt [B, D, C]``,
+        ``dn_ref [B, D, 4]``, ``attn_mask [D + Q, D + Q]``) ahead of the matching ones.
+
+        Returns ``logits [n_layers, B, D + Q, K]`` and ``boxes [n_layers, B, D + Q, 4]``
+        (sigmoid cxcywh) of every layer, and the selected proposals' ``interm_logits
+        [B, Q, K]`` and ``interm_boxes [B, Q, 4]``. No host sync, and its shapes follow its
+        inputs' alone: with a fixed ``D`` (``denoising_slots``) it can be captured as a
+        CUDA graph (``dino.models.cuda_graphs.GraphedDecode``)."""
         queries = self.query_selection(memory, mask, shapes, valid_ratios)
         tgt, ref_logits = queries["tgt"], queries["ref_logits"]
-
-        dn = None
-        if self.training and self.denoising is not None and targets is not None:
-            dn = self.denoising(targets, self.num_queries)
-        attn_mask, n_dn = None, 0
-        if dn is not None:
-            dn_tgt, dn_ref, attn_mask, dn_meta = dn
-            n_dn = dn_meta.pad_size
+        if dn_tgt is not None:
             tgt = torch.cat([dn_tgt.to(tgt.dtype), tgt], 1)
             ref_logits = torch.cat([dn_ref, ref_logits], 1)
         elif self.training and self.denoising is not None:
             # no box in the batch: touch the label embedding so DDP sees every parameter used
             tgt = tgt + 0.0 * self.denoising.label_enc.weight[0, 0]
-
         hs, boxes = self.decoder(tgt, ref_logits, memory, shapes, valid_ratios, mask, attn_mask)
-        logits = self.class_embed(torch.stack(hs))  # [n_layers, B, P+Q, K]: one head call for every layer
-        preds = [{"pred_logits": lg, "pred_boxes": b} for lg, b in zip(logits.unbind(0), boxes)]
-        matching = [{k: v[:, n_dn:] for k, v in p.items()} for p in preds]
-
-        out = dict(matching[-1])
-        if self.aux_loss:
-            out["aux_outputs"] = matching[:-1]
-        out["interm_outputs"] = {"pred_logits": queries["interm_logits"], "pred_boxes": queries["interm_boxes"]}
-        if dn is not None:
-            out["dn_outputs"] = [{k: v[:, :n_dn] for k, v in p.items()} for p in preds]
-            out["dn_meta"] = dn_meta
-        return out
+        logits = self.class_embed(torch.stack(hs))  # [n_layers, B, D+Q, K]: one head call for every layer
+        return logits, torch.stack(boxes), queries["interm_logits"], queries["interm_boxes"]

@@ -13,6 +13,11 @@ Query layout along the query axis of the decoder::
 
 with ``M`` the largest number of boxes of an image in the batch; slots past an image's
 own ``n_b`` boxes are padding (zero content, empty box) and get only the no-object loss.
+
+With a fixed number of slots (``slots``, for CUDA graphs of the decoder, whose shapes
+must not follow the targets) the layout is followed by unused slots up to that count:
+zero content, empty box, seen by no other query and left out of every loss, so the
+other queries compute what they compute without them.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from dino.util.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_si
 
 @dataclasses.dataclass(frozen=True)
 class DenoisingMeta:
-    """Where the denoising queries sit: ``num_groups`` blocks of ``2 * max_boxes``."""
+    """Where the denoising queries sit: ``num_groups`` blocks of ``2 * max_boxes``, then
+    unused slots up to ``num_slots`` (0: none)."""
 
     num_groups: int
     max_boxes: int
+    num_slots: int = 0
 
     @property
     def group_size(self) -> int:
@@ -38,7 +45,13 @@ class DenoisingMeta:
 
     @property
     def pad_size(self) -> int:
+        """Denoising queries in use (the groups), ``P``."""
         return self.num_groups * self.group_size
+
+    @property
+    def slots(self) -> int:
+        """Denoising queries ahead of the matching ones, unused slots included (``>= P``)."""
+        return max(self.num_slots, self.pad_size)
 
     def positive_indices(self, num_boxes: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Query indices of the positive copies of an image's ``num_boxes`` boxes.
@@ -73,15 +86,25 @@ class ContrastiveDenoising(nn.Module):
         self.box_noise_scale = box_noise_scale
         self.label_enc = nn.Embedding(num_classes, hidden_dim)
 
-    def forward(self, targets: list[dict[str, Tensor]], num_queries: int
+    def slots_for(self, max_boxes: int) -> int:
+        """Denoising slots that hold the layout of any batch whose images have at most
+        ``max_boxes`` boxes: ``2 * max(dn_number, max_boxes)`` (``G * 2M`` with
+        ``G = max(1, dn_number // M)`` never exceeds it)."""
+        return 2 * max(self.dn_number, max_boxes)
+
+    def forward(self, targets: list[dict[str, Tensor]], num_queries: int, slots: int | None = None
                 ) -> tuple[Tensor, Tensor, Tensor, DenoisingMeta] | None:
         """Args:
             targets: B dicts with ``labels [n_b]`` and ``boxes [n_b, 4]`` (cxcywh, 0..1).
             num_queries: matching queries that follow the denoising ones.
+            slots: denoising queries to lay out, unused ones included, for a shape that
+                does not follow the targets; a batch whose layout needs more gets its own
+                size (``meta.slots`` says which). None: the layout's own size.
         Returns:
-            ``(tgt [B, P, C], ref_logits [B, P, 4], attn_mask [P + Nq, P + Nq], meta)``
-            with ``P = meta.pad_size`` and ``attn_mask`` True where attention is blocked;
-            None when no image of the batch has a box or ``dn_number`` is 0.
+            ``(tgt [B, D, C], ref_logits [B, D, 4], attn_mask [D + Nq, D + Nq], meta)``
+            with ``D = meta.slots`` (``meta.pad_size`` without ``slots``) and
+            ``attn_mask`` True where attention is blocked; None when no image of the
+            batch has a box or ``dn_number`` is 0.
         """
         counts = [len(t["labels"]) for t in targets]
         max_boxes = max(counts, default=0)
@@ -89,7 +112,7 @@ class ContrastiveDenoising(nn.Module):
             return None
         device = self.label_enc.weight.device
         batch, groups = len(targets), max(1, self.dn_number // max_boxes)
-        meta = DenoisingMeta(num_groups=groups, max_boxes=max_boxes)
+        meta = DenoisingMeta(num_groups=groups, max_boxes=max_boxes, num_slots=slots or 0)
 
         labels = torch.zeros(batch, max_boxes, dtype=torch.long, device=device)
         boxes = torch.zeros(batch, max_boxes, 4, dtype=torch.float32, device=device)
@@ -117,19 +140,25 @@ class ContrastiveDenoising(nn.Module):
             corners = box_cxcywh_to_xyxy(boxes) + sign * magnitude * half_wh * self.box_noise_scale
             boxes = box_xyxy_to_cxcywh(corners.clamp(0.0, 1.0))
 
+        unused = meta.slots - meta.pad_size
+        if unused:  # absent boxes, like the padding inside the groups: [B, G, 2, M] -> [B, D]
+            present = torch.cat([present.reshape(batch, -1), present.new_zeros(batch, unused)], 1)
+            labels = torch.cat([labels.reshape(batch, -1), labels.new_zeros(batch, unused)], 1)
+            boxes = torch.cat([boxes.reshape(batch, -1, 4), boxes.new_zeros(batch, unused, 4)], 1)
         tgt = self.label_enc(labels) * present[..., None]
         ref_logits = inverse_sigmoid(boxes.masked_fill(~present[..., None], 0.0))
-        tgt = tgt.reshape(batch, meta.pad_size, -1)
-        ref_logits = ref_logits.reshape(batch, meta.pad_size, 4)
+        tgt = tgt.reshape(batch, meta.slots, -1)
+        ref_logits = ref_logits.reshape(batch, meta.slots, 4)
         return tgt, ref_logits, self.attention_mask(meta, num_queries, device), meta
 
     @staticmethod
     def attention_mask(meta: DenoisingMeta, num_queries: int, device: torch.device) -> Tensor:
-        """``[P + Nq, P + Nq]`` bool, True = blocked: matching queries see no denoising
-        query; a denoising query sees its own group and the matching queries."""
-        pad = meta.pad_size
-        mask = torch.zeros(pad + num_queries, pad + num_queries, dtype=torch.bool, device=device)
-        group = torch.arange(pad, device=device) // meta.group_size
-        mask[:pad, :pad] = group[:, None] != group[None, :]
-        mask[pad:, :pad] = True
+        """``[D + Nq, D + Nq]`` bool (``D = meta.slots``), True = blocked: matching
+        queries see no denoising query; a denoising query sees its own group and the
+        matching queries. The unused slots form one more group, which only they see."""
+        slots = meta.slots
+        mask = torch.zeros(slots + num_queries, slots + num_queries, dtype=torch.bool, device=device)
+        group = (torch.arange(slots, device=device) // meta.group_size).clamp(max=meta.num_groups)
+        mask[:slots, :slots] = group[:, None] != group[None, :]
+        mask[slots:, :slots] = True
         return mask
