@@ -10,6 +10,7 @@ Hugging Face models are included when ``transformers`` is importable (``--no-hf`
     python bench/model_speed.py --device cpu --size 256       # smoke check (fp32, 2 timed steps)
     python bench/model_speed.py --models dino_4scale_r50 --compile   # train.compile's path
     python bench/model_speed.py --models dino_4scale_r50 --eager-training   # train.cuda_graphs=false
+    python bench/model_speed.py --models dino_4scale_r50 --decoder-graphs   # train.cuda_graphs_decoder=true
 
 Our rows use the trainer's defaults on the device: the fused Triton deformable attention
 (``DINO_MSDA_IMPL=pytorch`` for the canvas path; the row's ``msda`` key says which ran) and
@@ -66,15 +67,17 @@ class OurDino:
     """Adapter: ``loss(images, targets)`` and ``infer(images)`` for our model."""
 
     def __init__(self, cfg: ModelConfig, device: torch.device, compile: bool = False,
-                 autocast_dtype: torch.dtype | None = None, cuda_graphs: bool = True):
+                 autocast_dtype: torch.dtype | None = None, cuda_graphs: bool = True, decoder_graphs: bool = False):
         self.model, self.criterion, self.post = build_dino(cfg, NUM_CLASSES + 1)
         self.model.to(device)
         if compile:  # what train.compile does: backbone body, encoder and decoder layers
             from dino.models.compiled import compile_hot_modules
 
             compile_hot_modules(self.model)
-        # the trainer's rule for train.cuda_graphs (backbone + encoder graphed on one GPU)
-        install_training_graphs(self.model, device, autocast_dtype, enabled=cuda_graphs, compiled=compile)
+        # the trainer's rule for train.cuda_graphs (backbone + encoder graphed on one GPU) and
+        # train.cuda_graphs_decoder (the decoder too; every synthetic image has NUM_OBJECTS boxes)
+        install_training_graphs(self.model, device, autocast_dtype, enabled=cuda_graphs, decoder=decoder_graphs,
+                                max_boxes=NUM_OBJECTS, compiled=compile)
         self.masks = None
         self.forward = None
 
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="our models with train.compile's torch.compile wrapping (rows named <model>+compile; "
                              "compile time falls in the warm-up steps)")
+    parser.add_argument("--decoder-graphs", action="store_true",
+                        help="our models with train.cuda_graphs_decoder: the query selection and decoder replayed "
+                             "from CUDA graphs in training too (rows named <model>+decoder_graphs)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -258,10 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         suffix = ""
         if name in OUR_CONFIGS:
-            suffix = ("+compile" if args.compile else "") + ("+eager" if args.eager_training else "")
+            suffix = (("+compile" if args.compile else "") + ("+eager" if args.eager_training else "")
+                      + ("+decoder_graphs" if args.decoder_graphs else ""))
             factory = lambda dtype, name=name: OurDino(  # noqa: E731
                 OUR_CONFIGS[name], device, args.compile, autocast_dtype=None if dtype == torch.float32 else dtype,
-                cuda_graphs=not args.eager_training)
+                cuda_graphs=not args.eager_training, decoder_graphs=args.decoder_graphs)
         else:
             factory = lambda dtype, name=name: HfModel(name, device)  # noqa: E731
         for dtype in chosen:

@@ -9,7 +9,7 @@ CPU (``--device cpu``): a mid-size configuration (ResNet-18, 256 px, batch 2, th
 (forward+loss, backward, optimizer). On the GPU the step is bound by launching these
 ops, so the count is the proxy for the eager overhead that can be tested without a GPU.
 
-    python bench/profile_train_step.py [--dtype fp32] [--steps 5] [--rows 40]
+    python bench/profile_train_step.py [--dtype fp32] [--steps 5] [--rows 40] [--decoder-graphs]
     python bench/profile_train_step.py --device cpu [--json]
 """
 
@@ -99,7 +99,8 @@ def gpu_profile(args) -> int:
     device = torch.device("cuda")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     adapter = OurDino(OUR_CONFIGS[args.config], device, autocast_dtype=None if dtype == torch.float32 else dtype,
-                      cuda_graphs=not args.eager_training)  # the trainer's path unless --eager-training
+                      cuda_graphs=not args.eager_training,  # the trainer's path unless --eager-training
+                      decoder_graphs=args.decoder_graphs)
     opt = adapter.optimizer()
     gen = torch.Generator().manual_seed(0)
     images, targets = make_batch(4, args.size, device, gen)
@@ -148,6 +149,7 @@ def main() -> int:
     ap.add_argument("--gpu-sampler", action="store_true", help="CPU: use the GPU's one-call canvas sampler")
     ap.add_argument("--config", default="dino_4scale_r50")
     ap.add_argument("--eager-training", action="store_true", help="GPU: train.cuda_graphs=false's step")
+    ap.add_argument("--decoder-graphs", action="store_true", help="GPU: train.cuda_graphs_decoder=true's step")
     args = ap.parse_args()
     if args.device == "cpu":
         args.steps = args.steps or 2

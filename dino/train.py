@@ -213,7 +213,9 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
                      "is false, so every new batch size recompiles", verbosity="INFO")
         fixed_size = d.augmentation.fixed_padding
     graphs, graphs_note = install_training_graphs(model, device, AUTOCAST_DTYPES[t.precision],
-                                                  enabled=t.cuda_graphs, distributed=ctx.enabled, compiled=t.compile)
+                                                  enabled=t.cuda_graphs, decoder=t.cuda_graphs_decoder,
+                                                  max_boxes=train_ds.max_boxes(), distributed=ctx.enabled,
+                                                  compiled=t.compile)
     say(graphs_note)
     status.write(graphs_note)
     net = wrap_ddp(model, ctx, device)  # trains; ``model`` (the same weights) evaluates and is saved
@@ -235,8 +237,8 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
             ahead = f"; warm trainer: imports and warm-up took {warm['warm_s']:.1f} s before the launch" if warm else ""
             say(f"Start-up: {startup.summary()}; attention self-check {self_check_seconds():.1f} s{ahead}; "
                 f"COCO evaluation by {COCO_EVALUATOR}")
-            if graphs is not None:
-                say(graphs.summary(stats["steps"]))
+            for part in graphs:
+                say(part.summary(stats["steps"]))
             status.write(f"Start-up: {startup.summary()}{ahead}", startup=phases,
                          **({"warm_trainer": {"warm_s": round(warm["warm_s"], 2)}} if warm else {}))
         stats["train_loss"] = all_mean(ctx, stats["train_loss"], device)

@@ -10,6 +10,7 @@ evaluation ground truth included.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -207,6 +208,13 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def max_boxes(self) -> int:
+        """The most boxes (crowd boxes aside, as in ``target``) an image has. No
+        augmentation adds a box, so no training image has more; it sizes the denoising
+        slots of the decoder's CUDA graphs (``train.cuda_graphs_decoder``)."""
+        counts = collections.Counter(a["image_id"] for a in self.coco.dataset["annotations"] if not a.get("iscrowd", 0))
+        return max(counts.values(), default=0)
 
     def max_category_id(self) -> tuple[int, str]:
         """The largest category id in categories or annotations, and where it was seen."""

@@ -53,6 +53,9 @@ def test_modes_crowd_empty_and_arbitrary_ids(tmp_path):
     assert img.mode == "RGB" and np.asarray(img).max() == 255  # 16-bit scaled, not saturated garbage
     # the evaluation ground truth still holds the crowd box (COCOeval ignores matches to it)
     assert sum(a["iscrowd"] for a in ds.coco.dataset["annotations"]) == 1
+    # the most boxes a training target has (the decoder graphs' denoising slots follow it):
+    # the crowd and the degenerate box do not count
+    assert ds.max_boxes() == max(len(ds[i][1]["labels"]) for i in range(len(ds))) == 2
 
 
 def test_transformed_boxes_are_normalized_cxcywh(tmp_path):
@@ -169,6 +172,7 @@ def test_several_sources_are_merged_with_unique_ids(tmp_path):
     s2 = make_coco(b, [("x.png", Image.new("RGB", (8, 8)))], [{"image_id": 10, "category_id": 2, "bbox": [1, 1, 4, 4]}], [2])
     ds = CocoDetection([s1, s2], None, "dataset.train_data_sources")
     assert len(ds) == 2 and len(set(ds.ids)) == 2
+    assert ds.max_boxes() == 1  # one box in each image, though both files call their image 10
     assert [ds[i][1]["labels"].tolist() for i in range(2)] == [[1], [2]]
     assert sorted(c["id"] for c in ds.coco.dataset["categories"]) == [1, 2]
 

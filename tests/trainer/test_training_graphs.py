@@ -1,5 +1,6 @@
-"""``train.cuda_graphs``: the trainer's rule, the per-shape capture policy (CPU), and on a
-GPU that graphed training steps give the eager steps' losses and gradients.
+"""``train.cuda_graphs`` and ``train.cuda_graphs_decoder``: the trainer's rule, the
+per-shape capture policy (CPU), and on a GPU that graphed training steps (backbone and
+encoder, and with them the decoder) give the eager steps' losses and gradients.
 
 The GPU test runs in the GPU check (``bench/gpu_check.sh``, its ``kernel_tests`` rows,
 which fail on a skip); CI has no GPU.
@@ -13,7 +14,13 @@ import torch
 from dino.config.model import ModelConfig
 from dino.engine import to_fp32
 from dino.models import build_dino, cuda_graphs
-from dino.models.cuda_graphs import GraphedEncode, install_training_graphs, training_graphs
+from dino.models.cuda_graphs import (
+    GraphedDecode,
+    GraphedEncode,
+    install_training_graphs,
+    training_graphs,
+    training_path,
+)
 
 from dino_test_utils import TINY_MODEL
 
@@ -27,14 +34,28 @@ def _tiny(seed: int = 0):
 
 def test_rule_graphs_one_gpu_only():
     model = _tiny()[0]
-    assert install_training_graphs(model, torch.device("cpu"), None)[0] is None
-    assert install_training_graphs(model, CUDA, None, enabled=False)[0] is None
-    assert install_training_graphs(model, CUDA, None, distributed=True)[0] is None
-    assert install_training_graphs(model, CUDA, None, compiled=True)[0] is None
-    assert training_graphs(model) is None  # none of those installed anything
+    for decoder in (False, True):
+        assert install_training_graphs(model, torch.device("cpu"), None, decoder=decoder)[0] == []
+        assert install_training_graphs(model, CUDA, None, distributed=True, decoder=decoder)[0] == []
+        assert install_training_graphs(model, CUDA, None, compiled=True, decoder=decoder)[0] == []
+    assert install_training_graphs(model, CUDA, None, enabled=False)[0] == []
+    assert training_graphs(model) == [] and model.denoising_slots is None  # none of those installed anything
     graphs, note = install_training_graphs(model, CUDA, torch.bfloat16)
-    assert training_graphs(model) is graphs and graphs.autocast_dtype == torch.bfloat16
-    assert "train.cuda_graphs" in note and str(cuda_graphs.TRAIN_GRAPHS) in note
+    assert training_graphs(model) == graphs and [type(g) for g in graphs] == [GraphedEncode]
+    assert graphs[0].autocast_dtype == torch.bfloat16
+    assert "train.cuda_graphs" in note and str(cuda_graphs.TRAIN_GRAPHS) in note and "decoder" not in note
+    assert model.denoising_slots is None  # the encoder's graphs leave the denoising layout alone
+
+
+def test_rule_decoder_graphs_fix_the_denoising_slots_from_the_most_boxes_an_image_has():
+    model = _tiny()[0]  # dn_number 5
+    graphs, note = install_training_graphs(model, CUDA, None, decoder=True, max_boxes=7)
+    assert [type(g) for g in graphs] == [GraphedEncode, GraphedDecode] and training_graphs(model) == graphs
+    assert model.denoising_slots == graphs[1].slots == 14  # 2 x max(5, 7)
+    assert "train.cuda_graphs_decoder" in note and "14 slots" in note
+    alone = _tiny()[0]
+    graphs, _ = install_training_graphs(alone, CUDA, None, enabled=False, decoder=True, max_boxes=2)
+    assert [type(g) for g in graphs] == [GraphedDecode] and alone.denoising_slots == 10  # 2 x max(5, 2)
 
 
 def _batch(size: int = 64, seed: int = 0):
@@ -49,7 +70,7 @@ def _batch(size: int = 64, seed: int = 0):
 
 def test_installed_on_cpu_tensors_trains_eagerly_and_identically():
     (plain, criterion, _), (graphed, _, _) = _tiny(), _tiny()
-    graphs = GraphedEncode(graphed, None).install()
+    graphs = [GraphedEncode(graphed, None).install(), GraphedDecode(graphed, None, slots=None).install()]
     images, masks, targets = _batch()
     losses = []
     for model in (plain, graphed):
@@ -57,24 +78,31 @@ def test_installed_on_cpu_tensors_trains_eagerly_and_identically():
         torch.manual_seed(1)  # the denoising queries' draws
         losses.append(criterion(model(images, masks, targets), targets)["loss"])
     assert torch.equal(losses[0], losses[1])
-    assert graphs.replays == 0 and graphs.last_path is None
+    assert all(g.replays == 0 and g.last_path is None for g in graphs)
+    assert training_path(graphed) == "eager"
 
 
 class _Recorder:
-    """Stands in for ``_EncodeGraphs`` (which needs a GPU): records the captured shapes."""
+    """Stands in for ``_TrainingGraphs`` (which needs a GPU): records the captured
+    signatures' first input shape."""
 
     captured: list[tuple] = []
 
-    def __init__(self, encode, params, images, masks, autocast, shared):
-        _Recorder.captured.append(tuple(images.shape))
+    def __init__(self, fn, detector, inputs, autocast, shared):
+        _Recorder.captured.append(tuple(inputs[0].shape))
+
+
+def _encode_entry(graphs: GraphedEncode, images: torch.Tensor, masks: torch.Tensor):
+    inputs = (images, masks)
+    return graphs._entry(cuda_graphs._signature(inputs), graphs._fn, inputs)
 
 
 def test_capture_policy_second_sighting_and_at_most_max_graphs(monkeypatch):
-    monkeypatch.setattr(cuda_graphs, "_EncodeGraphs", _Recorder)
+    monkeypatch.setattr(cuda_graphs, "_TrainingGraphs", _Recorder)
     _Recorder.captured = []
     graphs = GraphedEncode(_tiny()[0], None, max_graphs=2)
     shapes = [32, 32, 64, 32, 96, 64, 96, 96, 128]
-    got = [graphs._entry(torch.zeros(1, 3, s, s), torch.zeros(1, s, s, dtype=torch.bool)) is not None
+    got = [_encode_entry(graphs, torch.zeros(1, 3, s, s), torch.zeros(1, s, s, dtype=torch.bool)) is not None
            for s in shapes]
     # 32: seen, captured, cached; 64: seen, captured; 96 and 128: over the two-graph budget, eager
     assert got == [False, True, False, True, False, True, False, False, False]
@@ -88,22 +116,29 @@ def test_a_failed_capture_stops_the_run_and_says_how_to_train_without_graphs(mon
     def broken(*_args, **_kwargs):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(cuda_graphs, "_EncodeGraphs", broken)
+    monkeypatch.setattr(cuda_graphs, "_TrainingGraphs", broken)
     graphs = GraphedEncode(_tiny()[0], None)
     images, masks = torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.bool)
-    assert graphs._entry(images, masks) is None  # first sighting: eager
-    with pytest.raises(RuntimeError, match=r"capture of the encoder in training failed .*train.cuda_graphs=false"):
-        graphs._entry(images, masks)
+    assert _encode_entry(graphs, images, masks) is None  # first sighting: eager
+    with pytest.raises(RuntimeError, match=r"capture of the backbone and encoder in training failed "
+                                           r".*set train.cuda_graphs=false"):
+        _encode_entry(graphs, images, masks)
     assert graphs.disabled and "capture failed" in graphs.summary(2)
+    decode = GraphedDecode(_tiny()[0], None, slots=10)
+    key = ("decode",)
+    assert decode._entry(key, None, (images,)) is None
+    with pytest.raises(RuntimeError, match=r"capture of the query selection and decoder in training failed "
+                                           r".*set train.cuda_graphs_decoder=false"):
+        decode._entry(key, None, (images,))
 
 
 def test_environment_switch_disables_capture(monkeypatch):
     monkeypatch.setenv("DINO_CUDA_GRAPHS", "0")
-    monkeypatch.setattr(cuda_graphs, "_EncodeGraphs", _Recorder)
+    monkeypatch.setattr(cuda_graphs, "_TrainingGraphs", _Recorder)
     _Recorder.captured = []
     graphs = GraphedEncode(_tiny()[0], None)
     for _ in range(3):
-        graphs._entry(torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.bool))
+        _encode_entry(graphs, torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.bool))
     assert _Recorder.captured == []
 
 
@@ -129,13 +164,16 @@ def _worst(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the GPU check runs it")
+@pytest.mark.parametrize("decoder", [False, True], ids=["encoder", "encoder+decoder"])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
-def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
+def test_graphed_steps_match_eager_steps_on_the_gpu(dtype, decoder):
     """Six SGD steps over two input shapes (A A B B A B) in lockstep: before each step the
     graphed model gets the eager model's weights (copied in place, as an optimizer step
     writes them), then both take the same batch, and the graphed model replays from the
-    second sighting of each shape on. A and B share one graph memory pool, B captured
-    after A: the last two steps replay each after the other's replay.
+    second sighting of each shape on. A and B share one graph memory pool per graphed
+    part, B captured after A: the last two steps replay each after the other's replay.
+    With the decoder graphed too, the denoising queries sit in 10 slots (2 x dn_number 5),
+    2 of them unused (2 groups of 2 x 2 boxes), in both models: only the graphs differ.
 
     fp32: the losses and every gradient agree to 1e-3 of their scale (the backward
     kernel's atomic adds sum in another order). bf16: rounding alone puts the eager bf16
@@ -145,7 +183,9 @@ def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
     (eager, criterion, _), (graphed, _, _) = _tiny(), _tiny(seed=1)
     eager.to(CUDA).train()
     graphed.to(CUDA).train()
-    graphs = GraphedEncode(graphed, dtype).install()
+    graphs, _ = install_training_graphs(graphed, CUDA, dtype, decoder=decoder, max_boxes=2)
+    assert [type(g) for g in graphs] == [GraphedEncode] + ([GraphedDecode] if decoder else [])
+    eager.denoising_slots = graphed.denoising_slots
     opt = torch.optim.SGD(eager.parameters(), lr=1e-2)
     for step, size in enumerate([64, 64, 96, 96, 64, 96]):
         graphed.load_state_dict(eager.state_dict())  # in place: the graphs read these tensors
@@ -155,6 +195,7 @@ def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
         loss_e, grads_e = _step(eager, criterion, batch, dtype, 100 + step)
         assert grads_g.keys() == grads_e.keys(), f"step {step}: parameters with gradients differ"
         assert any(n.startswith("backbone") for n in grads_e), "no backbone gradient"
+        assert "denoising.label_enc.weight" in grads_e, "no gradient through the denoising queries"
         if dtype is None:
             assert abs(loss_g - loss_e) <= 1e-3 * abs(loss_e), f"step {step}: loss {loss_e} eager, {loss_g} graphed"
             err, name = _worst(grads_g, grads_e)
@@ -168,6 +209,11 @@ def test_graphed_steps_match_eager_steps_on_the_gpu(dtype):
                                                f"eager bf16 {err_e:.2e} ({name_e})")
         _step(eager, criterion, batch, dtype, 100 + step)  # the eager model's own gradients for its step
         opt.step()
-    assert graphs.replays == 4 and graphs.last_path == "graph"  # steps 2, 4, 5 and 6
-    pools = {graph.pool() for g in graphs._graphs.values() for graph in (g.forward_graph, g.backward_graph)}
-    assert len(graphs._graphs) == 2 and len(pools) == 1, f"{len(pools)} memory pools for 2 shapes"
+    assert training_path(graphed) == ("graph+decoder" if decoder else "graph")
+    part_pools = []
+    for part in graphs:
+        assert part.replays == 4 and part.last_path == "graph", part.summary(6)  # steps 2, 4, 5 and 6
+        pools = {graph.pool() for g in part._graphs.values() for graph in (g.forward_graph, g.backward_graph)}
+        assert len(part._graphs) == 2 and len(pools) == 1, f"{part.part}: {len(pools)} memory pools for 2 shapes"
+        part_pools.append(pools.pop())
+    assert len(set(part_pools)) == len(graphs), "the encoder and the decoder share a memory pool"
