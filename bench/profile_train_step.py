@@ -8,9 +8,13 @@ CPU (``--device cpu``): a mid-size configuration (ResNet-18, 256 px, batch 2, th
 6+6-layer transformer) to count the aten operators a step dispatches, per phase
 (forward+loss, backward, optimizer). On the GPU the step is bound by launching these
 ops, so the count is the proxy for the eager overhead that can be tested without a GPU.
+``--graphed encoder`` / ``encoder+decoder`` counts what stays eager when those parts
+replay from CUDA graphs (``train.cuda_graphs``, ``train.cuda_graphs_decoder``): each
+graphed part is one node that copies its inputs and output gradients into fixed
+buffers, as a replay does, and returns outputs computed once (``FrozenPart``).
 
     python bench/profile_train_step.py [--dtype fp32] [--steps 5] [--rows 40] [--decoder-graphs]
-    python bench/profile_train_step.py --device cpu [--json]
+    python bench/profile_train_step.py --device cpu [--json] [--graphed encoder+decoder]
 """
 
 from __future__ import annotations
@@ -52,6 +56,50 @@ def _phase_op_counts(prof) -> dict[str, int]:
     return dict(counts)
 
 
+class _FrozenReplay(torch.autograd.Function):
+    """A graphed part's replay as the host sees it: the inputs copied into fixed buffers,
+    fixed outputs handed back detached; in backward the output gradients copied into
+    fixed buffers. No kernel of the part itself (those are the graph's)."""
+
+    @staticmethod
+    def forward(ctx, part, *inputs):
+        for static, value in zip(part.inputs, inputs):
+            if static is not None:
+                static.copy_(value)
+        ctx.part = part
+        return tuple(o.detach() for o in part.outputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        part = ctx.part
+        for static, grad in zip(part.grads, grads):
+            static.copy_(grad) if grad is not None else static.zero_()
+        return (None, *(None for _ in part.inputs))
+
+
+class FrozenPart:
+    """Stands in for ``encode`` or ``decode_queries`` in the CPU count of ``--graphed``:
+    its outputs computed once by the eager method, replayed by ``_FrozenReplay``. Only
+    for counting the eager remainder's operators: the outputs do not follow the inputs."""
+
+    def __init__(self, eager, tensor_outputs: int):
+        self.eager, self.tensor_outputs = eager, tensor_outputs
+        self.inputs = self.outputs = self.extra = self.grads = None
+
+    def __call__(self, *args):
+        tensors = [a if isinstance(a, torch.Tensor) or a is None else None for a in args]
+        if self.outputs is None:
+            with torch.no_grad():
+                result = self.eager(*args)
+            self.outputs = tuple(o.float() if o.is_floating_point() else o for o in result[:self.tensor_outputs])
+            self.extra = result[self.tensor_outputs:]
+            self.inputs = tuple(None if t is None else t.detach().clone() for t in tensors)
+            self.grads = tuple(torch.empty_like(o) for o in self.outputs)
+            self.outputs = tuple(o.requires_grad_(o.is_floating_point()) for o in self.outputs)
+        out = _FrozenReplay.apply(self, *tensors)
+        return (*out, *self.extra)
+
+
 def cpu_profile(args) -> int:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -61,6 +109,12 @@ def cpu_profile(args) -> int:
         force_impl(adapter.model, "canvas")
     opt = torch.optim.AdamW(adapter.model.parameters(), lr=1e-4, fused=True)  # as the trainer on CUDA
     images, targets = make_batch(2, args.size, device, torch.Generator().manual_seed(0))
+    model = adapter.model
+    if "encoder" in args.graphed:  # memory, mask, valid_ratios (+ the level shapes)
+        model.encode = FrozenPart(model.encode, 3)
+    if "decoder" in args.graphed:  # logits, boxes, interm logits, interm boxes; the trainer's slots
+        model.decode_queries = FrozenPart(model.decode_queries, 4)
+        model.denoising_slots = model.denoising.slots_for(max(len(t["labels"]) for t in targets))
 
     def step():
         return _train_step(adapter, opt, images, targets)
@@ -73,7 +127,8 @@ def cpu_profile(args) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     counts = _phase_op_counts(prof)
-    row = {"device": "cpu", "gpu_sampler": args.gpu_sampler, "threads": args.threads, "size": args.size, "batch": 2, "backbone": CPU_CONFIG.backbone,
+    row = {"device": "cpu", "gpu_sampler": args.gpu_sampler, "graphed": args.graphed, "threads": args.threads,
+           "size": args.size, "batch": 2, "backbone": CPU_CONFIG.backbone,
            "step_ms": round(step_ms, 1), "ops_per_step": sum(counts.values()), "ops_by_phase": counts}
     print(json.dumps(row))
     if not args.json:
@@ -150,6 +205,8 @@ def main() -> int:
     ap.add_argument("--config", default="dino_4scale_r50")
     ap.add_argument("--eager-training", action="store_true", help="GPU: train.cuda_graphs=false's step")
     ap.add_argument("--decoder-graphs", action="store_true", help="GPU: train.cuda_graphs_decoder=true's step")
+    ap.add_argument("--graphed", default="none", choices=["none", "encoder", "encoder+decoder"],
+                    help="CPU: count only what stays eager when these parts replay from CUDA graphs")
     args = ap.parse_args()
     if args.device == "cpu":
         args.steps = args.steps or 2
