@@ -34,6 +34,10 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the spec's module is imported with the model's, after the interpreter is up
+    from dino.config.spec import Spec
 
 READY = "dino-warm: ready"
 TASKS = ("train",)  # the jobs a warm trainer takes over
@@ -60,21 +64,19 @@ def _device_and_precision(spec) -> tuple:
     return device, spec.train.precision
 
 
-def warm_up(spec_path: str, check: AttentionCheck | None = None) -> str:
-    """One training step and one inference forward of ``spec_path``'s model on the device
+def warm_up(spec: Spec, check: AttentionCheck | None = None) -> str:
+    """One training step and one inference forward of ``spec``'s model on the device
     it would train on (``_device_and_precision``); returns what was warmed and where its
     seconds went, on one line. ``check``: the attention check running beside it. Raises
     what the step raised."""
     import torch
 
-    from dino.config import load_spec
     from dino.engine import autocast
     from dino.models import build_dino
     from dino.models.ms_deform_attn import self_check_seconds
     from dino.optim import build_optimizer, plan_learning_rates
 
     marks = [time.perf_counter()]
-    spec, _ = load_spec(spec_path)
     device, precision = _device_and_precision(spec)
     cuda = device.type == "cuda"
     # small images: the kernels and libraries load the same, in a fraction of a real step
@@ -134,18 +136,18 @@ class AttentionCheck:
     the verdict made or waits for it (``fused_usable`` holds a lock while it checks), so
     the result is the same either way; a thread that fails changes nothing."""
 
-    def __init__(self, spec_path: str):
+    def __init__(self, spec: Spec):
         import threading
 
         self.began = time.perf_counter()
         self.ended: float | None = None
         self.done = ""
-        self.thread = threading.Thread(target=self._run, args=(spec_path,), name="attention-check", daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(spec,), name="attention-check", daemon=True)
         self.thread.start()
 
-    def _run(self, spec_path: str) -> None:
+    def _run(self, spec: Spec) -> None:
         try:
-            self.done = check_attention(spec_path)
+            self.done = check_attention(spec)
         except Exception as exc:  # noqa: BLE001 - the warm-up's first call checks again and says why
             self.done = f"failed ({type(exc).__name__}: {exc})"
         finally:
@@ -158,8 +160,8 @@ class AttentionCheck:
         return f"in a thread beside the warm-up: {self.done}, done {self.ended - self.began:.1f} s after its start"
 
 
-def check_attention(spec_path: str) -> str:
-    """Run each distinct deformable attention of ``spec_path``'s model (built on the meta
+def check_attention(spec: Spec) -> str:
+    """Run each distinct deformable attention of ``spec``'s model (built on the meta
     device: nothing allocated) forward on a few queries under the spec's precision, on its
     GPU: the real calls' compile-time constants and value dtype, so their verdicts (the
     check compiles and runs both kernels, forward and backward). Off the GPU there is
@@ -167,12 +169,10 @@ def check_attention(spec_path: str) -> str:
     checked."""
     import torch
 
-    from dino.config import load_spec
     from dino.engine import autocast
     from dino.models import build_dino
     from dino.models.ms_deform_attn import MSDeformAttn, default_impl
 
-    spec, _ = load_spec(spec_path)
     device, precision = _device_and_precision(spec)
     if device.type != "cuda" or default_impl(device) != "fused":
         return f"no fused attention to compile on {device.type}"
@@ -224,12 +224,14 @@ def serve(spec_path: str) -> int:
     try:
         import dino.engine  # noqa: F401 - evaluation, and the model (below): what the attention check needs
         import dino.models  # noqa: F401
+        from dino.config import load_spec
 
-        check = AttentionCheck(spec_path)  # no imports of its own from here: the modules it uses are loaded
+        spec, _ = load_spec(spec_path)  # parsed once, for the check and the warm-up
+        check = AttentionCheck(spec)  # no imports of its own from here: the modules it uses are loaded
         import dino.train  # noqa: F401 - the rest of the training path
 
         imports_s = time.time() - began
-        what = warm_up(spec_path, check)
+        what = warm_up(spec, check)
     except Exception as exc:  # noqa: BLE001 - any failure: this process is not used
         print(f"dino-warm: warm-up failed, not used ({type(exc).__name__}: {exc})", flush=True)
         return 1

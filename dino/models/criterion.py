@@ -188,11 +188,10 @@ class SetCriterion(nn.Module):
         losses: dict[str, Tensor] = {}
         total = None
         for name, values in terms.items():
-            boxless = self.no_interm_box_loss and name != "loss_ce"
             part = values @ self._set_weights(name, tuple(interm), values)
             total = part if total is None else total + part
             for k, suffix in enumerate(names):
-                if not (interm[k] and boxless):
+                if self._counts(name, interm[k]):
                     losses[name + suffix] = values[k]
         dn_terms, dn_suffixes = self._dn_losses(outputs, targets, labels, target_boxes, offsets, num_boxes)
         for name, values in dn_terms.items():
@@ -202,16 +201,20 @@ class SetCriterion(nn.Module):
         losses["loss"] = total
         return losses
 
+    def _counts(self, name: str, interm: bool) -> bool:
+        """Whether term ``name`` of a matched set counts (is weighted and logged): with
+        ``no_interm_box_loss`` the encoder proposals' box terms do not."""
+        return not (interm and self.no_interm_box_loss and name != "loss_ce")
+
     def _set_weights(self, name: str, interm: tuple[bool, ...], values: Tensor) -> Tensor:
         """``[S]`` weights of term ``name`` over the matched sets (``interm`` marks the
         encoder proposals), made once per layout and device: no copy to the GPU per step."""
         key = (name, interm, values.device, values.dtype)
         weights = self._weight_cache.get(key)
         if weights is None:
-            boxless = self.no_interm_box_loss and name != "loss_ce"
             weights = self._weight_cache[key] = torch.tensor(
-                [0.0 if (i and boxless) else self.coef[name] * (self.interm_loss_coef if i else 1.0) for i in interm],
-                dtype=values.dtype).to(values.device)
+                [self.coef[name] * (self.interm_loss_coef if i else 1.0) if self._counts(name, i) else 0.0
+                 for i in interm], dtype=values.dtype).to(values.device)
         return weights
 
     def _dn_losses(self, outputs: dict, targets: list[dict[str, Tensor]], labels: Tensor, target_boxes: Tensor,

@@ -107,8 +107,13 @@ def test_total_is_weighted_sum_with_aux_interm_and_dn_terms():
     want = sum(coef[n] * losses[n + s] * (0.5 if s == "_interm" else 1.0) for s in suffixes for n in coef)
     assert losses["loss"].item() == pytest.approx(want.item(), rel=1e-6)
 
-    no_box = _criterion(interm_loss_coef=0.5, no_interm_box_loss=True)(out, targets)
-    assert "loss_bbox_interm" not in no_box and "loss_ce_interm" in no_box
+    boxless = _criterion(interm_loss_coef=0.5, no_interm_box_loss=True)
+    no_box = boxless(out, targets)
+    assert "loss_bbox_interm" not in no_box and "loss_giou_interm" not in no_box and "loss_ce_interm" in no_box
+    # the total weighs exactly the terms it logs: the proposals' box terms neither
+    want = sum(boxless.coef[n] * no_box[n + s] * (0.5 if s == "_interm" else 1.0)
+               for s in suffixes for n in coef if n + s in no_box)
+    assert no_box["loss"].item() == pytest.approx(want.item(), rel=1e-6)
 
 
 def test_dn_losses_use_the_positive_copies_of_each_box():
