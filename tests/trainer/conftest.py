@@ -1,10 +1,22 @@
-"""Fixtures for the trainer tests: generated shape datasets."""
+"""Fixtures for the trainer tests: generated shape datasets, one intra-op thread."""
 
 from __future__ import annotations
 
 import pytest
 
 from dino.data.synth import DatasetPaths, generate_dataset
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a shared 2-core machine run ~20x faster without intra-op threads; a
+    module takes it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,7 @@ from dino.models.dn_components import ContrastiveDenoising, DenoisingMeta
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0):

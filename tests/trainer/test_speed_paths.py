@@ -14,12 +14,7 @@ from dino_test_utils import TINY_MODEL
 TINY = dict(TINY_MODEL)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(seed, shapes, dtype=torch.float64, spread=1.4):
