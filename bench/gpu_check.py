@@ -148,6 +148,15 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def section_speed(c: Check, args) -> None:
+    # the host's own speed first: launch-bound steps follow it, so rows of two machines
+    # compare only beside it (2026-12-04: the same code trained 40.5 and 32.4 img/s)
+    proc = c.run("host_speed", [sys.executable, "bench/host_speed.py"], 60)
+    host = next(iter(_jsonl(c.out / "host_speed.log")), None)
+    c.add("speed", "host: one small operator dispatched (CPU) and launched (GPU) (info; compares hosts)",
+          proc.returncode == 0 and host is not None,
+          (f"{host['cpu_dispatch_us']} us a CPU dispatch, {host.get('cuda_launch_us', '-')} us a CUDA launch"
+           if host else c.log_tail("host_speed")))
+    c.info["host"] = host
     c.run("speed_hf", [sys.executable, "-c", HF_SNIPPET.format(anchors=str(Path(args.anchors).resolve()))], 150)
     hf = {("float32" if "float32" in r["dtype"] else "bfloat16"): r for r in _jsonl(c.out / "speed_hf.log")
           if "train_img_s" in r}
@@ -163,6 +172,8 @@ def section_speed(c: Check, args) -> None:
         ours[name] = [r for r in _jsonl(c.out / f"{name}.log") if "model" in r and "torch" not in r]
     table = []
     for name, rows in ours.items():
+        if not rows:  # the run ended before its first row (a crash, the deadline): a failure, not a gap
+            c.add("speed", f"{name}: model_speed.py {' '.join(runs[name])}", False, f"no rows: {c.log_tail(name)}")
         for r in rows:
             if "error" in r:
                 c.add("speed", f"{r['model']} {r['dtype']}", False, f"error: {r['error'][:200]}")
