@@ -22,7 +22,7 @@ from dino.models.cuda_graphs import (
     training_path,
 )
 
-from dino_test_utils import TINY_MODEL
+from dino_test_utils import TINY_MODEL, read_status, run_dino, tiny_spec, write_spec
 
 CUDA = torch.device("cuda")
 
@@ -56,6 +56,17 @@ def test_rule_decoder_graphs_fix_the_denoising_slots_from_the_most_boxes_an_imag
     alone = _tiny()[0]
     graphs, _ = install_training_graphs(alone, CUDA, None, enabled=False, decoder=True, max_boxes=2)
     assert [type(g) for g in graphs] == [GraphedDecode] and alone.denoising_slots == 10  # 2 x max(5, 2)
+
+
+def test_the_trainer_reads_the_decoder_setting_and_trains_eagerly_on_the_cpu(shapes_small, tmp_path):
+    """The setting reaches the trainer's rule (through the spec, with the training set's
+    most boxes an image) and a CPU run says it trains eagerly, then trains."""
+    spec = tiny_spec(shapes_small, tmp_path / "results", train={"num_epochs": 1, "cuda_graphs_decoder": True})
+    run = run_dino("train", "-e", str(write_spec(tmp_path / "spec.yaml", spec)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    status = read_status(tmp_path / "results")
+    assert "training runs eagerly (CUDA graphs need a GPU)" in [line["message"] for line in status]
+    assert status[-1]["status"] == "SUCCESS"
 
 
 def _batch(size: int = 64, seed: int = 0):
