@@ -143,6 +143,32 @@ def test_a_failed_capture_stops_the_run_and_says_how_to_train_without_graphs(mon
         decode._entry(key, None, (images,))
 
 
+@pytest.mark.parametrize("slots", [10, None])
+def test_decoder_signature_holds_over_target_layouts_only_with_fixed_slots(monkeypatch, slots):
+    """What decides whether a decoder graph is replayed: with fixed denoising slots every
+    batch of one image size is one signature, whatever its boxes; with each batch's own
+    layout (no slots) the signature follows the targets. (Keys only: capture needs a GPU.)"""
+    model = _tiny()[0]  # dn_number 5: 10 slots hold up to 5 boxes an image
+    graphs = GraphedDecode(model, None, slots=slots).install()
+    keys = []
+    monkeypatch.setattr(GraphedDecode, "_active", lambda self, tensor: True)
+    monkeypatch.setattr(GraphedDecode, "_entry", lambda self, key, fn, inputs: keys.append(key))  # None: eager
+    model.train()
+    images, masks, _ = _batch()
+    layouts = [[2, 1], [1, 1], [3, 2], [5, 0]]  # 2 groups of 2 x 2, 5 of 2 x 1, 1 of 2 x 3, 1 of 2 x 5
+    for counts in layouts:
+        targets = [{"labels": torch.ones(n, dtype=torch.long), "boxes": torch.full((n, 4), 0.3)} for n in counts]
+        model(images, masks, targets)
+    assert len(keys) == len(layouts) and graphs.last_path == "eager"
+    if slots:
+        assert len(set(keys)) == 1
+        levels, memory, _, _, dn_tgt, dn_ref, attn_mask = keys[0]
+        assert dn_tgt[0] == (2, 10, 64) and dn_ref[0] == (2, 10, 4) and attn_mask[0] == (30, 30)
+        assert memory[3] and dn_tgt[3] and not dn_ref[3]  # the inputs that carry a gradient
+    else:  # one signature per layout size: 8, 10, 6 and again 10 queries
+        assert len(set(keys)) == 3
+
+
 def test_environment_switch_disables_capture(monkeypatch):
     monkeypatch.setenv("DINO_CUDA_GRAPHS", "0")
     monkeypatch.setattr(cuda_graphs, "_TrainingGraphs", _Recorder)
