@@ -169,6 +169,45 @@ def test_decoder_signature_holds_over_target_layouts_only_with_fixed_slots(monke
         assert len(set(keys)) == 3
 
 
+class _Replayed:
+    """Stands in for a ``_TrainingGraphs`` entry (capture needs a GPU) with the same
+    buffers: replaying its "forward graph" writes ``y = (m * w).sum(-1)`` and ``z = 2 d``
+    into fixed outputs from the fixed inputs, its "backward graph" the gradients of
+    ``m``, ``d`` and ``w`` from the fixed output gradients; the middle input is absent."""
+
+    def __init__(self):
+        self.w = torch.nn.Parameter(torch.randn(3))
+        m, d = torch.zeros(2, 3, requires_grad=True), torch.zeros(2, requires_grad=True)
+        self.inputs, self.grad_inputs, self.params = (m, None, d), [0, 2], [self.w]
+        self.outputs, self.differentiable = (torch.zeros(2), torch.zeros(2)), (True, True)
+        self.grad_outputs = (torch.zeros(2), torch.zeros(2))
+        self.input_grads, self.param_grads = (torch.zeros(2, 3), torch.zeros(2)), (torch.zeros(3),)
+        self.forward_graph = type("G", (), {"replay": lambda _: self._forward()})()
+        self.backward_graph = type("G", (), {"replay": lambda _: self._backward()})()
+
+    def _forward(self):
+        (m, _, d), w = self.inputs, self.w.detach()
+        self.outputs[0].copy_((m.detach() * w).sum(-1))
+        self.outputs[1].copy_(d.detach() * 2)
+
+    def _backward(self):
+        (m, _, _), (gy, gz), w = self.inputs, self.grad_outputs, self.w.detach()
+        self.input_grads[0].copy_(gy[:, None] * w)
+        self.input_grads[1].copy_(gz * 2)
+        self.param_grads[0].copy_((gy[:, None] * m.detach()).sum(0))
+
+
+def test_a_replay_node_routes_gradients_to_its_inputs_and_parameters_in_order():
+    entry = _Replayed()
+    m, d = torch.randn(2, 3, requires_grad=True), torch.randn(2, requires_grad=True)
+    y, z = cuda_graphs._Replay.apply(entry, m, None, d, *entry.params)
+    assert torch.equal(entry.inputs[0].detach(), m.detach())  # copied in, as a replay reads them
+    (3 * y.sum() + z[0]).backward()  # z[1] unused: its gradient is 0, not stale
+    w = entry.w.detach()
+    assert torch.allclose(m.grad, 3 * w.expand(2, 3)) and torch.allclose(entry.w.grad, 3 * m.detach().sum(0))
+    assert d.grad.tolist() == [2.0, 0.0]
+
+
 def test_environment_switch_disables_capture(monkeypatch):
     monkeypatch.setenv("DINO_CUDA_GRAPHS", "0")
     monkeypatch.setattr(cuda_graphs, "_TrainingGraphs", _Recorder)
