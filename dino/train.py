@@ -214,7 +214,9 @@ def _fit(spec: Spec, status: StatusLog, guard: SignalGuard, ctx: DistContext, de
         fixed_size = d.augmentation.fixed_padding
     graphs, graphs_note = install_training_graphs(model, device, AUTOCAST_DTYPES[t.precision],
                                                   enabled=t.cuda_graphs, decoder=t.cuda_graphs_decoder,
-                                                  max_boxes=train_ds.max_boxes(), distributed=ctx.enabled,
+                                                  # a pass over the annotations, only for the decoder's slots
+                                                  max_boxes=train_ds.max_boxes() if t.cuda_graphs_decoder else 0,
+                                                  distributed=ctx.enabled,
                                                   compiled=t.compile)
     say(graphs_note)
     status.write(graphs_note)
