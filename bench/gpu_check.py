@@ -162,8 +162,6 @@ def section_speed(c: Check, args) -> None:
           if "train_img_s" in r}
     runs = {"speed_ours": ["--size", "800", "--batch", "4"]}
     runs["speed_smoke_regime"] = ["--size", "320", "--batch", "8", "--dtypes", "bf16"]
-    # train.cuda_graphs_decoder (off by default): the same bf16 row with the decoder graphed too
-    runs["speed_decoder_graphs"] = ["--size", "800", "--batch", "4", "--dtypes", "bf16", "--decoder-graphs"]
     ours = {}
     for name, extra in runs.items():
         c.run(name, [sys.executable, "bench/model_speed.py", "--models", "dino_4scale_r50", "--no-hf", "--iters", "20",
@@ -191,12 +189,11 @@ def section_speed(c: Check, args) -> None:
             else:
                 table.append(r)
             regime = f"batch {r['batch']} at {r['size']} px"
-            # the paths asked for: the fused kernels, training and inference replayed from CUDA graphs
-            # (the decoder's training graphs too where they were asked for)
-            training = "graph+decoder" if name == "speed_decoder_graphs" else "graph"
+            # the paths asked for: the fused kernels, training (backbone, encoder and decoder) and
+            # inference replayed from CUDA graphs
             c.add("speed", f"{r['model']} {r['dtype']}, {regime}",
-                  path == ["fused"] and r.get("inference_path") == "graph" and r.get("training_path") == training,
-                  detail)
+                  path == ["fused"] and r.get("inference_path") == "graph"
+                  and r.get("training_path") == "graph+decoder", detail)
     if not hf:
         c.add("speed", "hf_anchor.py Deformable-DETR rerun", False, c.log_tail("speed_hf"))
     c.info["speed"] = {"hf": hf, "ours": table}
@@ -262,13 +259,17 @@ def section_smoke(c: Check, args) -> None:
         text = log.read_text(errors="replace")
         fell_back = [line for line in text.splitlines() if "failed its self-check" in line
                      or "CUDA graph capture of the detector failed" in line
-                     or "CUDA graph capture of the encoder in training failed" in line]
-        replayed = [line for line in text.splitlines() if line.startswith("train.cuda_graphs: ") and "steps replayed" in line]
-        graphed = bool(replayed) and not replayed[-1].startswith("train.cuda_graphs: 0 of ")
-        c.add("smoke", f"{log.parent.name}: fused attention, graphed training and validation, no fallback",
-              not fell_back and graphed and "capture failed" not in (replayed or [""])[-1],
-              fell_back[0][:300] if fell_back else (replayed[-1][:300] if replayed else
-                                                    "no train.cuda_graphs line in the trial's log"))
+                     or ("CUDA graph capture of the " in line and " in training failed" in line)]
+        # the last replay count of the backbone and encoder, then of the decoder
+        last = []
+        for setting in ("train.cuda_graphs", "train.cuda_graphs_decoder"):
+            lines = [line for line in text.splitlines() if line.startswith(f"{setting}: ") and "steps replayed" in line]
+            last.append(lines[-1] if lines else f"no {setting} line in the trial's log")
+        graphed = all("steps replayed" in line and ": 0 of " not in line and "capture failed" not in line
+                      for line in last)
+        c.add("smoke", f"{log.parent.name}: fused attention, graphed training (encoder and decoder) and validation, "
+              "no fallback", not fell_back and graphed,
+              fell_back[0][:300] if fell_back else "; ".join(line[:200] for line in last))
     _packing_row(c, ws)
     startups: dict[str, dict] = {}
     c.info["startup"] = startups

@@ -10,7 +10,7 @@ Hugging Face models are included when ``transformers`` is importable (``--no-hf`
     python bench/model_speed.py --device cpu --size 256       # smoke check (fp32, 2 timed steps)
     python bench/model_speed.py --models dino_4scale_r50 --compile   # train.compile's path
     python bench/model_speed.py --models dino_4scale_r50 --eager-training   # train.cuda_graphs=false
-    python bench/model_speed.py --models dino_4scale_r50 --decoder-graphs   # train.cuda_graphs_decoder=true
+    python bench/model_speed.py --models dino_4scale_r50 --no-decoder-graphs   # train.cuda_graphs_decoder=false
 
 Our rows use the trainer's defaults on the device: the fused Triton deformable attention
 (``DINO_MSDA_IMPL=pytorch`` for the canvas path; the row's ``msda`` key says which ran) and
@@ -67,7 +67,7 @@ class OurDino:
     """Adapter: ``loss(images, targets)`` and ``infer(images)`` for our model."""
 
     def __init__(self, cfg: ModelConfig, device: torch.device, compile: bool = False,
-                 autocast_dtype: torch.dtype | None = None, cuda_graphs: bool = True, decoder_graphs: bool = False):
+                 autocast_dtype: torch.dtype | None = None, cuda_graphs: bool = True, decoder_graphs: bool = True):
         self.model, self.criterion, self.post = build_dino(cfg, NUM_CLASSES + 1)
         self.model.to(device)
         if compile:  # what train.compile does: backbone body, encoder and decoder layers
@@ -218,13 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also append the JSON lines to this file")
     parser.add_argument("--eager-training", action="store_true",
                         help="our models trained eagerly (train.cuda_graphs=false; rows named <model>+eager); by "
-                             "default the trainer's path: backbone + encoder from CUDA graphs on a GPU")
+                             "default the trainer's path: backbone, encoder and decoder from CUDA graphs on a GPU")
     parser.add_argument("--compile", action="store_true",
                         help="our models with train.compile's torch.compile wrapping (rows named <model>+compile; "
                              "compile time falls in the warm-up steps)")
-    parser.add_argument("--decoder-graphs", action="store_true",
-                        help="our models with train.cuda_graphs_decoder: the query selection and decoder replayed "
-                             "from CUDA graphs in training too (rows named <model>+decoder_graphs)")
+    parser.add_argument("--no-decoder-graphs", action="store_true",
+                        help="our models with train.cuda_graphs_decoder=false: the query selection and decoder "
+                             "trained eagerly (rows named <model>+eager_decoder)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -265,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         suffix = ""
         if name in OUR_CONFIGS:
             suffix = (("+compile" if args.compile else "") + ("+eager" if args.eager_training else "")
-                      + ("+decoder_graphs" if args.decoder_graphs else ""))
+                      + ("+eager_decoder" if args.no_decoder_graphs else ""))
             factory = lambda dtype, name=name: OurDino(  # noqa: E731
                 OUR_CONFIGS[name], device, args.compile, autocast_dtype=None if dtype == torch.float32 else dtype,
-                cuda_graphs=not args.eager_training, decoder_graphs=args.decoder_graphs)
+                cuda_graphs=not args.eager_training, decoder_graphs=not args.no_decoder_graphs)
         else:
             factory = lambda dtype, name=name: HfModel(name, device)  # noqa: E731
         for dtype in chosen:

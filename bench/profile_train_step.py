@@ -13,7 +13,7 @@ replay from CUDA graphs (``train.cuda_graphs``, ``train.cuda_graphs_decoder``): 
 graphed part is one node that copies its inputs and output gradients into fixed
 buffers, as a replay does, and returns outputs computed once (``FrozenPart``).
 
-    python bench/profile_train_step.py [--dtype fp32] [--steps 5] [--rows 40] [--decoder-graphs]
+    python bench/profile_train_step.py [--dtype fp32] [--steps 5] [--rows 40] [--no-decoder-graphs]
     python bench/profile_train_step.py --device cpu [--json] [--graphed encoder+decoder]
 """
 
@@ -155,7 +155,7 @@ def gpu_profile(args) -> int:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     adapter = OurDino(OUR_CONFIGS[args.config], device, autocast_dtype=None if dtype == torch.float32 else dtype,
                       cuda_graphs=not args.eager_training,  # the trainer's path unless --eager-training
-                      decoder_graphs=args.decoder_graphs)
+                      decoder_graphs=not args.no_decoder_graphs)
     opt = adapter.optimizer()
     gen = torch.Generator().manual_seed(0)
     images, targets = make_batch(4, args.size, device, gen)
@@ -204,7 +204,7 @@ def main() -> int:
     ap.add_argument("--gpu-sampler", action="store_true", help="CPU: use the GPU's one-call canvas sampler")
     ap.add_argument("--config", default="dino_4scale_r50")
     ap.add_argument("--eager-training", action="store_true", help="GPU: train.cuda_graphs=false's step")
-    ap.add_argument("--decoder-graphs", action="store_true", help="GPU: train.cuda_graphs_decoder=true's step")
+    ap.add_argument("--no-decoder-graphs", action="store_true", help="GPU: train.cuda_graphs_decoder=false's step")
     ap.add_argument("--graphed", default="none", choices=["none", "encoder", "encoder+decoder"],
                     help="CPU: count only what stays eager when these parts replay from CUDA graphs")
     args = ap.parse_args()

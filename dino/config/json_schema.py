@@ -131,7 +131,7 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "train.results_dir": {"description": "Training outputs; empty: <results_dir>/train."},
     "train.freeze": {"description": "Parameter-name prefixes kept frozen."},
     "train.cuda_graphs": {"description": "Ours: on one GPU, replay the backbone and encoder from CUDA graphs in training (one per input shape, at most 9)."},
-    "train.cuda_graphs_decoder": {"description": "Ours: on one GPU, replay the query selection and decoder from CUDA graphs in training too, the denoising queries in 2 x max(model.dn_number, most boxes in an image) slots. Off by default: not yet measured on a GPU."},
+    "train.cuda_graphs_decoder": {"description": "Ours: with train.cuda_graphs, replay the query selection and decoder from CUDA graphs in training too, the denoising queries in 2 x max(model.dn_number, most boxes in an image) slots."},
     "train.compile": {"description": "Ours: torch.compile the backbone body and transformer layers on CUDA (with fixed_padding for static shapes)."},
     "export": {"description": "dino export: ONNX file from a trained checkpoint."},
     "export.results_dir": {"description": "Export outputs; empty: <results_dir>/export."},

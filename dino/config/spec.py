@@ -134,9 +134,9 @@ class TrainConfig:
     activation_checkpoint: bool = True
     compile: bool = False  # ours: torch.compile the encoder/decoder layers on CUDA (see dino/config/README.md)
     cuda_graphs: bool = True  # ours: on one GPU, backbone + encoder replayed from CUDA graphs (dino/config/README.md)
-    # ours: on one GPU, the query selection and decoder too, the denoising queries in fixed
-    # slots; off until measured on a GPU (dino/config/README.md)
-    cuda_graphs_decoder: bool = False
+    # ours: with cuda_graphs, the query selection and decoder too, the denoising queries in
+    # fixed slots (dino/config/README.md)
+    cuda_graphs_decoder: bool = True
 
 
 @dataclasses.dataclass

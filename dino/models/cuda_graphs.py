@@ -338,11 +338,12 @@ def install_training_graphs(model: nn.Module, device: torch.device, autocast_dty
                             enabled: bool = True, decoder: bool = False, max_boxes: int = 0,
                             distributed: bool = False, compiled: bool = False) -> tuple[list[_GraphedTraining], str]:
     """The trainer's rule for ``train.cuda_graphs`` and ``train.cuda_graphs_decoder``
-    (``bench/model_speed.py`` applies the same): graphs on one GPU, eager otherwise.
+    (``bench/model_speed.py`` applies the same): graphs on one GPU, eager otherwise;
+    ``enabled`` false turns every training graph off, ``decoder`` adds the decoder's.
     ``max_boxes``: the most boxes an image of the training set has, which sizes the
     decoder's denoising slots. Returns the installed graphs (empty: eager) and why, for
     the run's log."""
-    if not (enabled or decoder):
+    if not enabled:
         return [], "train.cuda_graphs is false: training runs eagerly"
     if device.type != "cuda":
         return [], "training runs eagerly (CUDA graphs need a GPU)"
@@ -350,12 +351,9 @@ def install_training_graphs(model: nn.Module, device: torch.device, autocast_dty
         return [], "training runs eagerly under DDP (train.cuda_graphs applies to one GPU)"
     if compiled:
         return [], "train.compile is on: torch.compile's graphs instead of train.cuda_graphs"
-    graphs: list[_GraphedTraining] = []
-    notes = []
-    if enabled:
-        graphs.append(GraphedEncode(model, autocast_dtype).install())
-        notes.append(f"train.cuda_graphs: backbone and encoder replayed from CUDA graphs in training, up to "
-                     f"{graphs[-1].max_graphs} input shapes, each captured the second time it comes")
+    graphs: list[_GraphedTraining] = [GraphedEncode(model, autocast_dtype).install()]
+    notes = [f"train.cuda_graphs: backbone and encoder replayed from CUDA graphs in training, up to "
+             f"{graphs[0].max_graphs} input shapes, each captured the second time it comes"]
     if decoder:
         denoising = getattr(model, "denoising", None)
         slots = denoising.slots_for(max_boxes) if denoising is not None else None

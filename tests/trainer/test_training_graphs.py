@@ -53,9 +53,12 @@ def test_rule_decoder_graphs_fix_the_denoising_slots_from_the_most_boxes_an_imag
     assert [type(g) for g in graphs] == [GraphedEncode, GraphedDecode] and training_graphs(model) == graphs
     assert model.denoising_slots == graphs[1].slots == 14  # 2 x max(5, 7)
     assert "train.cuda_graphs_decoder" in note and "14 slots" in note
-    alone = _tiny()[0]
-    graphs, _ = install_training_graphs(alone, CUDA, None, enabled=False, decoder=True, max_boxes=2)
-    assert [type(g) for g in graphs] == [GraphedDecode] and alone.denoising_slots == 10  # 2 x max(5, 2)
+    small = _tiny()[0]
+    graphs, _ = install_training_graphs(small, CUDA, None, decoder=True, max_boxes=2)
+    assert small.denoising_slots == graphs[1].slots == 10  # 2 x max(5, 2)
+    off = _tiny()[0]  # train.cuda_graphs=false turns every training graph off, the decoder's too
+    graphs, note = install_training_graphs(off, CUDA, None, enabled=False, decoder=True, max_boxes=2)
+    assert graphs == [] and off.denoising_slots is None and "train.cuda_graphs is false" in note
 
 
 def test_the_trainer_reads_the_decoder_setting_and_trains_eagerly_on_the_cpu(shapes_small, tmp_path):
